@@ -1,0 +1,225 @@
+//! The command line (SPEC §1): clap-derive types whose doc comments are the `--help` text.
+//!
+//! Why this module exists: the CLI is a contract with cron jobs and scripts (option names are fixed by the
+//! SPEC), so it is declared in one place and translated into library options ([`LoadOptions`]) here; the rest
+//! of the library never sees clap.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result, exit};
+use crate::load::{self, LoadOptions, Mode};
+use crate::report::ProgressWhen;
+use crate::schema::{self, SchemaFormat};
+use crate::writer::{Codec, PartitionMode};
+
+/// Load Segment-style Group calls (NDJSON, optionally gzip/zstd) into a Hive-partitioned Parquet dataset.
+#[derive(Debug, Parser)]
+#[command(name = "group-loader", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load Group calls into OUTPUT/groups/ (the main job).
+    Load(LoadArgs),
+    /// Print the output schema of the groups table.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Input files or directories (walked for *.json, *.jsonl, *.ndjson, optionally .gz/.zst), or - for stdin.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output dataset folder (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Partition folders, by the UTC time of receivedAt (or timestamp).
+    #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
+    pub partition: PartitionMode,
+
+    /// Parquet compression codec.
+    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
+    pub compression: Codec,
+
+    /// append: add this run's files (a re-run of the same inputs replaces its own files);
+    /// overwrite: replace every file in the partitions this run writes.
+    #[arg(long, value_enum, default_value_t = Mode::Append)]
+    pub mode: Mode,
+
+    /// Fail (exit 3, publish nothing) when rejected lines exceed this share of the non-blank, non-skipped
+    /// lines. Duplicates do not count.
+    #[arg(long, value_name = "F", default_value_t = 0.05)]
+    pub max_reject_ratio: f64,
+
+    /// Also copy the rejects file (one JSON object per rejected line) to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub rejects: Option<PathBuf>,
+
+    /// Also write the JSON run report to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Memory budget, e.g. 512MiB, 2G (K/M/G and KiB/MiB/GiB are powers of 1024; KB/MB/GB of 1000).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub memory_limit: u64,
+
+    /// Longest line accepted, in bytes (longer lines are rejected as line_too_long, never held whole).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_line_bytes: u64,
+
+    /// Keep every event, even when its messageId was already loaded by this run.
+    #[arg(long)]
+    pub no_dedupe: bool,
+
+    /// Progress bar on stderr: auto draws it only when stderr is a terminal.
+    #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
+    pub progress: ProgressWhen,
+
+    /// No summary on stderr (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
+    pub format: SchemaFormat,
+}
+
+/// Parses a size such as `1GiB`, `512M`, `1.5G`, `100000`.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 512MiB or 2G"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size {s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+impl LoadArgs {
+    fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            inputs: self.inputs.clone(),
+            output: self.output.clone(),
+            partition: self.partition,
+            codec: self.compression,
+            mode: self.mode,
+            max_reject_ratio: self.max_reject_ratio,
+            rejects: self.rejects.clone(),
+            report: self.report.clone(),
+            memory_limit: self.memory_limit,
+            dedupe: !self.no_dedupe,
+            progress: self.progress,
+            quiet: self.quiet,
+            max_line_bytes: usize::try_from(self.max_line_bytes)
+                .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
+        })
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Schema(args) => {
+            print!("{}", schema::render(args.format));
+            Ok(())
+        }
+        Command::Load(args) => {
+            let opts = args.options()?;
+            let mut pool = rayon::ThreadPoolBuilder::new();
+            if let Some(n) = args.threads {
+                if n == 0 {
+                    return Err(Error::Usage("--threads must be at least 1".into()));
+                }
+                pool = pool.num_threads(n);
+            }
+            let pool = pool
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))?;
+            pool.install(|| load::load(&opts)).map(|_| ())
+        }
+    }
+}
+
+/// The whole program: parses arguments, runs, maps the outcome to an exit code (SPEC §8).
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and succeed; anything else is bad usage.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::from(exit::SUCCESS),
+        Err(e) => {
+            eprintln!("group-loader: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1X").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,346 @@
+//! Input discovery and reading (SPEC §1): which files a run reads, in which order, and how they decompress.
+//!
+//! Why this module exists: a nightly export is a folder of mixed files, some gzipped, some not, some named
+//! wrongly. Deciding what is an input (and in a deterministic order) and sniffing compression from the first
+//! bytes rather than the name belong together, apart from parsing.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+#[cfg(unix)]
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Where lines come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Source {
+    /// The name used in the report and the rejects file: the path as given, or `-`.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Stdin => "-".to_string(),
+            Source::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// The size on disk, where known.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Source::Stdin => None,
+            Source::File(p) => fs::metadata(p).ok().map(|m| m.len()),
+        }
+    }
+}
+
+/// Compression of an input, detected from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// True for a file name a directory walk picks up: `.json`, `.jsonl` or `.ndjson`, each optionally followed
+/// by `.gz` or `.zst` (ASCII case ignored), and not hidden.
+pub fn is_input_name(name: &str) -> bool {
+    if name.starts_with('.') {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    let base = lower
+        .strip_suffix(".gz")
+        .or_else(|| lower.strip_suffix(".zst"))
+        .unwrap_or(&lower);
+    [".json", ".jsonl", ".ndjson"]
+        .iter()
+        .any(|ext| base.ends_with(ext) && base.len() > ext.len())
+}
+
+fn path_bytes(p: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        p.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        p.to_string_lossy().as_bytes().to_vec()
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("reading directory", dir))? {
+        let entry = entry.map_err(Error::io("reading directory", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue; // hidden files and folders
+        }
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(Error::io("reading", &path))?;
+        if file_type.is_dir() {
+            walk(&path, out)?;
+        } else if is_input_name(&name) {
+            // Regular files, and symlinks to files (links to folders are not followed: no cycles).
+            let is_file =
+                file_type.is_file() || fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
+            if is_file {
+                out.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expands the command-line inputs into the list of sources, in the order a run reads them: standard input
+/// first (if `-` is given), then every file, in byte-wise sorted path order, each once.
+pub fn discover(args: &[PathBuf]) -> Result<Vec<Source>> {
+    let mut stdin = false;
+    let mut files = Vec::new();
+    for arg in args {
+        if arg.as_os_str() == "-" {
+            stdin = true;
+            continue;
+        }
+        let meta = fs::metadata(arg).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::InputNotFound(arg.clone()),
+            _ => Error::io("reading", arg)(e),
+        })?;
+        if meta.is_dir() {
+            let before = files.len();
+            walk(arg, &mut files)?;
+            if files.len() == before {
+                return Err(Error::NoInputs(arg.clone()));
+            }
+        } else {
+            files.push(arg.clone());
+        }
+    }
+    files.sort_by_key(|p| path_bytes(p));
+    files.dedup();
+    let mut sources: Vec<Source> = Vec::with_capacity(files.len() + 1);
+    if stdin {
+        sources.push(Source::Stdin);
+    }
+    sources.extend(files.into_iter().map(Source::File));
+    Ok(sources)
+}
+
+/// Counts the bytes read through it (compressed bytes, for progress and error offsets).
+pub struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// An opened input: decompressed bytes, and a counter of the raw bytes read so far.
+pub struct Opened {
+    pub reader: Box<dyn Read + Send>,
+    pub compression: Compression,
+    pub raw_bytes_read: Arc<AtomicU64>,
+}
+
+/// Opens a source and wraps it in the decoder its first bytes call for. gzip is read as multi-member (the
+/// concatenation of gzip files is one stream); zstd reads every frame.
+pub fn open(source: &Source) -> Result<Opened> {
+    let raw: Box<dyn Read + Send> = match source {
+        Source::Stdin => Box::new(io::stdin()),
+        Source::File(p) => Box::new(File::open(p).map_err(Error::io("opening", p))?),
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let mut buffered = BufReader::with_capacity(
+        256 * 1024,
+        CountingReader {
+            inner: raw,
+            count: count.clone(),
+        },
+    );
+    let head = loop {
+        match buffered.fill_buf() {
+            Ok(h) => break h,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("reading", source.name())(e)),
+        }
+    };
+    let compression = Compression::detect(head);
+    let reader: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(Error::io("opening zstd stream", source.name()))?,
+        ),
+    };
+    Ok(Opened {
+        reader,
+        compression,
+        raw_bytes_read: count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_names() {
+        for ok in [
+            "a.json",
+            "a.jsonl",
+            "a.ndjson",
+            "a.json.gz",
+            "a.ndjson.zst",
+            "A.JSONL.GZ",
+            "x.y.json",
+        ] {
+            assert!(is_input_name(ok), "{ok}");
+        }
+        for no in [
+            ".a.json",
+            "a.txt",
+            "a.json.bz2",
+            "a.gz",
+            "json",
+            ".json",
+            "a.json.gz.tmp",
+            "a.jsonx",
+        ] {
+            assert!(!is_input_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn compression_is_sniffed() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"{\"type\""), Compression::None);
+        assert_eq!(Compression::detect(b""), Compression::None);
+    }
+
+    #[test]
+    fn discovery_walks_sorts_and_skips_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("b/.hidden")).unwrap();
+        fs::create_dir_all(d.join("a")).unwrap();
+        for f in [
+            "b/2.json",
+            "a/z.ndjson.gz",
+            "a/Z.jsonl",
+            "b/.h.json",
+            "b/.hidden/x.json",
+            "a/notes.txt",
+            "b/10.json",
+        ] {
+            fs::write(d.join(f), b"").unwrap();
+        }
+        let got: Vec<String> = discover(&[d.to_path_buf(), PathBuf::from("-")])
+            .unwrap()
+            .iter()
+            .map(|s| s.name().replace(&d.display().to_string(), ""))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "-",
+                "/a/Z.jsonl",
+                "/a/z.ndjson.gz",
+                "/b/10.json",
+                "/b/2.json"
+            ]
+        );
+        // An explicitly named file is read whatever its name; naming it twice reads it once.
+        let notes = d.join("a/notes.txt");
+        assert_eq!(discover(&[notes.clone(), notes]).unwrap().len(), 1);
+        assert!(matches!(
+            discover(&[d.join("missing")]),
+            Err(Error::InputNotFound(_))
+        ));
+        fs::create_dir(d.join("empty")).unwrap();
+        assert!(matches!(
+            discover(&[d.join("empty")]),
+            Err(Error::NoInputs(_))
+        ));
+    }
+
+    fn read_all(bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.bin");
+        fs::write(&p, bytes).unwrap();
+        let mut out = Vec::new();
+        open(&Source::File(p))
+            .unwrap()
+            .reader
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn multi_member_gzip_and_multi_frame_zstd() {
+        use std::io::Write;
+        let mut gz = Vec::new();
+        for part in [&b"a\n"[..], b"b\n"] {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(part).unwrap();
+            gz.extend(e.finish().unwrap());
+        }
+        assert_eq!(read_all(&gz).unwrap(), b"a\nb\n");
+        let mut zs = zstd::encode_all(&b"c\n"[..], 1).unwrap();
+        zs.extend(zstd::encode_all(&b"d\n"[..], 1).unwrap());
+        assert_eq!(read_all(&zs).unwrap(), b"c\nd\n");
+        assert_eq!(read_all(b"plain\n").unwrap(), b"plain\n");
+    }
+
+    #[test]
+    fn truncated_or_corrupt_compressed_input_is_an_error() {
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&vec![b'x'; 100_000]).unwrap();
+            e.finish().unwrap()
+        };
+        assert!(read_all(&gz[..gz.len() / 2]).is_err());
+        let mut corrupt = gz.clone();
+        corrupt[20] ^= 0xff;
+        corrupt[21] ^= 0xff;
+        assert!(read_all(&corrupt).is_err());
+        let zs = zstd::encode_all(&vec![b'y'; 100_000][..], 3).unwrap();
+        assert!(read_all(&zs[..zs.len() - 3]).is_err());
+    }
+}

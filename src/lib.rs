@@ -1,0 +1,35 @@
+//! group-loader: loads Segment-style Group calls into a Hive-partitioned Parquet dataset.
+//!
+//! The contract is `SPEC.md` (shared with the product owner); the modules follow its sections:
+//!
+//! | module | responsibility | SPEC |
+//! |---|---|---|
+//! | [`cli`] | command line, exit codes | §1, §8 |
+//! | [`input`] | which files, in which order, decompression | §1 |
+//! | [`lines`] | cutting streams into lines and chunks | §2 |
+//! | [`parse`] | one line -> blank / skipped / rejected / row | §2 |
+//! | [`values`] | the text and time rules | §3 |
+//! | [`mapping`] | the mapping tables: field -> column | §4, §5 |
+//! | [`schema`] | the output schema, in one place | §4 |
+//! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
+//! | [`publish`] | lock, staging, atomic publish, crash recovery | §6.2 |
+//! | [`rejects`] | the rejects file | §7 |
+//! | [`report`] | counts, report, summary, progress | §8 |
+//! | [`load`] | the `load` run, start to end | all |
+//! | [`error`] | the error type and its exit codes | §8 |
+
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod lines;
+pub mod load;
+pub mod mapping;
+pub mod parse;
+pub mod publish;
+pub mod rejects;
+pub mod report;
+pub mod schema;
+pub mod values;
+pub mod writer;
+
+pub use error::{Error, Result};

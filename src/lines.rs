@@ -1,0 +1,302 @@
+//! Splitting a byte stream into lines, in chunks (SPEC §2).
+//!
+//! Why this module exists: lines are the unit of everything (counts, rejects, offsets), and they must be cut
+//! the same way whatever the thread count. The reader hands out chunks of whole lines (a few MiB each) that
+//! the parser then works on in parallel; it keeps exact line numbers and byte offsets, drops a trailing `\r`
+//! and a leading UTF-8 BOM, and never holds a line over the line limit: such a line keeps only its first
+//! [`TOO_LONG_PREFIX`] bytes (for the rejects file) and its length.
+
+use std::io::{self, Read};
+use std::ops::Range;
+
+/// How much of an over-long line is kept for the rejects file.
+pub const TOO_LONG_PREFIX: usize = 64 * 1024;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+const READ_SIZE: usize = 256 * 1024;
+
+/// One line inside a [`Chunk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The line's bytes in `Chunk::data`, without `\n`, a trailing `\r`, or the file's BOM.
+    pub range: Range<usize>,
+    /// 1-based line number in the file.
+    pub number: u64,
+    /// Byte offset of the line's first byte in the (decompressed) file.
+    pub offset: u64,
+    /// For a line over the limit: its full length in bytes (then `range` holds only its prefix).
+    pub too_long: Option<u64>,
+}
+
+/// A run of whole lines and the bytes they point into.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub data: Vec<u8>,
+    pub lines: Vec<Line>,
+}
+
+impl Chunk {
+    pub fn bytes(&self, line: &Line) -> &[u8] {
+        &self.data[line.range.clone()]
+    }
+}
+
+/// Reads lines from a stream, chunk by chunk.
+pub struct LineReader<R> {
+    inner: R,
+    limit: usize,
+    chunk_target: usize,
+    /// Bytes read but not yet handed out (the start of a partial line).
+    carry: Vec<u8>,
+    /// Offset in the stream of `carry[0]`.
+    carry_offset: u64,
+    next_number: u64,
+    eof: bool,
+    at_start: bool,
+}
+
+impl<R: Read> LineReader<R> {
+    /// `limit`: the longest line kept whole; `chunk_target`: the bytes of lines per chunk (at least).
+    pub fn new(inner: R, limit: usize, chunk_target: usize) -> Self {
+        LineReader {
+            inner,
+            limit: limit.max(1),
+            chunk_target: chunk_target.max(1),
+            carry: Vec::new(),
+            carry_offset: 0,
+            next_number: 1,
+            eof: false,
+            at_start: true,
+        }
+    }
+
+    /// The number the next line will get (for error messages).
+    pub fn next_line_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// The underlying reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Appends up to `READ_SIZE` more bytes to `buf` (fewer only at the end of the stream); false at the end.
+    fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        // `read_to_end` on a `Take` retries short reads and `Interrupted`, and does not zero the buffer.
+        let n = (&mut self.inner).take(READ_SIZE as u64).read_to_end(buf)?;
+        Ok(n > 0)
+    }
+
+    fn push_line(
+        &mut self,
+        lines: &mut Vec<Line>,
+        data: &[u8],
+        base: u64,
+        range: Range<usize>,
+        too_long: Option<u64>,
+    ) {
+        let offset = base + range.start as u64;
+        let mut range = range;
+        if self.at_start {
+            self.at_start = false;
+            if data[range.clone()].starts_with(BOM) {
+                range.start += BOM.len();
+            }
+        }
+        // A whole line over the limit that arrived within one read: same treatment as a longer one.
+        let too_long = too_long.or_else(|| {
+            let len = range.end - range.start;
+            (len > self.limit).then(|| {
+                range.end = range.start + TOO_LONG_PREFIX.min(len);
+                len as u64
+            })
+        });
+        if too_long.is_none() && range.end > range.start && data[range.end - 1] == b'\r' {
+            range.end -= 1;
+        }
+        lines.push(Line {
+            range,
+            number: self.next_number,
+            offset,
+            too_long,
+        });
+        self.next_number += 1;
+    }
+
+    /// The next chunk of lines, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let mut data = std::mem::take(&mut self.carry);
+        let base = self.carry_offset;
+        let mut lines = Vec::new();
+        let mut line_start = 0;
+        let mut scan_from = 0;
+        loop {
+            while let Some(i) = memchr::memchr(b'\n', &data[scan_from..]) {
+                let end = scan_from + i;
+                self.push_line(&mut lines, &data, base, line_start..end, None);
+                line_start = end + 1;
+                scan_from = line_start;
+            }
+            scan_from = data.len();
+            let partial = data.len() - line_start;
+            if partial > self.limit {
+                // Over the limit: keep a prefix, then read on to the newline without holding the bytes.
+                let (len, rest) = self.skip_rest_of_line(&mut data, line_start)?;
+                let keep_end = data.len();
+                self.push_line(&mut lines, &data, base, line_start..keep_end, Some(len));
+                // Hand out this chunk now: what follows the newline starts the next chunk, at a known offset.
+                self.carry = rest;
+                self.carry_offset = base + line_start as u64 + len + 1;
+                return Ok(Some(Chunk { data, lines }));
+            }
+            if line_start >= self.chunk_target {
+                break;
+            }
+            if self.eof || !self.fill(&mut data)? {
+                self.eof = true;
+                if data.len() > line_start {
+                    let end = data.len();
+                    self.push_line(&mut lines, &data, base, line_start..end, None);
+                    line_start = end;
+                }
+                break;
+            }
+        }
+        self.carry = data.split_off(line_start);
+        self.carry_offset = base + line_start as u64;
+        if lines.is_empty() && self.eof && self.carry.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Chunk { data, lines }))
+    }
+
+    /// Reads past the end of a too-long line that starts at `data[line_start]`, keeping at most
+    /// [`TOO_LONG_PREFIX`] of its bytes in `data`. Returns the line's full length (without `\n`) and the bytes
+    /// read after its newline.
+    fn skip_rest_of_line(
+        &mut self,
+        data: &mut Vec<u8>,
+        line_start: usize,
+    ) -> io::Result<(u64, Vec<u8>)> {
+        let mut len = (data.len() - line_start) as u64;
+        data.truncate(line_start + TOO_LONG_PREFIX.min(data.len() - line_start));
+        let mut buf = Vec::with_capacity(READ_SIZE);
+        loop {
+            buf.clear();
+            if !self.fill(&mut buf)? {
+                self.eof = true;
+                return Ok((len, Vec::new()));
+            }
+            let newline = memchr::memchr(b'\n', &buf);
+            let part = &buf[..newline.unwrap_or(buf.len())];
+            let room = TOO_LONG_PREFIX.saturating_sub(data.len() - line_start);
+            data.extend_from_slice(&part[..room.min(part.len())]);
+            len += part.len() as u64;
+            if let Some(i) = newline {
+                return Ok((len, buf.split_off(i + 1)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_lines(
+        input: &[u8],
+        limit: usize,
+        chunk: usize,
+    ) -> Vec<(Vec<u8>, u64, u64, Option<u64>)> {
+        // A reader that returns at most 7 bytes a call, to exercise every boundary.
+        struct Slow<'a>(&'a [u8]);
+        impl Read for Slow<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(7).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = LineReader::new(Slow(input), limit, chunk);
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            for l in &c.lines {
+                out.push((c.bytes(l).to_vec(), l.number, l.offset, l.too_long));
+            }
+        }
+        out
+    }
+
+    fn simple(input: &[u8]) -> Vec<(String, u64, u64)> {
+        all_lines(input, 1 << 20, 3)
+            .into_iter()
+            .map(|(b, n, o, _)| (String::from_utf8(b).unwrap(), n, o))
+            .collect()
+    }
+
+    #[test]
+    fn lines_numbers_and_offsets() {
+        assert_eq!(
+            simple(b"a\nbb\n\nccc"),
+            vec![
+                ("a".into(), 1, 0),
+                ("bb".into(), 2, 2),
+                ("".into(), 3, 5),
+                ("ccc".into(), 4, 6)
+            ]
+        );
+        // A trailing newline does not make an extra line; an empty input has none.
+        assert_eq!(simple(b"a\n").len(), 1);
+        assert!(simple(b"").is_empty());
+        assert_eq!(simple(b"\n"), vec![("".into(), 1, 0)]);
+    }
+
+    #[test]
+    fn crlf_and_bom() {
+        assert_eq!(
+            simple(b"\xEF\xBB\xBFa\r\nb\r\n\r\n"),
+            vec![("a".into(), 1, 0), ("b".into(), 2, 6), ("".into(), 3, 9)]
+        );
+        // Only a BOM at the start of the stream is dropped, and only one `\r`.
+        assert_eq!(simple(b"a\n\xEF\xBB\xBFb\r\r\n")[1].0, "\u{feff}b\r");
+    }
+
+    #[test]
+    fn too_long_lines_keep_prefix_and_length() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"ok\n");
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend_from_slice(b"\nnext\n");
+        input.extend(std::iter::repeat_n(b'y', 70_000)); // no newline at the end
+        let lines = all_lines(&input, 1000, 10);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], (b"ok".to_vec(), 1, 0, None));
+        assert_eq!(lines[1].0.len(), TOO_LONG_PREFIX);
+        assert_eq!((lines[1].1, lines[1].2, lines[1].3), (2, 3, Some(100_000)));
+        assert_eq!(lines[2], (b"next".to_vec(), 3, 100_004, None));
+        assert_eq!(
+            (lines[3].1, lines[3].2, lines[3].3),
+            (4, 100_009, Some(70_000))
+        );
+    }
+
+    #[test]
+    fn a_line_at_the_limit_is_kept_whole() {
+        let mut input = vec![b'z'; 1000];
+        input.push(b'\n');
+        let lines = all_lines(&input, 1000, 10);
+        assert_eq!(lines[0].0.len(), 1000);
+        assert_eq!(lines[0].3, None);
+    }
+
+    #[test]
+    fn chunking_does_not_change_lines() {
+        let input: Vec<u8> = (0..500)
+            .flat_map(|i| format!("line {i}\r\n").into_bytes())
+            .collect();
+        let a = all_lines(&input, 1 << 20, 1);
+        let b = all_lines(&input, 1 << 20, 1 << 20);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 500);
+    }
+}

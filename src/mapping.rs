@@ -1,0 +1,807 @@
+//! The mapping rules of SPEC §4 and §5: which field of a Group call fills which column.
+//!
+//! Why this module exists: this is the part of the product people argue about ("where did `created_at` go?"),
+//! so the rules are tables a newcomer can read top to bottom — [`TOP_LEVEL`], [`RESERVED_TRAITS`],
+//! [`ADDRESS_FIELDS`], [`CONTEXT_FIELDS`], [`LIBRARY_FIELDS`] — and one walk over the event that applies them.
+//! Whatever no table claims, and whatever does not fit its column, lands in an extras column as its exact JSON
+//! text, so the typed columns plus the extras give back every input value (the lossless rule of §3).
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use crate::parse::{Entries, Reason, Reject, push_json_str};
+use crate::schema::{Col, N_COLS};
+use crate::values::{self, JsonKind, Micros, TextValue, TimeValue};
+
+/// Where a top-level field goes.
+#[derive(Debug, Clone, Copy)]
+enum Top {
+    /// `type`: checked by the parser, not stored (it is always `group`).
+    Type,
+    /// `groupId`: text, required (`missing_group_id`, `invalid_group_id`).
+    GroupId,
+    /// `userId` / `anonymousId`: text; a string or a number, or rejected with the given reason.
+    Identity(Col, Reason),
+    Text(Col),
+    Time(Col),
+    Context,
+    Traits,
+}
+
+/// Top-level fields, matched exactly (SPEC §4). Any other top-level field goes whole to `extra`.
+const TOP_LEVEL: &[(&str, Top)] = &[
+    ("type", Top::Type),
+    ("messageId", Top::Text(Col::Id)),
+    ("groupId", Top::GroupId),
+    ("userId", Top::Identity(Col::UserId, Reason::InvalidUserId)),
+    (
+        "anonymousId",
+        Top::Identity(Col::AnonymousId, Reason::InvalidAnonymousId),
+    ),
+    ("receivedAt", Top::Time(Col::ReceivedAt)),
+    ("sentAt", Top::Time(Col::SentAt)),
+    ("originalTimestamp", Top::Time(Col::OriginalTimestamp)),
+    ("timestamp", Top::Time(Col::Timestamp)),
+    ("channel", Top::Text(Col::Channel)),
+    ("context", Top::Context),
+    ("traits", Top::Traits),
+];
+
+/// Where a reserved trait goes.
+#[derive(Debug, Clone, Copy)]
+enum TraitTarget {
+    Text(Col),
+    Time(Col),
+    Address,
+}
+
+/// Reserved group traits (SPEC §5.1), by normalised name: a trait key matches when it equals the name after
+/// lowercasing ASCII letters and dropping every character that is not an ASCII letter or digit. The first
+/// match in document order fills the column; later matches go to `extra_traits` (`shadowed_traits`).
+const RESERVED_TRAITS: &[(&str, TraitTarget)] = &[
+    ("address", TraitTarget::Address),
+    ("avatar", TraitTarget::Text(Col::Avatar)),
+    ("createdat", TraitTarget::Time(Col::CreatedAt)),
+    ("description", TraitTarget::Text(Col::Description)),
+    ("email", TraitTarget::Text(Col::Email)),
+    ("employees", TraitTarget::Text(Col::Employees)),
+    ("id", TraitTarget::Text(Col::TraitId)),
+    ("industry", TraitTarget::Text(Col::Industry)),
+    ("name", TraitTarget::Text(Col::Name)),
+    ("phone", TraitTarget::Text(Col::Phone)),
+    ("website", TraitTarget::Text(Col::Website)),
+    ("plan", TraitTarget::Text(Col::Plan)),
+];
+
+/// Subfields of `traits.address` (SPEC §5.2), normalised like reserved traits. Everything else in the
+/// address object goes to `extra_traits`, nested under the original address key.
+const ADDRESS_FIELDS: &[(&str, Col)] = &[
+    ("street", Col::AddressStreet),
+    ("city", Col::AddressCity),
+    ("state", Col::AddressState),
+    ("postalcode", Col::AddressPostalCode),
+    ("country", Col::AddressCountry),
+];
+
+/// Fields of `context` (SPEC §5.4), matched exactly. `library` is an object whose [`LIBRARY_FIELDS`] fill
+/// columns; everything else in `context` goes to `extra_context` (a leftover part of `library` stays nested
+/// under `library`).
+const CONTEXT_FIELDS: &[(&str, Col)] =
+    &[("ip", Col::ContextIp), ("userAgent", Col::ContextUserAgent)];
+const CONTEXT_LIBRARY: &str = "library";
+const LIBRARY_FIELDS: &[(&str, Col)] = &[
+    ("name", Col::ContextLibraryName),
+    ("version", Col::ContextLibraryVersion),
+];
+
+/// One cell of a row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Cell<'a> {
+    #[default]
+    Null,
+    Text(Cow<'a, str>),
+    Time(Micros),
+}
+
+/// One accepted Group call, as cells in the column order of [`crate::schema::COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub cells: [Cell<'a>; N_COLS],
+    /// Reserved-trait (and address subfield) keys shadowed by an earlier match.
+    pub shadowed_traits: u32,
+    /// Values of time fields that were present and not valid times.
+    pub invalid_times: u32,
+}
+
+impl<'a> Row<'a> {
+    pub fn get(&self, col: Col) -> &Cell<'a> {
+        &self.cells[col as usize]
+    }
+
+    pub fn text(&self, col: Col) -> Option<&str> {
+        match self.get(col) {
+            Cell::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn time(&self, col: Col) -> Option<Micros> {
+        match self.get(col) {
+            Cell::Time(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// The time that picks the partition: `received_at`, or `timestamp` where it is missing (SPEC §6.1).
+    pub fn partition_time(&self) -> Micros {
+        self.time(Col::ReceivedAt)
+            .or_else(|| self.time(Col::Timestamp))
+            .unwrap_or_default()
+    }
+
+    /// The message id used for in-run dedupe: `None` when null or `""` (never deduplicated).
+    pub fn dedupe_key(&self) -> Option<&str> {
+        self.text(Col::Id).filter(|s| !s.is_empty())
+    }
+
+    /// The same row, owning its text.
+    pub fn into_owned(self) -> Row<'static> {
+        Row {
+            cells: self.cells.map(|c| match c {
+                Cell::Null => Cell::Null,
+                Cell::Text(t) => Cell::Text(Cow::Owned(t.into_owned())),
+                Cell::Time(t) => Cell::Time(t),
+            }),
+            shadowed_traits: self.shadowed_traits,
+            invalid_times: self.invalid_times,
+        }
+    }
+
+    fn set(&mut self, col: Col, cell: Cell<'a>) {
+        self.cells[col as usize] = cell;
+    }
+}
+
+/// Builds a JSON object as text, member by member, keeping each value's raw text.
+#[derive(Default)]
+struct ObjectWriter {
+    buf: String,
+}
+
+impl ObjectWriter {
+    fn member(&mut self, key: &str, raw_value: &str) {
+        self.buf.push(if self.buf.is_empty() { '{' } else { ',' });
+        push_json_str(&mut self.buf, key);
+        self.buf.push(':');
+        self.buf.push_str(raw_value);
+    }
+
+    fn finish(mut self) -> Option<String> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.buf.push('}');
+        Some(self.buf)
+    }
+}
+
+/// Lowercases ASCII letters and drops every other non-alphanumeric character, into `buf`. `None` when the
+/// result is longer than any reserved name (so it cannot match).
+fn normalise<'b>(key: &str, buf: &'b mut [u8; 16]) -> Option<&'b [u8]> {
+    let mut n = 0;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+        *buf.get_mut(n)? = b.to_ascii_lowercase();
+        n += 1;
+    }
+    Some(&buf[..n])
+}
+
+/// The index in `table` of the entry whose normalised name matches `key`.
+fn match_normalised<T>(table: &[(&str, T)], key: &str) -> Option<usize> {
+    let mut buf = [0u8; 16];
+    let norm = normalise(key, &mut buf)?;
+    table.iter().position(|(name, _)| name.as_bytes() == norm)
+}
+
+/// Identity check state of `userId` / `anonymousId`.
+#[derive(Default)]
+struct Checks {
+    group_id: Option<Result<(), Reject>>,
+    bad_identity: Option<Reject>,
+    has_identity: bool,
+}
+
+/// Maps a Group call (already known to have `type: "group"` and no duplicate top-level keys) to a row, or
+/// to the first reject reason of SPEC §2 that applies from `missing_group_id` on.
+pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
+    let mut row = Row {
+        cells: Default::default(),
+        shadowed_traits: 0,
+        invalid_times: 0,
+    };
+    let mut checks = Checks::default();
+    let mut extra = ObjectWriter::default();
+    let mut extra_traits = ObjectWriter::default();
+    let mut extra_context = ObjectWriter::default();
+
+    for (key, value) in &entries.0 {
+        let target = TOP_LEVEL
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, t)| *t);
+        match target {
+            None => extra.member(key, value.get()),
+            Some(Top::Type) => {}
+            Some(Top::GroupId) => checks.group_id = Some(group_id(&mut row, value)),
+            Some(Top::Identity(col, reason)) => match values::kind(value) {
+                JsonKind::Null => {}
+                JsonKind::String | JsonKind::Number => {
+                    if let TextValue::Text(t) = values::text(value) {
+                        checks.has_identity |= !t.is_empty();
+                        row.set(col, Cell::Text(t));
+                    }
+                }
+                _ => {
+                    if checks
+                        .bad_identity
+                        .as_ref()
+                        .is_none_or(|r| r.reason > reason)
+                    {
+                        checks.bad_identity = Some(Reject::new(
+                            reason,
+                            format!(
+                                "{key} must be a string or a number, got {}",
+                                short(value.get())
+                            ),
+                        ));
+                    }
+                }
+            },
+            Some(Top::Text(col)) => put_text(&mut row, col, key, value, &mut extra),
+            Some(Top::Time(col)) => put_time(&mut row, col, key, value, &mut extra),
+            Some(Top::Context) => match values::kind(value) {
+                JsonKind::Object => {
+                    map_context(&mut row, key, value, &mut extra, &mut extra_context)
+                }
+                JsonKind::Null => {}
+                _ => extra.member(key, value.get()),
+            },
+            Some(Top::Traits) => match values::kind(value) {
+                JsonKind::Object => map_traits(&mut row, key, value, &mut extra, &mut extra_traits),
+                JsonKind::Null => {}
+                _ => extra.member(key, value.get()),
+            },
+        }
+    }
+
+    // Reject reasons, in the order of the table in SPEC §2.
+    checks
+        .group_id
+        .unwrap_or_else(|| Err(Reject::new(Reason::MissingGroupId, "no groupId")))?;
+    if let Some(reject) = checks.bad_identity {
+        return Err(reject);
+    }
+    if !checks.has_identity {
+        return Err(Reject::new(
+            Reason::MissingIdentity,
+            "neither userId nor anonymousId holds a value",
+        ));
+    }
+    let timestamp = derive_timestamp(&row).ok_or_else(|| {
+        Reject::new(
+            Reason::MissingTime,
+            "none of timestamp, originalTimestamp, receivedAt holds a valid time",
+        )
+    })?;
+    row.set(Col::Timestamp, Cell::Time(timestamp));
+
+    for (col, obj) in [
+        (Col::Extra, extra),
+        (Col::ExtraTraits, extra_traits),
+        (Col::ExtraContext, extra_context),
+    ] {
+        if let Some(json) = obj.finish() {
+            row.set(col, Cell::Text(Cow::Owned(json)));
+        }
+    }
+    Ok(row)
+}
+
+fn group_id<'a>(row: &mut Row<'a>, value: &'a RawValue) -> Result<(), Reject> {
+    match (values::kind(value), values::text(value)) {
+        (JsonKind::Null, _) => Err(Reject::new(Reason::MissingGroupId, "groupId is null")),
+        (JsonKind::String | JsonKind::Number, TextValue::Text(t)) => {
+            if t.is_empty() {
+                return Err(Reject::new(Reason::MissingGroupId, "groupId is \"\""));
+            }
+            row.set(Col::GroupId, Cell::Text(t));
+            Ok(())
+        }
+        _ => Err(Reject::new(
+            Reason::InvalidGroupId,
+            format!(
+                "groupId must be a string or a number, got {}",
+                short(value.get())
+            ),
+        )),
+    }
+}
+
+/// The first 80 characters of a raw value, for messages.
+fn short(raw: &str) -> String {
+    match raw.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &raw[..i]),
+        None => raw.to_string(),
+    }
+}
+
+/// The text rule into `col`; a value that is not text goes to `overflow` under `key`.
+fn put_text<'a>(
+    row: &mut Row<'a>,
+    col: Col,
+    key: &str,
+    value: &'a RawValue,
+    overflow: &mut ObjectWriter,
+) {
+    match values::text(value) {
+        TextValue::Text(t) => row.set(col, Cell::Text(t)),
+        TextValue::Null => {}
+        TextValue::NotText => overflow.member(key, value.get()),
+    }
+}
+
+/// The time rule into `col`; an invalid time goes to `overflow` under `key` and is counted.
+fn put_time(row: &mut Row<'_>, col: Col, key: &str, value: &RawValue, overflow: &mut ObjectWriter) {
+    match values::time(value) {
+        TimeValue::Valid(t) => row.set(col, Cell::Time(t)),
+        TimeValue::Null => {}
+        TimeValue::Invalid => {
+            row.invalid_times += 1;
+            overflow.member(key, value.get());
+        }
+    }
+}
+
+/// SPEC §5.3: `timestamp`; else `receivedAt - (sentAt - originalTimestamp)` where all three are valid; else
+/// `originalTimestamp`; else `receivedAt`.
+fn derive_timestamp(row: &Row<'_>) -> Option<Micros> {
+    let original = row.time(Col::OriginalTimestamp);
+    let received = row.time(Col::ReceivedAt);
+    let skewed = || {
+        let (sent, original, received) = (row.time(Col::SentAt)?, original?, received?);
+        received.checked_sub(sent.checked_sub(original)?)
+    };
+    row.time(Col::Timestamp)
+        .or_else(skewed)
+        .or(original)
+        .or(received)
+}
+
+/// Parses a nested object; `None` if it cannot be read (the caller keeps it whole in extras: lossless).
+fn entries_of(value: &RawValue) -> Option<Entries<'_>> {
+    Entries::parse(value.get()).ok()
+}
+
+fn map_traits<'a>(
+    row: &mut Row<'a>,
+    key: &str,
+    value: &'a RawValue,
+    extra: &mut ObjectWriter,
+    extra_traits: &mut ObjectWriter,
+) {
+    let Some(traits) = entries_of(value) else {
+        return extra.member(key, value.get());
+    };
+    let mut seen = [false; RESERVED_TRAITS.len()];
+    for (tkey, tvalue) in &traits.0 {
+        let Some(i) = match_normalised(RESERVED_TRAITS, tkey) else {
+            extra_traits.member(tkey, tvalue.get());
+            continue;
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            row.shadowed_traits += 1;
+            extra_traits.member(tkey, tvalue.get());
+            continue;
+        }
+        match RESERVED_TRAITS[i].1 {
+            TraitTarget::Text(col) => put_text(row, col, tkey, tvalue, extra_traits),
+            TraitTarget::Time(col) => put_time(row, col, tkey, tvalue, extra_traits),
+            TraitTarget::Address => match values::kind(tvalue) {
+                JsonKind::Object => map_address(row, tkey, tvalue, extra_traits),
+                JsonKind::Null => {}
+                _ => extra_traits.member(tkey, tvalue.get()),
+            },
+        }
+    }
+}
+
+fn map_address<'a>(
+    row: &mut Row<'a>,
+    key: &str,
+    value: &'a RawValue,
+    extra_traits: &mut ObjectWriter,
+) {
+    let Some(address) = entries_of(value) else {
+        return extra_traits.member(key, value.get());
+    };
+    let mut leftover = ObjectWriter::default();
+    let mut seen = [false; ADDRESS_FIELDS.len()];
+    for (akey, avalue) in &address.0 {
+        match match_normalised(ADDRESS_FIELDS, akey) {
+            Some(i) if !std::mem::replace(&mut seen[i], true) => {
+                put_text(row, ADDRESS_FIELDS[i].1, akey, avalue, &mut leftover)
+            }
+            Some(_) => {
+                row.shadowed_traits += 1;
+                leftover.member(akey, avalue.get());
+            }
+            None => leftover.member(akey, avalue.get()),
+        }
+    }
+    if let Some(json) = leftover.finish() {
+        extra_traits.member(key, &json);
+    }
+}
+
+fn map_context<'a>(
+    row: &mut Row<'a>,
+    key: &str,
+    value: &'a RawValue,
+    extra: &mut ObjectWriter,
+    extra_context: &mut ObjectWriter,
+) {
+    let Some(context) = entries_of(value) else {
+        return extra.member(key, value.get());
+    };
+    let mut seen = [false; CONTEXT_FIELDS.len()];
+    let mut library_seen = false;
+    for (ckey, cvalue) in &context.0 {
+        if let Some(i) = CONTEXT_FIELDS.iter().position(|(name, _)| name == ckey)
+            && !std::mem::replace(&mut seen[i], true)
+        {
+            put_text(row, CONTEXT_FIELDS[i].1, ckey, cvalue, extra_context);
+        } else if ckey == CONTEXT_LIBRARY
+            && !std::mem::replace(&mut library_seen, true)
+            && values::kind(cvalue) == JsonKind::Object
+        {
+            map_library(row, ckey, cvalue, extra_context);
+        } else if !(ckey == CONTEXT_LIBRARY && values::kind(cvalue) == JsonKind::Null) {
+            extra_context.member(ckey, cvalue.get());
+        }
+    }
+}
+
+fn map_library<'a>(
+    row: &mut Row<'a>,
+    key: &str,
+    value: &'a RawValue,
+    extra_context: &mut ObjectWriter,
+) {
+    let Some(library) = entries_of(value) else {
+        return extra_context.member(key, value.get());
+    };
+    let mut leftover = ObjectWriter::default();
+    let mut seen = [false; LIBRARY_FIELDS.len()];
+    for (lkey, lvalue) in &library.0 {
+        match LIBRARY_FIELDS.iter().position(|(name, _)| name == lkey) {
+            Some(i) if !std::mem::replace(&mut seen[i], true) => {
+                put_text(row, LIBRARY_FIELDS[i].1, lkey, lvalue, &mut leftover)
+            }
+            _ => leftover.member(lkey, lvalue.get()),
+        }
+    }
+    if let Some(json) = leftover.finish() {
+        extra_context.member(key, &json);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(line: &str) -> Row<'static> {
+        let entries = Entries::parse(line).expect("valid JSON");
+        map_group(&entries).expect("a row").into_owned()
+    }
+
+    fn with(fields: &str) -> String {
+        format!(
+            r#"{{"type":"group","groupId":"g1","userId":"u1","timestamp":"2019-06-21T17:39:06.171Z"{}{fields}}}"#,
+            if fields.is_empty() { "" } else { "," }
+        )
+    }
+
+    fn text(row: &Row<'_>, col: Col) -> Option<String> {
+        row.text(col).map(str::to_owned)
+    }
+
+    #[test]
+    fn segment_docs_complete_example() {
+        let line = r#"{"anonymousId":"507f191e810c19729de860ea","channel":"browser","context":{"ip":"8.8.8.8","userAgent":"Mozilla/5.0"},"integrations":{"All":true,"Mixpanel":false,"Salesforce":false},"messageId":"022bb90c-bbac-11e4-8dfc-aa07a5b093db","receivedAt":"2015-02-23T22:28:55.387Z","sentAt":"2015-02-23T22:28:55.111Z","timestamp":"2015-02-23T22:28:55.111Z","traits":{"name":"Initech","industry":"Technology","employees":329,"plan":"enterprise","total billed":830},"type":"group","userId":"97980cfea0067","groupId":"0e8c78ea9d97a7b8185e8632","version":"1.1"}"#;
+        let row = map(line);
+        assert_eq!(
+            text(&row, Col::Id).as_deref(),
+            Some("022bb90c-bbac-11e4-8dfc-aa07a5b093db")
+        );
+        assert_eq!(
+            text(&row, Col::GroupId).as_deref(),
+            Some("0e8c78ea9d97a7b8185e8632")
+        );
+        assert_eq!(text(&row, Col::UserId).as_deref(), Some("97980cfea0067"));
+        assert_eq!(
+            text(&row, Col::AnonymousId).as_deref(),
+            Some("507f191e810c19729de860ea")
+        );
+        assert_eq!(text(&row, Col::Channel).as_deref(), Some("browser"));
+        assert_eq!(text(&row, Col::ContextIp).as_deref(), Some("8.8.8.8"));
+        assert_eq!(
+            text(&row, Col::ContextUserAgent).as_deref(),
+            Some("Mozilla/5.0")
+        );
+        assert_eq!(text(&row, Col::Name).as_deref(), Some("Initech"));
+        assert_eq!(text(&row, Col::Industry).as_deref(), Some("Technology"));
+        assert_eq!(text(&row, Col::Employees).as_deref(), Some("329"));
+        assert_eq!(text(&row, Col::Plan).as_deref(), Some("enterprise"));
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"total billed":830}"#)
+        );
+        assert_eq!(row.get(Col::ExtraContext), &Cell::Null);
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(
+                r#"{"integrations":{"All":true,"Mixpanel":false,"Salesforce":false},"version":"1.1"}"#
+            )
+        );
+        // 2015-02-23T22:28:55.387Z = 1424730535.387 s (date -u -d @1424730535).
+        assert_eq!(row.time(Col::ReceivedAt), Some(1_424_730_535_387_000));
+        assert_eq!(row.time(Col::SentAt), Some(1_424_730_535_111_000));
+        assert_eq!(row.time(Col::Timestamp), Some(1_424_730_535_111_000));
+        assert_eq!(row.time(Col::OriginalTimestamp), None);
+    }
+
+    #[test]
+    fn clock_skew_known_answer() {
+        // SPEC §5.3: receivedAt ...06.172Z, sentAt ...06.143Z, originalTimestamp ...06.142Z -> ...06.171Z.
+        let line = r#"{"type":"group","groupId":"g","userId":"u","receivedAt":"2019-06-21T17:39:06.172Z","sentAt":"2019-06-21T17:39:06.143Z","originalTimestamp":"2019-06-21T17:39:06.142Z"}"#;
+        let row = map(line);
+        let expected = values::parse_time_str("2019-06-21T17:39:06.171Z").unwrap();
+        assert_eq!(row.time(Col::Timestamp), Some(expected));
+        assert_eq!(expected, 1_561_138_746_171_000);
+        assert_eq!(
+            row.time(Col::OriginalTimestamp),
+            Some(1_561_138_746_142_000)
+        );
+    }
+
+    #[test]
+    fn timestamp_fallbacks() {
+        let base = r#""type":"group","groupId":"g","userId":"u""#;
+        let t = |s: &str| values::parse_time_str(s).unwrap();
+        // A valid timestamp wins over everything.
+        let row = map(&format!(
+            r#"{{{base},"timestamp":"2020-01-01","receivedAt":"2021-01-01","sentAt":"2021-01-01","originalTimestamp":"2021-01-01"}}"#
+        ));
+        assert_eq!(row.time(Col::Timestamp), Some(t("2020-01-01")));
+        // Without sentAt: originalTimestamp.
+        let row = map(&format!(
+            r#"{{{base},"receivedAt":"2021-01-02","originalTimestamp":"2021-01-01"}}"#
+        ));
+        assert_eq!(row.time(Col::Timestamp), Some(t("2021-01-01")));
+        // Only receivedAt.
+        let row = map(&format!(
+            r#"{{{base},"receivedAt":"2021-01-02","sentAt":"2021-01-01"}}"#
+        ));
+        assert_eq!(row.time(Col::Timestamp), Some(t("2021-01-02")));
+        // An invalid timestamp falls through, and keeps its value in `extra`, counted.
+        let row = map(&format!(
+            r#"{{{base},"timestamp":"2021-02-30","receivedAt":"2021-01-02"}}"#
+        ));
+        assert_eq!(row.time(Col::Timestamp), Some(t("2021-01-02")));
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(r#"{"timestamp":"2021-02-30"}"#)
+        );
+        assert_eq!(row.invalid_times, 1);
+    }
+
+    #[test]
+    fn partition_time_is_received_at_else_timestamp() {
+        let row = map(&with(r#""receivedAt":"2020-05-05T23:00:00Z""#));
+        assert_eq!(
+            row.partition_time(),
+            values::parse_time_str("2020-05-05T23:00:00Z").unwrap()
+        );
+        let row = map(&with(r#""receivedAt":"garbage""#));
+        assert_eq!(
+            row.partition_time(),
+            values::parse_time_str("2019-06-21T17:39:06.171Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn reserved_traits_match_case_insensitively_first_wins() {
+        let row = map(&with(
+            r#""traits":{"Created-At":"2020-01-01","createdAt":"2021-01-01","CREATED AT":"x","NAME":"A","name":"B","e_mail":"e@x","Id":7}"#,
+        ));
+        assert_eq!(
+            row.time(Col::CreatedAt),
+            values::parse_time_str("2020-01-01")
+        );
+        assert_eq!(text(&row, Col::Name).as_deref(), Some("A"));
+        assert_eq!(text(&row, Col::Email).as_deref(), Some("e@x"));
+        assert_eq!(text(&row, Col::TraitId).as_deref(), Some("7"));
+        assert_eq!(
+            text(&row, Col::Id),
+            None,
+            "the trait id is not the message id"
+        );
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"createdAt":"2021-01-01","CREATED AT":"x","name":"B"}"#)
+        );
+        assert_eq!(row.shadowed_traits, 3);
+    }
+
+    #[test]
+    fn trait_values_follow_the_text_and_time_rules() {
+        let row = map(&with(
+            r#""traits":{"employees":12345678901234567890,"plan":true,"phone":null,"website":{"url":"x"},"createdAt":"1988-04-31","avatar":"","description":1e3}"#,
+        ));
+        assert_eq!(
+            text(&row, Col::Employees).as_deref(),
+            Some("12345678901234567890")
+        );
+        assert_eq!(text(&row, Col::Plan).as_deref(), Some("true"));
+        assert_eq!(row.get(Col::Phone), &Cell::Null);
+        assert_eq!(row.get(Col::Website), &Cell::Null);
+        assert_eq!(row.get(Col::CreatedAt), &Cell::Null);
+        assert_eq!(text(&row, Col::Avatar).as_deref(), Some(""));
+        assert_eq!(text(&row, Col::Description).as_deref(), Some("1e3"));
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"website":{"url":"x"},"createdAt":"1988-04-31"}"#)
+        );
+        assert_eq!(row.invalid_times, 1);
+    }
+
+    #[test]
+    fn address_subfields_and_leftovers() {
+        let row = map(&with(
+            r#""traits":{"Address":{"street":"1 Main","City":"Paris","postal_code":94107,"PostalCode":"x","line2":"Suite 5","country":["FR"]},"address":"dup"}"#,
+        ));
+        assert_eq!(text(&row, Col::AddressStreet).as_deref(), Some("1 Main"));
+        assert_eq!(text(&row, Col::AddressCity).as_deref(), Some("Paris"));
+        assert_eq!(text(&row, Col::AddressPostalCode).as_deref(), Some("94107"));
+        assert_eq!(row.get(Col::AddressState), &Cell::Null);
+        assert_eq!(row.get(Col::AddressCountry), &Cell::Null);
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(
+                r#"{"Address":{"PostalCode":"x","line2":"Suite 5","country":["FR"]},"address":"dup"}"#
+            )
+        );
+        assert_eq!(row.shadowed_traits, 2);
+    }
+
+    #[test]
+    fn address_not_an_object_or_null() {
+        let row = map(&with(r#""traits":{"address":"1 Main St"}"#));
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"address":"1 Main St"}"#)
+        );
+        let row = map(&with(r#""traits":{"address":["a"]}"#));
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"address":["a"]}"#)
+        );
+        let row = map(&with(r#""traits":{"address":null}"#));
+        assert_eq!(row.get(Col::ExtraTraits), &Cell::Null);
+        assert_eq!(row.get(Col::AddressCity), &Cell::Null);
+        // An address object with nothing left over adds nothing.
+        let row = map(&with(r#""traits":{"address":{"city":"Oslo"}}"#));
+        assert_eq!(row.get(Col::ExtraTraits), &Cell::Null);
+        assert_eq!(text(&row, Col::AddressCity).as_deref(), Some("Oslo"));
+    }
+
+    #[test]
+    fn traits_absent_null_or_not_an_object() {
+        assert_eq!(map(&with(r#""traits":null"#)).get(Col::Extra), &Cell::Null);
+        let row = map(&with(r#""traits":"x""#));
+        assert_eq!(text(&row, Col::Extra).as_deref(), Some(r#"{"traits":"x"}"#));
+        let row = map(&with(r#""traits":[1,2]"#));
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(r#"{"traits":[1,2]}"#)
+        );
+    }
+
+    #[test]
+    fn context_columns_and_extra_context() {
+        let row = map(&with(
+            r#""context":{"ip":"1.2.3.4","library":{"name":"analytics.js","version":"2.11.1","extra":1},"locale":"en-US","userAgent":{"ua":1}}"#,
+        ));
+        assert_eq!(text(&row, Col::ContextIp).as_deref(), Some("1.2.3.4"));
+        assert_eq!(
+            text(&row, Col::ContextLibraryName).as_deref(),
+            Some("analytics.js")
+        );
+        assert_eq!(
+            text(&row, Col::ContextLibraryVersion).as_deref(),
+            Some("2.11.1")
+        );
+        assert_eq!(row.get(Col::ContextUserAgent), &Cell::Null);
+        assert_eq!(
+            text(&row, Col::ExtraContext).as_deref(),
+            Some(r#"{"library":{"extra":1},"locale":"en-US","userAgent":{"ua":1}}"#)
+        );
+        // Keys are exact in context: "IP" is not "ip".
+        let row = map(&with(r#""context":{"IP":"1.2.3.4","library":"x"}"#));
+        assert_eq!(row.get(Col::ContextIp), &Cell::Null);
+        assert_eq!(
+            text(&row, Col::ExtraContext).as_deref(),
+            Some(r#"{"IP":"1.2.3.4","library":"x"}"#)
+        );
+        // A library object with nothing left over adds nothing.
+        let row = map(&with(r#""context":{"library":{"name":"n"}}"#));
+        assert_eq!(row.get(Col::ExtraContext), &Cell::Null);
+        // Context that is not an object goes whole to extra.
+        let row = map(&with(r#""context":"ctx""#));
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(r#"{"context":"ctx"}"#)
+        );
+    }
+
+    #[test]
+    fn top_level_values_that_do_not_fit_go_to_extra() {
+        let row = map(&with(
+            r#""messageId":{"a":1},"channel":42,"sentAt":true,"projectId":"p","_metadata":{"x":[1]}"#,
+        ));
+        assert_eq!(row.get(Col::Id), &Cell::Null);
+        assert_eq!(text(&row, Col::Channel).as_deref(), Some("42"));
+        assert_eq!(row.invalid_times, 1);
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(r#"{"messageId":{"a":1},"sentAt":true,"projectId":"p","_metadata":{"x":[1]}}"#)
+        );
+    }
+
+    #[test]
+    fn ids_follow_the_text_rule() {
+        let row = map(
+            r#"{"type":"group","groupId":12345678901234567890,"userId":1.50,"anonymousId":"","timestamp":0}"#,
+        );
+        assert_eq!(
+            text(&row, Col::GroupId).as_deref(),
+            Some("12345678901234567890")
+        );
+        assert_eq!(text(&row, Col::UserId).as_deref(), Some("1.50"));
+        assert_eq!(text(&row, Col::AnonymousId).as_deref(), Some(""));
+        assert_eq!(row.time(Col::Timestamp), Some(0));
+    }
+
+    #[test]
+    fn escaped_keys_are_reescaped_in_extras() {
+        let row = map(&with(r#""traits":{"a\"b":1,"tab\t":2,"\u00e9":3}"#));
+        assert_eq!(
+            text(&row, Col::ExtraTraits).as_deref(),
+            Some(r#"{"a\"b":1,"tab\t":2,"é":3}"#)
+        );
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(match_normalised(RESERVED_TRAITS, "created_at"), Some(2));
+        assert_eq!(match_normalised(RESERVED_TRAITS, "CREATED AT"), Some(2));
+        assert_eq!(match_normalised(RESERVED_TRAITS, "Created-At"), Some(2));
+        assert_eq!(match_normalised(RESERVED_TRAITS, "créatedAt"), None);
+        assert_eq!(
+            match_normalised(RESERVED_TRAITS, "a very long key that matches nothing"),
+            None
+        );
+        assert_eq!(match_normalised(ADDRESS_FIELDS, "Postal-Code"), Some(3));
+    }
+}

@@ -1,0 +1,516 @@
+//! Line parsing (SPEC §2): one input line becomes blank, skipped, rejected, or a row.
+//!
+//! Why this module exists: the reject table has a precedence ("where several apply, the first in this
+//! order"), and getting it right needs the checks in one function, in that order. The JSON is parsed once
+//! into an ordered list of top-level `(key, raw value)` pairs that borrow from the line: duplicate keys stay
+//! visible, key order is kept for the extras columns, and every value keeps its exact text. The mapping of a
+//! valid Group call to a row lives in [`crate::mapping`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::mapping::{self, Row};
+
+/// Why a line was rejected (SPEC §2), in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    LineTooLong,
+    InvalidUtf8,
+    InvalidJson,
+    NotAnObject,
+    MissingType,
+    DuplicateKey,
+    MissingGroupId,
+    InvalidGroupId,
+    InvalidUserId,
+    InvalidAnonymousId,
+    MissingIdentity,
+    MissingTime,
+    DuplicateMessageId,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Reason::LineTooLong,
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::NotAnObject,
+        Reason::MissingType,
+        Reason::DuplicateKey,
+        Reason::MissingGroupId,
+        Reason::InvalidGroupId,
+        Reason::InvalidUserId,
+        Reason::InvalidAnonymousId,
+        Reason::MissingIdentity,
+        Reason::MissingTime,
+        Reason::DuplicateMessageId,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::LineTooLong => "line_too_long",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingType => "missing_type",
+            Reason::DuplicateKey => "duplicate_key",
+            Reason::MissingGroupId => "missing_group_id",
+            Reason::InvalidGroupId => "invalid_group_id",
+            Reason::InvalidUserId => "invalid_user_id",
+            Reason::InvalidAnonymousId => "invalid_anonymous_id",
+            Reason::MissingIdentity => "missing_identity",
+            Reason::MissingTime => "missing_time",
+            Reason::DuplicateMessageId => "duplicate_message_id",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected line: its reason and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Reject {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What one line became.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// Empty or only white space.
+    Blank,
+    /// A JSON object of another event type (`track`, `identify`, ...): skipped, counted per type.
+    Skipped(Cow<'a, str>),
+    Rejected(Reject),
+    Row(Box<Row<'a>>),
+}
+
+/// The top-level (or nested) members of a JSON object, in document order, duplicates included. Keys are
+/// decoded (borrowed when they have no escapes); values keep their raw JSON text.
+#[derive(Debug, Default)]
+pub struct Entries<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Entries<'a> {
+    /// Parses the text of a JSON object. The text must be a whole object (trailing white space allowed).
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The first value under `key`, matched exactly.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The first key that appears more than once, if any.
+    pub fn duplicate_key(&self) -> Option<&str> {
+        let keys = &self.0;
+        if keys.len() <= 32 {
+            for (i, (k, _)) in keys.iter().enumerate() {
+                if keys[..i].iter().any(|(p, _)| p == k) {
+                    return Some(k);
+                }
+            }
+            None
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
+            keys.iter()
+                .map(|(k, _)| k.as_ref())
+                .find(|k| !seen.insert(*k))
+        }
+    }
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Key(k)) = map.next_key()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// True when the line may hold a `\uD800`-`\uDFFF` escape (a surrogate), which needs a full decode to tell
+/// a valid pair from a lone surrogate.
+fn may_hold_surrogate_escape(line: &str) -> bool {
+    let b = line.as_bytes();
+    memchr::memmem::find_iter(b, b"\\u").any(|i| {
+        matches!(b.get(i + 2), Some(b'd' | b'D'))
+            && matches!(b.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    })
+}
+
+fn invalid_json(e: &serde_json::Error) -> Reject {
+    Reject::new(Reason::InvalidJson, e.to_string())
+}
+
+/// Classifies one line (without its `\n`, `\r` or BOM). `too_long` carries the full length of a line that
+/// went over the line limit (then `line` is only its first bytes).
+pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
+    if let Some((len, limit)) = too_long {
+        return Outcome::Rejected(Reject::new(
+            Reason::LineTooLong,
+            format!("line is {len} bytes, over the line limit of {limit} bytes"),
+        ));
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Outcome::Blank;
+    }
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Rejected(Reject::new(
+                Reason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+            ));
+        }
+    };
+    // JSON text that is valid UTF-8 can still escape a lone surrogate ("\ud800"), which no string type can
+    // hold. Such a line is not interoperable JSON (RFC 8259 §8.2, I-JSON): it is rejected as invalid_json.
+    if may_hold_surrogate_escape(text)
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
+    {
+        return Outcome::Rejected(invalid_json(&e));
+    }
+    let first = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first();
+    if first != Some(&b'{') {
+        return Outcome::Rejected(match serde_json::from_str::<&RawValue>(text) {
+            Ok(_) => Reject::new(
+                Reason::NotAnObject,
+                "the line is valid JSON but not an object",
+            ),
+            Err(e) => invalid_json(&e),
+        });
+    }
+    let entries = match Entries::parse(text) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Rejected(invalid_json(&e)),
+    };
+    let event_type = match entries.get("type").map(|v| (v, crate::values::kind(v))) {
+        Some((v, crate::values::JsonKind::String)) => crate::values::decode_str(v),
+        _ => None,
+    };
+    let Some(event_type) = event_type else {
+        return Outcome::Rejected(Reject::new(
+            Reason::MissingType,
+            "no \"type\", or \"type\" is not a string",
+        ));
+    };
+    if event_type != "group" {
+        return Outcome::Skipped(event_type);
+    }
+    if let Some(k) = entries.duplicate_key() {
+        return Outcome::Rejected(Reject::new(
+            Reason::DuplicateKey,
+            format!("top-level key {} appears more than once", json_quote(k)),
+        ));
+    }
+    match mapping::map_group(&entries) {
+        Ok(row) => Outcome::Row(Box::new(row)),
+        Err(reject) => Outcome::Rejected(reject),
+    }
+}
+
+/// `s` as a JSON string literal (for messages and extras keys).
+pub fn json_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Serialising a str into a String cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(line: &str) -> Reason {
+        match classify(line.as_bytes(), None) {
+            Outcome::Rejected(r) => r.reason,
+            other => panic!("{line}: expected a reject, got {other:?}"),
+        }
+    }
+
+    const OK: &str =
+        r#""type":"group","groupId":"g1","userId":"u1","timestamp":"2024-01-01T00:00:00Z""#;
+
+    fn obj(fields: &str) -> String {
+        format!("{{{fields}}}")
+    }
+
+    #[test]
+    fn a_valid_group_call_is_a_row() {
+        assert!(matches!(
+            classify(obj(OK).as_bytes(), None),
+            Outcome::Row(_)
+        ));
+    }
+
+    #[test]
+    fn blank_lines() {
+        for l in ["", " ", "\t  ", "\r"] {
+            assert!(
+                matches!(classify(l.as_bytes(), None), Outcome::Blank),
+                "{l:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_event_types_are_skipped_with_their_type() {
+        match classify(br#"{"type":"track","event":"x"}"#, None) {
+            Outcome::Skipped(t) => assert_eq!(t, "track"),
+            other => panic!("{other:?}"),
+        }
+        // Case matters: only "group" is a Group call.
+        assert!(
+            matches!(classify(br#"{"type":"Group"}"#, None), Outcome::Skipped(t) if t == "Group")
+        );
+        // A skipped type wins over problems the reject table lists later (duplicate keys, no groupId).
+        assert!(matches!(
+            classify(br#"{"type":"track","a":1,"a":2}"#, None),
+            Outcome::Skipped(_)
+        ));
+    }
+
+    #[test]
+    fn each_reject_reason() {
+        assert_eq!(
+            match classify(b"{}", Some((20_000_000, 16 << 20))) {
+                Outcome::Rejected(r) => r.reason,
+                _ => unreachable!(),
+            },
+            Reason::LineTooLong
+        );
+        assert_eq!(
+            match classify(b"{\"type\":\"group\xff\"}", None) {
+                Outcome::Rejected(r) => r.reason,
+                _ => unreachable!(),
+            },
+            Reason::InvalidUtf8
+        );
+        assert_eq!(reason(r#"{"type":"group","#), Reason::InvalidJson);
+        assert_eq!(reason(r#"{"type":"group"} x"#), Reason::InvalidJson);
+        assert_eq!(reason("NaN"), Reason::InvalidJson);
+        assert_eq!(reason(r#"{"a": NaN}"#), Reason::InvalidJson);
+        assert_eq!(reason(r#"["type","group"]"#), Reason::NotAnObject);
+        assert_eq!(reason(r#""group""#), Reason::NotAnObject);
+        assert_eq!(reason("1e400"), Reason::NotAnObject);
+        assert_eq!(reason("null"), Reason::NotAnObject);
+        assert_eq!(reason(r#"{"groupId":"g"}"#), Reason::MissingType);
+        assert_eq!(reason(r#"{"type":7}"#), Reason::MissingType);
+        assert_eq!(reason(r#"{"type":null}"#), Reason::MissingType);
+        assert_eq!(
+            reason(&obj(&format!(r#"{OK},"userId":"u2""#))),
+            Reason::DuplicateKey
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","userId":"u"}"#),
+            Reason::MissingGroupId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":null,"userId":"u"}"#),
+            Reason::MissingGroupId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"","userId":"u"}"#),
+            Reason::MissingGroupId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":true,"userId":"u"}"#),
+            Reason::InvalidGroupId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":{"a":1},"userId":"u"}"#),
+            Reason::InvalidGroupId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","userId":[1]}"#),
+            Reason::InvalidUserId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","anonymousId":false}"#),
+            Reason::InvalidAnonymousId
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g"}"#),
+            Reason::MissingIdentity
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","userId":"","anonymousId":null}"#),
+            Reason::MissingIdentity
+        );
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","userId":"u"}"#),
+            Reason::MissingTime
+        );
+        assert_eq!(
+            reason(
+                r#"{"type":"group","groupId":"g","userId":"u","timestamp":"soon","sentAt":"2024-01-01"}"#
+            ),
+            Reason::MissingTime
+        );
+    }
+
+    #[test]
+    fn precedence_follows_the_table() {
+        // Duplicate key beats every mapping reason.
+        assert_eq!(
+            reason(r#"{"type":"group","x":1,"x":2}"#),
+            Reason::DuplicateKey
+        );
+        // Missing groupId beats invalid ids and identity and time.
+        assert_eq!(
+            reason(r#"{"type":"group","userId":true}"#),
+            Reason::MissingGroupId
+        );
+        // Invalid groupId beats invalid userId.
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":[],"userId":true}"#),
+            Reason::InvalidGroupId
+        );
+        // Invalid userId beats invalid anonymousId.
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","userId":{},"anonymousId":{}}"#),
+            Reason::InvalidUserId
+        );
+        // Invalid anonymousId beats missing identity and missing time (userId is absent here).
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g","anonymousId":{}}"#),
+            Reason::InvalidAnonymousId
+        );
+        // Missing identity beats missing time.
+        assert_eq!(
+            reason(r#"{"type":"group","groupId":"g"}"#),
+            Reason::MissingIdentity
+        );
+        // Missing type beats duplicate keys.
+        assert_eq!(reason(r#"{"a":1,"a":2}"#), Reason::MissingType);
+        // Invalid UTF-8 beats invalid JSON.
+        assert!(
+            matches!(classify(b"{\xff", None), Outcome::Rejected(r) if r.reason == Reason::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_invalid_json_but_pairs_are_fine() {
+        assert_eq!(
+            reason(&obj(&format!(r#"{OK},"traits":{{"name":"a\ud800b"}}"#))),
+            Reason::InvalidJson
+        );
+        assert_eq!(
+            reason(&obj(&format!(r#"{OK},"traits":{{"\uDFFF":1}}"#))),
+            Reason::InvalidJson
+        );
+        assert!(matches!(
+            classify(
+                obj(&format!(r#"{OK},"traits":{{"name":"\ud83d\ude00"}}"#)).as_bytes(),
+                None
+            ),
+            Outcome::Row(_)
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let deep = format!(
+            "{{{OK},\"properties\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        // Loaded by the rules (the value goes to `extra`) or rejected; never a stack overflow.
+        let _ = classify(deep.as_bytes(), None);
+        let deep_obj = "{\"a\":".repeat(100_000);
+        assert_eq!(reason(&deep_obj), Reason::InvalidJson);
+    }
+
+    #[test]
+    fn duplicate_key_detection_with_many_keys() {
+        let mut fields: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let e = Entries::parse(&format!("{{{}}}", fields.join(",")))
+            .unwrap()
+            .duplicate_key()
+            .map(str::to_owned);
+        assert_eq!(e, None);
+        fields.push("\"k50\":0".into());
+        let text = format!("{{{}}}", fields.join(","));
+        assert_eq!(Entries::parse(&text).unwrap().duplicate_key(), Some("k50"));
+        // Keys are compared decoded: "\u0061" is "a".
+        assert_eq!(
+            Entries::parse(r#"{"a":1,"\u0061":2}"#)
+                .unwrap()
+                .duplicate_key(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn json_quote_escapes() {
+        assert_eq!(json_quote("plain"), "\"plain\"");
+        assert_eq!(json_quote("a\"b\\c\n"), r#""a\"b\\c\n""#);
+    }
+}

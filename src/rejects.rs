@@ -1,0 +1,170 @@
+//! The rejects file (SPEC §7): one JSON object per rejected line, in input order.
+//!
+//! Why this module exists: "nothing is silently lost" is only true if every rejected line can be found again,
+//! byte for byte, with where it came from and why. This module owns that record's format.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lines::Line;
+use crate::parse::Reject;
+
+/// One line of the rejects file.
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    file: &'a str,
+    line: u64,
+    offset: u64,
+    reason: &'a str,
+    message: &'a str,
+    /// The line as written (without its `\n` / `\r\n` and a leading BOM), when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    /// The line's bytes in standard base64, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<String>,
+    /// For `line_too_long`: the line's full length in bytes (`raw` then holds its first 64 KiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+}
+
+/// Appends reject records to a file, created on the first reject.
+pub struct RejectsWriter {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    count: u64,
+}
+
+impl RejectsWriter {
+    pub fn new(path: PathBuf) -> Self {
+        RejectsWriter {
+            path,
+            out: None,
+            count: 0,
+        }
+    }
+
+    /// Records one rejected line. `bytes` is the line (for `line_too_long`, its kept prefix).
+    pub fn write(&mut self, file: &str, line: &Line, bytes: &[u8], reject: &Reject) -> Result<()> {
+        let (raw, raw_base64) = match std::str::from_utf8(bytes) {
+            Ok(s) => (Some(s), None),
+            // A too-long line's prefix may end inside a character: cut it there rather than go base64.
+            Err(e) if line.too_long.is_some() && e.error_len().is_none() => {
+                (std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(), None)
+            }
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+        };
+        let record = Record {
+            file,
+            line: line.number,
+            offset: line.offset,
+            reason: reject.reason.as_str(),
+            message: &reject.message,
+            raw,
+            raw_base64,
+            length: line.too_long,
+        };
+        if self.out.is_none() {
+            let f =
+                File::create(&self.path).map_err(Error::io("creating rejects file", &self.path))?;
+            self.out = Some(BufWriter::with_capacity(1 << 20, f));
+        }
+        if let Some(out) = self.out.as_mut() {
+            serde_json::to_writer(&mut *out, &record)
+                .map_err(|e| Error::io("writing rejects file", &self.path)(e.into()))?;
+            out.write_all(b"\n")
+                .map_err(Error::io("writing rejects file", &self.path))?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Flushes and syncs the file. Returns its path, or `None` when nothing was rejected.
+    pub fn finish(self) -> Result<Option<PathBuf>> {
+        let Some(out) = self.out else {
+            return Ok(None);
+        };
+        let f = out
+            .into_inner()
+            .map_err(|e| Error::io("writing rejects file", &self.path)(e.into_error()))?;
+        f.sync_all()
+            .map_err(Error::io("syncing rejects file", &self.path))?;
+        Ok(Some(self.path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Reason;
+
+    fn line(too_long: Option<u64>) -> Line {
+        Line {
+            range: 0..0,
+            number: 12,
+            offset: 40960,
+            too_long,
+        }
+    }
+
+    fn records(writes: &[(&[u8], Option<u64>, Reason)]) -> Vec<serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RejectsWriter::new(dir.path().join("r.ndjson"));
+        for (bytes, too_long, reason) in writes {
+            w.write(
+                "in.json",
+                &line(*too_long),
+                bytes,
+                &Reject::new(*reason, "msg"),
+            )
+            .unwrap();
+        }
+        let path = w.finish().unwrap().unwrap();
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn record_fields() {
+        let r = records(&[(br#"{"type":"group"}"#, None, Reason::MissingGroupId)]);
+        assert_eq!(
+            r[0],
+            serde_json::json!({"file":"in.json","line":12,"offset":40960,"reason":"missing_group_id","message":"msg","raw":"{\"type\":\"group\"}"})
+        );
+    }
+
+    #[test]
+    fn non_utf8_goes_base64_and_too_long_has_length() {
+        let r = records(&[
+            (b"a\xffb", None, Reason::InvalidUtf8),
+            ("é".as_bytes()[..1].as_ref(), Some(99), Reason::LineTooLong),
+        ]);
+        assert_eq!(r[0]["raw_base64"], "Yf9i");
+        assert!(r[0].get("raw").is_none());
+        assert_eq!(r[1]["raw"], "");
+        assert_eq!(r[1]["length"], 99);
+    }
+
+    #[test]
+    fn no_rejects_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = RejectsWriter::new(dir.path().join("r.ndjson"));
+        assert_eq!(w.finish().unwrap(), None);
+        assert!(!dir.path().join("r.ndjson").exists());
+    }
+}

@@ -1,0 +1,375 @@
+//! The output schema of the `groups` table (SPEC §4), defined once.
+//!
+//! Why this module exists: the schema is the product's promise to warehouses ("every file of every night has
+//! the same schema"), so it must not be spread over the mapper and the writer. Everything that needs a column
+//! (the mapper filling a row, the Parquet writer, `group-loader schema`) reads it from [`COLUMNS`], indexed by
+//! [`Col`]. Changing a column means changing this table and bumping [`SCHEMA_VERSION`].
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Bumped whenever a column is added, removed, renamed or retyped.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// The tool version written into every Parquet file's key/value metadata.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Parquet key/value metadata keys.
+pub const META_TOOL_VERSION: &str = "group_loader.version";
+pub const META_SCHEMA_VERSION: &str = "group_loader.schema_version";
+
+/// The logical kind of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// UTF-8 text following the text rule of SPEC §3.
+    Text,
+    /// `TIMESTAMP(MICROS, isAdjustedToUTC=true)`, following the time rule of SPEC §3.
+    Time,
+    /// A JSON object serialised as text (the extras columns), or null.
+    Json,
+}
+
+impl Kind {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            Kind::Text | Kind::Json => DataType::Utf8,
+            Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+
+    /// The DuckDB type of the column (for `schema --format sql`).
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            Kind::Text => "VARCHAR",
+            Kind::Json => "JSON",
+            Kind::Time => "TIMESTAMPTZ",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Time => "time",
+            Kind::Json => "json",
+        }
+    }
+
+    /// The Parquet physical and logical type the column is written as.
+    pub fn parquet_type(self) -> &'static str {
+        match self {
+            Kind::Text | Kind::Json => "BYTE_ARRAY (STRING)",
+            Kind::Time => "INT64 (TIMESTAMP(MICROS, isAdjustedToUTC=true))",
+        }
+    }
+}
+
+/// One column of the `groups` table.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub nullable: bool,
+    /// Where the value comes from in the Group call.
+    pub from: &'static str,
+}
+
+/// The columns of `groups`, by position. `COLUMNS[c as usize]` describes `c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Col {
+    Id,
+    GroupId,
+    UserId,
+    AnonymousId,
+    ReceivedAt,
+    SentAt,
+    OriginalTimestamp,
+    Timestamp,
+    Channel,
+    ContextIp,
+    ContextUserAgent,
+    ContextLibraryName,
+    ContextLibraryVersion,
+    Name,
+    Industry,
+    Employees,
+    Plan,
+    Email,
+    Phone,
+    Website,
+    Avatar,
+    Description,
+    CreatedAt,
+    AddressStreet,
+    AddressCity,
+    AddressState,
+    AddressPostalCode,
+    AddressCountry,
+    TraitId,
+    ExtraTraits,
+    ExtraContext,
+    Extra,
+}
+
+/// Number of columns in `groups`.
+pub const N_COLS: usize = Col::Extra as usize + 1;
+
+const fn text(name: &'static str, from: &'static str) -> Column {
+    Column {
+        name,
+        kind: Kind::Text,
+        nullable: true,
+        from,
+    }
+}
+const fn time(name: &'static str, from: &'static str) -> Column {
+    Column {
+        name,
+        kind: Kind::Time,
+        nullable: true,
+        from,
+    }
+}
+const fn json(name: &'static str, from: &'static str) -> Column {
+    Column {
+        name,
+        kind: Kind::Json,
+        nullable: true,
+        from,
+    }
+}
+
+/// The `groups` table of SPEC §4, in column order.
+pub const COLUMNS: [Column; N_COLS] = [
+    text("id", "messageId"),
+    Column {
+        name: "group_id",
+        kind: Kind::Text,
+        nullable: false,
+        from: "groupId",
+    },
+    text("user_id", "userId"),
+    text("anonymous_id", "anonymousId"),
+    time("received_at", "receivedAt"),
+    time("sent_at", "sentAt"),
+    time("original_timestamp", "originalTimestamp"),
+    Column {
+        name: "timestamp",
+        kind: Kind::Time,
+        nullable: false,
+        from: "timestamp, or derived (SPEC 5.3)",
+    },
+    text("channel", "channel"),
+    text("context_ip", "context.ip"),
+    text("context_user_agent", "context.userAgent"),
+    text("context_library_name", "context.library.name"),
+    text("context_library_version", "context.library.version"),
+    text("name", "traits.name (reserved)"),
+    text("industry", "traits.industry (reserved)"),
+    text("employees", "traits.employees (reserved)"),
+    text("plan", "traits.plan (reserved)"),
+    text("email", "traits.email (reserved)"),
+    text("phone", "traits.phone (reserved)"),
+    text("website", "traits.website (reserved)"),
+    text("avatar", "traits.avatar (reserved)"),
+    text("description", "traits.description (reserved)"),
+    time("created_at", "traits.createdAt (reserved)"),
+    text("address_street", "traits.address.street"),
+    text("address_city", "traits.address.city"),
+    text("address_state", "traits.address.state"),
+    text("address_postal_code", "traits.address.postalCode"),
+    text("address_country", "traits.address.country"),
+    text("trait_id", "traits.id (reserved)"),
+    json("extra_traits", "every trait not placed in a column"),
+    json(
+        "extra_context",
+        "every context field not placed in a column",
+    ),
+    json(
+        "extra",
+        "every other top-level field, and values that did not fit their column",
+    ),
+];
+
+impl Col {
+    pub fn column(self) -> &'static Column {
+        &COLUMNS[self as usize]
+    }
+}
+
+/// The Arrow schema of `groups`, with the tool and schema version as metadata.
+pub fn groups_schema() -> SchemaRef {
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|c| Field::new(c.name, c.kind.arrow_type(), c.nullable))
+        .collect();
+    let metadata: std::collections::HashMap<String, String> = [
+        (META_TOOL_VERSION.to_string(), TOOL_VERSION.to_string()),
+        (META_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+/// Output formats of `group-loader schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaFormat {
+    /// An aligned table for people.
+    Text,
+    /// A JSON array of `{name, type, arrow_type, parquet_type, nullable, from}`.
+    Json,
+    /// DuckDB `CREATE TABLE` DDL.
+    Sql,
+}
+
+/// Renders the schema of `groups` in the requested format.
+pub fn render(format: SchemaFormat) -> String {
+    match format {
+        SchemaFormat::Text => {
+            let width = COLUMNS.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            let mut out = format!("groups (schema version {SCHEMA_VERSION})\n");
+            for c in &COLUMNS {
+                let null = if c.nullable { "" } else { ", never null" };
+                out.push_str(&format!(
+                    "  {:<width$}  {:<4}{null:<12}  from {}\n",
+                    c.name,
+                    c.kind.name(),
+                    c.from
+                ));
+            }
+            out
+        }
+        SchemaFormat::Json => {
+            let cols: Vec<serde_json::Value> = COLUMNS
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name,
+                        "type": c.kind.name(),
+                        "arrow_type": c.kind.arrow_type().to_string(),
+                        "parquet_type": c.kind.parquet_type(),
+                        "nullable": c.nullable,
+                        "from": c.from,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "table": "groups",
+                "schema_version": SCHEMA_VERSION,
+                "columns": cols,
+            });
+            // Serialising a Value built above cannot fail.
+            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+        }
+        SchemaFormat::Sql => {
+            let mut out = String::from("CREATE TABLE groups (\n");
+            let defs: Vec<String> = COLUMNS
+                .iter()
+                .map(|c| {
+                    let null = if c.nullable { "" } else { " NOT NULL" };
+                    format!("    {} {}{null}", c.name, c.kind.sql_type())
+                })
+                .collect();
+            out.push_str(&defs.join(",\n"));
+            out.push_str("\n);\n");
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn col_enum_matches_column_table() {
+        // The enum and the table are written side by side; a column inserted in one and not the other
+        // would shift every later column.
+        assert_eq!(Col::Id.column().name, "id");
+        assert_eq!(Col::Timestamp.column().name, "timestamp");
+        assert_eq!(Col::CreatedAt.column().name, "created_at");
+        assert_eq!(Col::AddressPostalCode.column().name, "address_postal_code");
+        assert_eq!(Col::TraitId.column().name, "trait_id");
+        assert_eq!(Col::Extra.column().name, "extra");
+        assert_eq!(N_COLS, 32);
+    }
+
+    #[test]
+    fn schema_has_spec_columns_in_order() {
+        let expected = [
+            "id",
+            "group_id",
+            "user_id",
+            "anonymous_id",
+            "received_at",
+            "sent_at",
+            "original_timestamp",
+            "timestamp",
+            "channel",
+            "context_ip",
+            "context_user_agent",
+            "context_library_name",
+            "context_library_version",
+            "name",
+            "industry",
+            "employees",
+            "plan",
+            "email",
+            "phone",
+            "website",
+            "avatar",
+            "description",
+            "created_at",
+            "address_street",
+            "address_city",
+            "address_state",
+            "address_postal_code",
+            "address_country",
+            "trait_id",
+            "extra_traits",
+            "extra_context",
+            "extra",
+        ];
+        let schema = groups_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, expected);
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        for f in schema.fields() {
+            let is_time = matches!(
+                f.name().as_str(),
+                "received_at" | "sent_at" | "original_timestamp" | "timestamp" | "created_at"
+            );
+            if is_time {
+                assert_eq!(f.data_type(), &ts, "{}", f.name());
+            } else {
+                assert_eq!(f.data_type(), &DataType::Utf8, "{}", f.name());
+            }
+            let required = matches!(f.name().as_str(), "group_id" | "timestamp");
+            assert_eq!(f.is_nullable(), !required, "{}", f.name());
+        }
+        assert_eq!(schema.metadata()[META_SCHEMA_VERSION], SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn sql_ddl_is_duckdb_shaped() {
+        let sql = render(SchemaFormat::Sql);
+        assert!(
+            sql.starts_with(
+                "CREATE TABLE groups (\n    id VARCHAR,\n    group_id VARCHAR NOT NULL,"
+            )
+        );
+        assert!(sql.contains("    timestamp TIMESTAMPTZ NOT NULL,\n"));
+        assert!(sql.contains("    extra JSON\n);"));
+    }
+
+    #[test]
+    fn json_schema_lists_every_column() {
+        let v: serde_json::Value = serde_json::from_str(&render(SchemaFormat::Json)).unwrap();
+        let cols = v["columns"].as_array().unwrap();
+        assert_eq!(cols.len(), N_COLS);
+        assert_eq!(cols[4]["name"], "received_at");
+        assert_eq!(cols[4]["arrow_type"], "Timestamp(µs, \"UTC\")");
+    }
+}
