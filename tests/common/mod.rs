@@ -1,0 +1,169 @@
+//! Helpers for the integration tests: run the binary, read the dataset back with the parquet crate.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use assert_cmd::Command;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn bin() -> Command {
+    Command::cargo_bin("group-loader").expect("binary built")
+}
+
+/// Runs `group-loader load ARGS -o OUT --progress never`, returning (exit code, stderr).
+pub fn load(out: &Path, args: &[&str]) -> (i32, String) {
+    let o = bin()
+        .arg("load")
+        .args(args)
+        .arg("--output")
+        .arg(out)
+        .args(["--progress", "never"])
+        .output()
+        .expect("run");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A cell read back: text, microseconds, or null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V {
+    Null,
+    S(String),
+    T(i64),
+}
+
+pub fn s(x: &str) -> V {
+    V::S(x.to_string())
+}
+
+pub type Row = BTreeMap<String, V>;
+
+/// Every `.parquet` file under `dir`, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(d) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Reads one Parquet file into rows (column name -> value), checking the time columns' Arrow type.
+pub fn read_file(path: &Path) -> Vec<Row> {
+    let file = fs::File::open(path).expect("open parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("valid parquet")
+        .build()
+        .expect("reader");
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let schema = batch.schema();
+        for i in 0..batch.num_rows() {
+            let mut row = Row::new();
+            for (c, field) in schema.fields().iter().enumerate() {
+                let col = batch.column(c);
+                let v = if col.is_null(i) {
+                    V::Null
+                } else {
+                    match field.data_type() {
+                        DataType::Utf8 => V::S(
+                            col.as_any()
+                                .downcast_ref::<StringArray>()
+                                .unwrap()
+                                .value(i)
+                                .to_string(),
+                        ),
+                        DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
+                            if tz.as_ref() == "UTC" =>
+                        {
+                            V::T(
+                                col.as_any()
+                                    .downcast_ref::<TimestampMicrosecondArray>()
+                                    .unwrap()
+                                    .value(i),
+                            )
+                        }
+                        other => panic!("unexpected type {other} for {}", field.name()),
+                    }
+                };
+                row.insert(field.name().clone(), v);
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Reads every file of `OUT/groups`, in file order, with the partition path as `_partition`.
+pub fn read_dataset(out: &Path) -> Vec<Row> {
+    let groups = out.join("groups");
+    let mut rows = Vec::new();
+    for f in parquet_files(&groups) {
+        let partition = f
+            .parent()
+            .unwrap()
+            .strip_prefix(&groups)
+            .unwrap()
+            .display()
+            .to_string();
+        for mut r in read_file(&f) {
+            r.insert("_partition".into(), V::S(partition.clone()));
+            rows.push(r);
+        }
+    }
+    rows
+}
+
+/// The single run report in `OUT/_runs`.
+pub fn report(out: &Path) -> serde_json::Value {
+    let runs: Vec<PathBuf> = fs::read_dir(out.join("_runs"))
+        .expect("_runs")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    serde_json::from_slice(&fs::read(&runs[0]).unwrap()).unwrap()
+}
+
+/// Checks `lines = blank + skipped + rejected + rows_written` in a report.
+pub fn assert_counts_add_up(r: &serde_json::Value) {
+    let sum = |v: &serde_json::Value| {
+        v.as_object()
+            .unwrap()
+            .values()
+            .map(|x| x.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let lines = r["lines"].as_u64().unwrap();
+    let total = r["blank"].as_u64().unwrap()
+        + sum(&r["skipped"])
+        + sum(&r["rejected"])
+        + r["rows_written"].as_u64().unwrap();
+    assert_eq!(lines, total, "counting rule broken: {r:#}");
+}
+
+/// Microseconds of an RFC 3339 time, via chrono (an independent parser from the loader's).
+pub fn micros(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("test time")
+        .timestamp_micros()
+}
