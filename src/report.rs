@@ -148,10 +148,9 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn listing<V: Copy + Into<u64>>(map: &BTreeMap<impl AsRef<str>, V>) -> String {
+fn listing(map: &BTreeMap<String, u64>) -> String {
     map.iter()
-        .filter(|(_, v)| (**v).into() > 0)
-        .map(|(k, v)| format!("{} {}", k.as_ref(), thousands((*v).into())))
+        .map(|(k, v)| format!("{k} {}", thousands(*v)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -189,7 +188,16 @@ impl Report {
             let _ = writeln!(s, "  skipped: {}", listing(&c.skipped));
         }
         if c.rejected_total() > 0 {
-            let _ = writeln!(s, "  rejected: {}", listing(&c.rejected));
+            let rejected: Vec<String> = Reason::ALL
+                .iter()
+                .filter_map(|r| {
+                    c.rejected
+                        .get(r.as_str())
+                        .filter(|n| **n > 0)
+                        .map(|n| format!("{r} {}", thousands(*n)))
+                })
+                .collect();
+            let _ = writeln!(s, "  rejected: {}", rejected.join(", "));
             let _ = writeln!(
                 s,
                 "  reject ratio {:.4} (max {}){}",
@@ -222,42 +230,78 @@ pub enum ProgressWhen {
     Never,
 }
 
-/// A progress bar of input bytes read, on stderr.
+/// Progress of input bytes read, on stderr: a bar on a terminal; with `--progress always` and no terminal
+/// (a log file), a plain line every 10 seconds instead.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    lines: Option<LineProgress>,
+}
+
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct LineProgress {
+    total: Option<u64>,
+    last: std::cell::Cell<std::time::Instant>,
 }
 
 impl Progress {
     pub fn new(when: ProgressWhen, quiet: bool, total_bytes: Option<u64>) -> Self {
-        let show = match when {
-            ProgressWhen::Never => false,
-            ProgressWhen::Always => true,
-            ProgressWhen::Auto => !quiet && std::io::stderr().is_terminal(),
+        let terminal = std::io::stderr().is_terminal();
+        let none = Progress {
+            bar: None,
+            lines: None,
         };
-        if !show {
-            return Progress { bar: None };
+        match when {
+            ProgressWhen::Never => none,
+            ProgressWhen::Auto if quiet || !terminal => none,
+            ProgressWhen::Always if !terminal => Progress {
+                bar: None,
+                lines: Some(LineProgress {
+                    total: total_bytes,
+                    // Due at once: the first report comes with the first chunk.
+                    last: std::cell::Cell::new(
+                        std::time::Instant::now()
+                            .checked_sub(LINE_EVERY)
+                            .unwrap_or_else(std::time::Instant::now),
+                    ),
+                }),
+            },
+            ProgressWhen::Auto | ProgressWhen::Always => {
+                let bar = indicatif::ProgressBar::with_draw_target(
+                    total_bytes,
+                    indicatif::ProgressDrawTarget::stderr(),
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} {binary_bytes}/{binary_total_bytes} {wide_bar} {binary_bytes_per_sec} eta {eta}",
+                ) {
+                    bar.set_style(style);
+                }
+                Progress {
+                    bar: Some(bar),
+                    lines: None,
+                }
+            }
         }
-        let bar = match total_bytes {
-            Some(n) => indicatif::ProgressBar::with_draw_target(
-                Some(n),
-                indicatif::ProgressDrawTarget::stderr(),
-            ),
-            None => indicatif::ProgressBar::with_draw_target(
-                None,
-                indicatif::ProgressDrawTarget::stderr(),
-            ),
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        Progress { bar: Some(bar) }
     }
 
+    /// Reports `bytes` of input read so far.
     pub fn set(&self, bytes: u64) {
         if let Some(b) = &self.bar {
             b.set_position(bytes);
+        }
+        if let Some(l) = &self.lines
+            && l.last.get().elapsed() >= LINE_EVERY
+        {
+            l.last.set(std::time::Instant::now());
+            match l.total {
+                Some(t) if t > 0 => eprintln!(
+                    "group-loader: read {} of {} bytes ({:.0}%)",
+                    thousands(bytes),
+                    thousands(t),
+                    bytes as f64 * 100.0 / t as f64
+                ),
+                _ => eprintln!("group-loader: read {} bytes", thousands(bytes)),
+            }
         }
     }
 
