@@ -145,6 +145,7 @@ impl LoadArgs {
             quiet: self.quiet,
             max_line_bytes: usize::try_from(self.max_line_bytes)
                 .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
+            threads: self.threads,
         })
     }
 }

@@ -8,6 +8,7 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
+use std::sync::mpsc::Receiver;
 
 /// How much of an over-long line is kept for the rejects file.
 pub const TOO_LONG_PREFIX: usize = 64 * 1024;
@@ -30,6 +31,7 @@ pub struct Line {
 /// A run of whole lines and the bytes they point into.
 #[derive(Debug, Default)]
 pub struct Chunk {
+    /// The bytes the lines point into (possibly followed by unused bytes).
     pub data: Vec<u8>,
     pub lines: Vec<Line>,
 }
@@ -52,6 +54,8 @@ pub struct LineReader<R> {
     next_number: u64,
     eof: bool,
     at_start: bool,
+    /// Chunk buffers handed back by the consumer, reused so their memory is not cleared and faulted in again.
+    recycled: Option<Receiver<Vec<u8>>>,
 }
 
 impl<R: Read> LineReader<R> {
@@ -66,7 +70,14 @@ impl<R: Read> LineReader<R> {
             next_number: 1,
             eof: false,
             at_start: true,
+            recycled: None,
         }
+    }
+
+    /// Reuses the chunk buffers (`Chunk::data`) sent back on `recycled`.
+    pub fn with_recycling(mut self, recycled: Receiver<Vec<u8>>) -> Self {
+        self.recycled = Some(recycled);
+        self
     }
 
     /// The number the next line will get (for error messages).
@@ -79,11 +90,22 @@ impl<R: Read> LineReader<R> {
         self.inner
     }
 
-    /// Appends up to `READ_SIZE` more bytes to `buf` (fewer only at the end of the stream); false at the end.
-    fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
-        // `read_to_end` on a `Take` retries short reads and `Interrupted`, and does not zero the buffer.
-        let n = (&mut self.inner).take(READ_SIZE as u64).read_to_end(buf)?;
-        Ok(n > 0)
+    /// Reads more bytes into `buf[*filled..]` (growing its initialised part only when it is too short); false
+    /// at the end of the stream.
+    fn fill(&mut self, buf: &mut Vec<u8>, filled: &mut usize) -> io::Result<bool> {
+        if buf.len() < *filled + READ_SIZE {
+            buf.resize(*filled + READ_SIZE, 0);
+        }
+        loop {
+            match self.inner.read(&mut buf[*filled..*filled + READ_SIZE]) {
+                Ok(n) => {
+                    *filled += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn push_line(
@@ -124,22 +146,33 @@ impl<R: Read> LineReader<R> {
 
     /// The next chunk of lines, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        let mut data = std::mem::take(&mut self.carry);
+        // A recycled buffer, or room for a whole chunk up front: growing by doubling would copy it.
+        let mut data = match self.recycled.as_ref().and_then(|r| r.try_recv().ok()) {
+            Some(buf) => buf,
+            None => Vec::with_capacity(self.chunk_target + 2 * READ_SIZE),
+        };
+        if data.len() < self.carry.len() {
+            data.resize(self.carry.len(), 0);
+        }
+        data[..self.carry.len()].copy_from_slice(&self.carry);
+        let mut filled = self.carry.len();
+        self.carry.clear();
         let base = self.carry_offset;
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(self.chunk_target / 256);
         let mut line_start = 0;
         let mut scan_from = 0;
         loop {
-            while let Some(i) = memchr::memchr(b'\n', &data[scan_from..]) {
+            while let Some(i) = memchr::memchr(b'\n', &data[scan_from..filled]) {
                 let end = scan_from + i;
                 self.push_line(&mut lines, &data, base, line_start..end, None);
                 line_start = end + 1;
                 scan_from = line_start;
             }
-            scan_from = data.len();
-            let partial = data.len() - line_start;
+            scan_from = filled;
+            let partial = filled - line_start;
             if partial > self.limit {
                 // Over the limit: keep a prefix, then read on to the newline without holding the bytes.
+                data.truncate(filled);
                 let (len, rest) = self.skip_rest_of_line(&mut data, line_start)?;
                 let keep_end = data.len();
                 self.push_line(&mut lines, &data, base, line_start..keep_end, Some(len));
@@ -151,17 +184,16 @@ impl<R: Read> LineReader<R> {
             if line_start >= self.chunk_target {
                 break;
             }
-            if self.eof || !self.fill(&mut data)? {
+            if self.eof || !self.fill(&mut data, &mut filled)? {
                 self.eof = true;
-                if data.len() > line_start {
-                    let end = data.len();
-                    self.push_line(&mut lines, &data, base, line_start..end, None);
-                    line_start = end;
+                if filled > line_start {
+                    self.push_line(&mut lines, &data, base, line_start..filled, None);
+                    line_start = filled;
                 }
                 break;
             }
         }
-        self.carry = data.split_off(line_start);
+        self.carry.extend_from_slice(&data[line_start..filled]);
         self.carry_offset = base + line_start as u64;
         if lines.is_empty() && self.eof && self.carry.is_empty() {
             return Ok(None);
@@ -181,18 +213,19 @@ impl<R: Read> LineReader<R> {
         data.truncate(line_start + TOO_LONG_PREFIX.min(data.len() - line_start));
         let mut buf = Vec::with_capacity(READ_SIZE);
         loop {
-            buf.clear();
-            if !self.fill(&mut buf)? {
+            let mut filled = 0;
+            if !self.fill(&mut buf, &mut filled)? {
                 self.eof = true;
                 return Ok((len, Vec::new()));
             }
-            let newline = memchr::memchr(b'\n', &buf);
-            let part = &buf[..newline.unwrap_or(buf.len())];
+            let read = &buf[..filled];
+            let newline = memchr::memchr(b'\n', read);
+            let part = &read[..newline.unwrap_or(read.len())];
             let room = TOO_LONG_PREFIX.saturating_sub(data.len() - line_start);
             data.extend_from_slice(&part[..room.min(part.len())]);
             len += part.len() as u64;
             if let Some(i) = newline {
-                return Ok((len, buf.split_off(i + 1)));
+                return Ok((len, read[i + 1..].to_vec()));
             }
         }
     }

@@ -9,18 +9,21 @@
 //! `--threads`. The run id is a hash of the inputs' decompressed content and of the options that shape rows,
 //! so re-running the same command on the same inputs writes the same file names, replacing (not adding).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs;
+use std::hash::BuildHasherDefault;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::time::Instant;
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::error::{Error, Result};
-use crate::input::{self, Source};
-use crate::lines::LineReader;
+use crate::input::{self, Compression, Source};
+use crate::lines::{Chunk, LineReader};
 use crate::parse::{self, Outcome, Reason, Reject};
 use crate::publish::{self, Journal, Staging};
 use crate::rejects::RejectsWriter;
@@ -54,6 +57,8 @@ pub struct LoadOptions {
     pub progress: ProgressWhen,
     pub quiet: bool,
     pub max_line_bytes: usize,
+    /// Worker threads for parsing and encoding (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// Sub-folders of the output.
@@ -92,20 +97,75 @@ impl LoadOptions {
     }
 }
 
+self_cell::self_cell!(
+    /// A chunk and the outcomes of its lines, which borrow from it.
+    struct Parsed {
+        owner: Chunk,
+        #[covariant]
+        dependent: Outcomes,
+    }
+);
+
+type Outcomes<'a> = Vec<Outcome<'a>>;
+
+/// Classifies every line of a chunk, in parallel on the pool.
+fn parse_chunk(chunk: Chunk, max_line_bytes: usize, pool: &rayon::ThreadPool) -> Parsed {
+    let limit = max_line_bytes as u64;
+    Parsed::new(chunk, |chunk| {
+        pool.install(|| {
+            chunk
+                .lines
+                .par_iter()
+                .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
+                .collect()
+        })
+    })
+}
+
+/// A hasher for keys that are already 128-bit hashes (xxh3 of the messageId): it folds them, nothing more.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
 /// The state a run accumulates while it applies outcomes in input order.
 struct Run {
     counts: Counts,
-    seen_ids: Option<HashSet<u128>>,
+    seen_ids: Option<HashSet<u128, BuildHasherDefault<Prehashed>>>,
     rejects: RejectsWriter,
     writer: GroupsWriter,
 }
 
 impl Run {
-    /// Applies one chunk's outcomes, in input order.
-    fn apply(
+    /// Applies one parsed chunk, in input order. Returns the chunk's buffer, for reuse.
+    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+        let Some(mut p) = parsed else {
+            return Ok(None);
+        };
+        p.with_dependent_mut(|chunk, outcomes| {
+            self.apply_outcomes(file, chunk, std::mem::take(outcomes))
+        })?;
+        Ok(Some(p.into_owner().data))
+    }
+
+    fn apply_outcomes(
         &mut self,
         file: &str,
-        chunk: &crate::lines::Chunk,
+        chunk: &Chunk,
         outcomes: Vec<Outcome<'_>>,
     ) -> Result<()> {
         for (line, outcome) in chunk.lines.iter().zip(outcomes) {
@@ -164,59 +224,78 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Reads one input through the parser into the run. Returns its report entry and content hash.
-fn read_input(
-    run: &mut Run,
-    source: &Source,
-    opts: &LoadOptions,
-    progress: &Progress,
-    done: u64,
-) -> Result<(InputReport, u128)> {
-    let name = source.name();
-    let opened = input::open(source)?;
-    let raw_read = opened.raw_bytes_read.clone();
-    let hashing = Hashing {
-        inner: opened.reader,
-        hasher: Xxh3::new(),
-        bytes: 0,
-    };
-    let mut reader = LineReader::new(hashing, opts.max_line_bytes, CHUNK_BYTES);
-    let lines_before = run.counts.lines;
-    loop {
-        let chunk = match reader.next_chunk() {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(source_err) => {
-                return Err(Error::Read {
-                    path: name,
-                    offset: raw_read.load(std::sync::atomic::Ordering::Relaxed),
-                    line: reader.next_line_number(),
-                    source: source_err,
-                });
+/// What a reader thread sends for one input, in order: chunks, then `Done` (or `Failed`).
+enum Feed {
+    Chunk {
+        chunk: Chunk,
+        raw_read: u64,
+    },
+    Done {
+        raw_bytes: u64,
+        decompressed_bytes: u64,
+        hash: u128,
+        compression: Compression,
+    },
+    Failed(Error),
+}
+
+/// Chunks a reader may read ahead of the parser, per input.
+const PREFETCH_CHUNKS: usize = 4;
+
+/// Reads (and decompresses) one input on its own thread, cutting it into chunks of lines. Chunk buffers sent
+/// back on the returned sender are reused.
+fn spawn_reader(source: Source, max_line_bytes: usize) -> (Receiver<Feed>, Sender<Vec<u8>>) {
+    let (tx, rx) = sync_channel(PREFETCH_CHUNKS);
+    let (recycle, recycled) = channel();
+    std::thread::spawn(move || {
+        let read = || -> Result<Feed> {
+            let opened = input::open(&source)?;
+            let raw = opened.raw_bytes_read.clone();
+            let raw_read = || raw.load(std::sync::atomic::Ordering::Relaxed);
+            let hashing = Hashing {
+                inner: opened.reader,
+                hasher: Xxh3::new(),
+                bytes: 0,
+            };
+            let mut reader =
+                LineReader::new(hashing, max_line_bytes, CHUNK_BYTES).with_recycling(recycled);
+            loop {
+                match reader.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        if tx
+                            .send(Feed::Chunk {
+                                chunk,
+                                raw_read: raw_read(),
+                            })
+                            .is_err()
+                        {
+                            // The run stopped (an error elsewhere): nothing left to do.
+                            return Err(Error::Usage("cancelled".into()));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(source_err) => {
+                        return Err(Error::Read {
+                            path: source.name(),
+                            offset: raw_read(),
+                            line: reader.next_line_number(),
+                            source: source_err,
+                        });
+                    }
+                }
             }
-        };
-        let outcomes: Vec<Outcome<'_>> = chunk
-            .lines
-            .par_iter()
-            .map(|line| {
-                parse::classify(
-                    chunk.bytes(line),
-                    line.too_long.map(|n| (n, opts.max_line_bytes as u64)),
-                )
+            let hashing = reader.into_inner();
+            Ok(Feed::Done {
+                raw_bytes: raw_read(),
+                decompressed_bytes: hashing.bytes,
+                hash: hashing.hasher.digest128(),
+                compression: opened.compression,
             })
-            .collect();
-        run.apply(&name, &chunk, outcomes)?;
-        progress.set(done + raw_read.load(std::sync::atomic::Ordering::Relaxed));
-    }
-    let hashing = reader.into_inner();
-    let report = InputReport {
-        path: name,
-        bytes: raw_read.load(std::sync::atomic::Ordering::Relaxed),
-        decompressed_bytes: hashing.bytes,
-        compression: opened.compression.name(),
-        lines: run.counts.lines - lines_before,
-    };
-    Ok((report, hashing.hasher.digest128()))
+        };
+        let last = read().unwrap_or_else(Feed::Failed);
+        let _ = tx.send(last);
+    });
+    (rx, recycle)
 }
 
 /// Runs `group-loader load`. On success returns the report of the published run.
@@ -239,7 +318,15 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         );
     }
     let staging = Staging::create(out)?;
-    let result = ingest_and_publish(opts, &sources, &staging, started, started_at);
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = opts.threads {
+        pool = pool.num_threads(n);
+    }
+    let pool = Arc::new(
+        pool.build()
+            .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))?,
+    );
+    let result = ingest_and_publish(opts, &pool, &sources, &staging, started, started_at);
     match result {
         Ok((report, journal)) => {
             if report.published {
@@ -301,6 +388,7 @@ fn rel(path: &Path) -> String {
 /// the report and rejects are written directly, and the report says `published: false`).
 fn ingest_and_publish(
     opts: &LoadOptions,
+    pool: &Arc<rayon::ThreadPool>,
     sources: &[Source],
     staging: &Staging,
     started: Instant,
@@ -309,9 +397,13 @@ fn ingest_and_publish(
     let out = opts.output.as_path();
     let mut run = Run {
         counts: Counts::default(),
-        seen_ids: opts.dedupe.then(HashSet::new),
+        seen_ids: opts.dedupe.then(HashSet::default),
         rejects: RejectsWriter::new(staging.dir().join("rejects.ndjson")),
-        writer: GroupsWriter::new(staging.dir().join(GROUPS_DIR), opts.writer_config()),
+        writer: GroupsWriter::new(
+            staging.dir().join(GROUPS_DIR),
+            opts.writer_config(),
+            pool.clone(),
+        ),
     };
     let total: Option<u64> = sources.iter().map(Source::size).sum();
     let progress = Progress::new(opts.progress, opts.quiet, total);
@@ -319,12 +411,81 @@ fn ingest_and_publish(
     run_hash.update(opts.row_shaping().as_bytes());
     let mut inputs = Vec::with_capacity(sources.len());
     let mut done = 0;
+    // Inputs are read (and decompressed) up to `pool threads` at a time, consumed strictly in order.
+    let ahead = pool.current_num_threads().max(1);
+    // With one thread, parse and apply take turns; with more, they overlap.
+    let overlap = pool.current_num_threads() > 1;
+    let mut readers: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)> = VecDeque::new();
+    let mut spawned = 0;
     for source in sources {
-        let (report, digest) = read_input(&mut run, source, opts, &progress, done)?;
-        done += report.bytes;
-        run_hash.update(&digest.to_le_bytes());
-        run_hash.update(&report.decompressed_bytes.to_le_bytes());
-        inputs.push(report);
+        while spawned < sources.len() && readers.len() < ahead {
+            readers.push_back(spawn_reader(sources[spawned].clone(), opts.max_line_bytes));
+            spawned += 1;
+        }
+        let Some((feed, recycle)) = readers.pop_front() else {
+            break;
+        };
+        let lines_before = run.counts.lines;
+        let name = source.name();
+        let mut pending: Option<Parsed> = None;
+        loop {
+            match feed.recv() {
+                Ok(Feed::Chunk { chunk, raw_read }) => {
+                    let previous = pending.take();
+                    pending = Some(if overlap {
+                        // Parse this chunk on the pool while the previous one is applied here.
+                        let (parsed, applied) = std::thread::scope(|s| {
+                            let parser = s.spawn(|| parse_chunk(chunk, opts.max_line_bytes, pool));
+                            let applied = run.apply(&name, previous);
+                            (parser.join(), applied)
+                        });
+                        if let Some(buf) = applied? {
+                            let _ = recycle.send(buf);
+                        }
+                        parsed.map_err(|_| Error::Io {
+                            action: "parsing",
+                            path: name.clone().into(),
+                            source: std::io::Error::other("internal: the parser thread panicked"),
+                        })?
+                    } else {
+                        if let Some(buf) = run.apply(&name, previous)? {
+                            let _ = recycle.send(buf);
+                        }
+                        parse_chunk(chunk, opts.max_line_bytes, pool)
+                    });
+                    progress.set(done + raw_read);
+                }
+                Ok(Feed::Done {
+                    raw_bytes,
+                    decompressed_bytes,
+                    hash,
+                    compression,
+                }) => {
+                    run.apply(&name, pending.take())?;
+                    done += raw_bytes;
+                    run_hash.update(&hash.to_le_bytes());
+                    run_hash.update(&decompressed_bytes.to_le_bytes());
+                    inputs.push(InputReport {
+                        path: name,
+                        bytes: raw_bytes,
+                        decompressed_bytes,
+                        compression: compression.name(),
+                        lines: run.counts.lines - lines_before,
+                    });
+                    break;
+                }
+                Ok(Feed::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(Error::Io {
+                        action: "reading",
+                        path: name.into(),
+                        source: std::io::Error::other(
+                            "internal: the reader thread ended without answering",
+                        ),
+                    });
+                }
+            }
+        }
     }
     progress.finish();
     let run_id = format!("{:016x}", run_hash.digest128() as u64);
@@ -336,6 +497,18 @@ fn ingest_and_publish(
     } = run;
     debug_assert!(counts.adds_up());
     let staged = writer.finish()?;
+    // Never lose a row silently: what the files hold must be what was counted, or nothing is published.
+    let staged_rows: u64 = staged.iter().map(|f| f.rows).sum();
+    if staged_rows != counts.rows_written {
+        return Err(Error::Io {
+            action: "checking staged files in",
+            path: staging.dir().to_path_buf(),
+            source: std::io::Error::other(format!(
+                "internal: {} rows counted but {staged_rows} rows written to files",
+                counts.rows_written
+            )),
+        });
+    }
     let staged_rejects = rejects.finish()?;
 
     let final_file = |f: &StagedFile| {
@@ -367,7 +540,7 @@ fn ingest_and_publish(
             "dedupe": opts.dedupe,
             "memory_limit": opts.memory_limit,
             "max_line_bytes": opts.max_line_bytes,
-            "threads": rayon::current_num_threads(),
+            "threads": pool.current_num_threads(),
         }),
         inputs,
         counts,

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::datatypes::SchemaRef;
@@ -18,11 +19,12 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::mapping::{Cell, Row};
-use crate::schema::{self, COLUMNS, Kind};
+use crate::schema::{self, COLUMNS, Col, Kind};
 use crate::values::{self, Micros};
 
 /// How the dataset is partitioned (`--partition`).
@@ -165,16 +167,61 @@ struct OpenFile {
     rows: u64,
 }
 
+impl OpenFile {
+    /// Writes one batch as one row group. Runs on a pool thread.
+    fn write_row_group(&mut self, batch: &RecordBatch) -> Result<()> {
+        let parquet_err = |source| Error::Parquet {
+            path: self.path.clone(),
+            source,
+        };
+        self.writer.write(batch).map_err(parquet_err)?;
+        self.writer.flush().map_err(|source| Error::Parquet {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Finishes the file: footer written, data synced to disk.
+    fn close(self, partition: &str) -> Result<StagedFile> {
+        let path = self.path;
+        let inner = self.writer.into_inner().map_err(|source| Error::Parquet {
+            path: path.clone(),
+            source,
+        })?;
+        inner.sync_all().map_err(Error::io("syncing", &path))?;
+        let bytes = inner.metadata().map_err(Error::io("reading", &path))?.len();
+        Ok(StagedFile {
+            partition: partition.to_string(),
+            seq: self.seq,
+            staged: path,
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// A partition's file: none yet (or closed), open and idle, or lent to a pool task writing a row group.
+enum Slot {
+    Closed,
+    Idle(Box<OpenFile>),
+    /// A row group of `bytes` buffered bytes is being encoded; the file comes back through the channel.
+    Busy {
+        bytes: usize,
+        done: Receiver<(Box<OpenFile>, Result<()>)>,
+    },
+}
+
 struct Partition {
     path: String,
     builders: Vec<ColumnBuilder>,
     buffered_rows: usize,
     buffered_bytes: usize,
-    file: Option<OpenFile>,
+    slot: Slot,
     next_seq: u32,
     rows: u64,
     last_write: u64,
-    flush_now: bool,
 }
 
 impl Partition {
@@ -184,75 +231,54 @@ impl Partition {
             builders: COLUMNS.iter().map(|c| ColumnBuilder::new(c.kind)).collect(),
             buffered_rows: 0,
             buffered_bytes: 0,
-            file: None,
+            slot: Slot::Closed,
             next_seq: 0,
             rows: 0,
             last_write: 0,
-            flush_now: false,
         }
     }
 
-    /// Writes the buffer as one row group of the open file.
-    fn flush(&mut self, schema: &SchemaRef) -> Result<()> {
-        self.flush_now = false;
-        if self.buffered_rows == 0 {
-            return Ok(());
+    /// Waits for the row group in flight, if any. Returns the bytes it held.
+    fn wait(&mut self) -> Result<usize> {
+        if !matches!(self.slot, Slot::Busy { .. }) {
+            return Ok(0);
         }
-        let columns: Vec<ArrayRef> = self
-            .builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
-            .collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let rows = self.buffered_rows as u64;
-        self.buffered_rows = 0;
-        self.buffered_bytes = 0;
-        let Some(file) = self.file.as_mut() else {
-            return Err(Error::Io {
+        let Slot::Busy { bytes, done } = std::mem::replace(&mut self.slot, Slot::Closed) else {
+            return Ok(0);
+        };
+        match done.recv() {
+            Ok((file, result)) => {
+                self.slot = Slot::Idle(file);
+                result.map(|()| bytes)
+            }
+            Err(_) => Err(Error::Io {
                 action: "writing",
                 path: PathBuf::from(&self.path),
-                source: std::io::Error::other("internal: no open file for partition"),
-            });
-        };
-        let parquet_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Parquet { path, source }
-        };
-        file.writer.write(&batch).map_err(parquet_err(&file.path))?;
-        file.writer.flush().map_err(parquet_err(&file.path))?;
-        file.rows += rows;
-        self.rows += rows;
-        Ok(())
+                source: std::io::Error::other("internal: a row-group task ended without answering"),
+            }),
+        }
     }
 
-    /// Finishes the open file: footer written, data synced to disk.
     fn close(&mut self) -> Result<Option<StagedFile>> {
-        let Some(file) = self.file.take() else {
-            return Ok(None);
-        };
-        let path = file.path;
-        let inner = file.writer.into_inner().map_err(|source| Error::Parquet {
-            path: path.clone(),
-            source,
-        })?;
-        inner.sync_all().map_err(Error::io("syncing", &path))?;
-        let bytes = inner.metadata().map_err(Error::io("reading", &path))?.len();
-        Ok(Some(StagedFile {
-            partition: self.path.clone(),
-            seq: file.seq,
-            staged: path,
-            rows: file.rows,
-            bytes,
-        }))
+        self.wait()?;
+        match std::mem::replace(&mut self.slot, Slot::Closed) {
+            Slot::Idle(file) => file.close(&self.path).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
 /// Writes the rows of one run into per-partition Parquet files in a staging folder.
+///
+/// The caller appends rows in input order on its own thread; full buffers become row groups that are encoded
+/// on the thread pool while the caller goes on. Row groups of one partition are written in order (a partition
+/// waits for its previous row group before lending its file again), so the files do not depend on timing.
 pub struct GroupsWriter {
     dir: PathBuf,
     config: WriterConfig,
     props: WriterProperties,
     schema: SchemaRef,
+    pool: Arc<rayon::ThreadPool>,
     partitions: Vec<Partition>,
     by_bucket: HashMap<i64, usize>,
     buffered_bytes: usize,
@@ -260,10 +286,24 @@ pub struct GroupsWriter {
     finished: Vec<StagedFile>,
 }
 
+/// Columns whose values rarely repeat: dictionary encoding would be tried and abandoned on every row group.
+const NO_DICTIONARY: &[Col] = &[
+    Col::Id,
+    Col::UserId,
+    Col::AnonymousId,
+    Col::ReceivedAt,
+    Col::SentAt,
+    Col::OriginalTimestamp,
+    Col::Timestamp,
+    Col::ExtraTraits,
+    Col::ExtraContext,
+    Col::Extra,
+];
+
 impl GroupsWriter {
-    /// `dir`: the staging folder of `groups/`.
-    pub fn new(dir: PathBuf, config: WriterConfig) -> Self {
-        let props = WriterProperties::builder()
+    /// `dir`: the staging folder of `groups/`; row groups are encoded on `pool`.
+    pub fn new(dir: PathBuf, config: WriterConfig, pool: Arc<rayon::ThreadPool>) -> Self {
+        let mut props = WriterProperties::builder()
             .set_compression(config.codec.parquet())
             .set_max_row_group_row_count(None)
             .set_created_by(format!("group-loader {}", schema::TOOL_VERSION))
@@ -276,13 +316,16 @@ impl GroupsWriter {
                     schema::META_SCHEMA_VERSION.to_string(),
                     schema::SCHEMA_VERSION.to_string(),
                 ),
-            ]))
-            .build();
+            ]));
+        for col in NO_DICTIONARY {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(col.column().name), false);
+        }
         GroupsWriter {
             dir,
             config,
-            props,
+            props: props.build(),
             schema: schema::groups_schema(),
+            pool,
             partitions: Vec::new(),
             by_bucket: HashMap::new(),
             buffered_bytes: 0,
@@ -309,81 +352,108 @@ impl GroupsWriter {
         p.buffered_rows += 1;
         p.buffered_bytes += bytes;
         self.buffered_bytes += bytes;
-        if p.buffered_bytes >= self.config.row_group_bytes {
-            p.flush_now = true;
-        }
     }
 
-    /// Bytes buffered in all partitions.
-    pub fn buffered_bytes(&self) -> usize {
-        self.buffered_bytes
-    }
-
-    /// Writes the row groups that are due: full buffers, and the largest buffers while over the budget.
-    /// Called between chunks, so where row groups end depends on the input only, never on thread timing.
+    /// Starts the row groups that are due: buffers at the row-group size, and, when all buffers together
+    /// exceed the budget, the largest ones until half the budget is left (several at once, encoded in
+    /// parallel). Called between chunks, so where row groups end depends on the input only.
     pub fn flush_due(&mut self) -> Result<()> {
-        let mut over = self
-            .buffered_bytes
-            .saturating_sub(self.config.buffer_budget);
-        if over > 0 {
-            let mut by_size: Vec<usize> = (0..self.partitions.len()).collect();
-            by_size.sort_by_key(|&i| {
-                std::cmp::Reverse((self.partitions[i].buffered_bytes, usize::MAX - i))
-            });
+        let mut due: Vec<usize> = (0..self.partitions.len())
+            .filter(|&i| self.partitions[i].buffered_bytes >= self.config.row_group_bytes)
+            .collect();
+        if self.buffered_bytes > self.config.buffer_budget {
+            let mut by_size: Vec<usize> = (0..self.partitions.len())
+                .filter(|i| !due.contains(i))
+                .collect();
+            by_size.sort_by_key(|&i| (std::cmp::Reverse(self.partitions[i].buffered_bytes), i));
+            let mut left = self.buffered_bytes
+                - due
+                    .iter()
+                    .map(|&i| self.partitions[i].buffered_bytes)
+                    .sum::<usize>();
             for i in by_size {
-                if over == 0 {
+                if left <= self.config.buffer_budget / 2 {
                     break;
                 }
-                let p = &mut self.partitions[i];
-                p.flush_now = true;
-                over = over.saturating_sub(p.buffered_bytes);
+                left -= self.partitions[i].buffered_bytes;
+                due.push(i);
             }
         }
-        self.flush_marked()
-    }
-
-    fn flush_marked(&mut self) -> Result<()> {
-        let marked: Vec<usize> = (0..self.partitions.len())
-            .filter(|&i| self.partitions[i].flush_now)
-            .collect();
-        if marked.is_empty() {
-            return Ok(());
+        due.sort_unstable();
+        for i in due {
+            self.start_row_group(i)?;
         }
-        for &i in &marked {
-            self.ensure_open(i)?;
-        }
-        let schema = &self.schema;
-        let file_max = self.config.file_max_bytes;
-        let closed: Vec<Option<StagedFile>> = self
-            .partitions
-            .par_iter_mut()
-            .filter(|p| p.flush_now)
-            .map(|p| {
-                p.flush(schema)?;
-                let full = p
-                    .file
-                    .as_ref()
-                    .is_some_and(|f| f.writer.bytes_written() >= file_max);
-                if full { p.close() } else { Ok(None) }
-            })
-            .collect::<Result<_>>()?;
-        self.finished.extend(closed.into_iter().flatten());
-        self.buffered_bytes = self.partitions.iter().map(|p| p.buffered_bytes).sum();
         Ok(())
     }
 
-    /// Opens a file for partition `i` if it has none, closing the least recently written file when too many
-    /// are open.
-    fn ensure_open(&mut self, i: usize) -> Result<()> {
-        self.clock += 1;
-        self.partitions[i].last_write = self.clock;
-        if self.partitions[i].file.is_some() {
+    /// Bytes held by row groups being encoded.
+    fn in_flight(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|p| match p.slot {
+                Slot::Busy { bytes, .. } => bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Turns partition `i`'s buffer into a row group and hands it to the pool.
+    fn start_row_group(&mut self, i: usize) -> Result<()> {
+        if self.partitions[i].buffered_rows == 0 {
             return Ok(());
         }
-        let open = self.partitions.iter().filter(|p| p.file.is_some()).count();
+        // Back-pressure: buffers plus row groups in flight stay within twice the budget.
+        while self.buffered_bytes + self.in_flight() > 2 * self.config.buffer_budget {
+            let Some(j) = self
+                .partitions
+                .iter()
+                .position(|p| matches!(p.slot, Slot::Busy { .. }))
+            else {
+                break;
+            };
+            self.partitions[j].wait()?;
+        }
+        self.partitions[i].wait()?;
+        let file = self.take_file(i)?;
+        let p = &mut self.partitions[i];
+        let columns: Vec<ArrayRef> = p.builders.iter_mut().map(ColumnBuilder::finish).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let bytes = p.buffered_bytes;
+        p.rows += p.buffered_rows as u64;
+        p.buffered_rows = 0;
+        p.buffered_bytes = 0;
+        self.buffered_bytes -= bytes;
+        let (tx, rx) = sync_channel(1);
+        p.slot = Slot::Busy { bytes, done: rx };
+        self.pool.spawn(move || {
+            let mut file = file;
+            let result = file.write_row_group(&batch);
+            drop(batch);
+            let _ = tx.send((file, result));
+        });
+        Ok(())
+    }
+
+    /// The open file of partition `i` (which is not busy), opening one if needed: closing the least recently
+    /// written file when too many are open, and rolling over to a new file past the size limit.
+    fn take_file(&mut self, i: usize) -> Result<Box<OpenFile>> {
+        self.clock += 1;
+        self.partitions[i].last_write = self.clock;
+        if let Slot::Idle(f) = std::mem::replace(&mut self.partitions[i].slot, Slot::Closed) {
+            if f.writer.bytes_written() < self.config.file_max_bytes {
+                return Ok(f);
+            }
+            let path = self.partitions[i].path.clone();
+            self.finished.push(f.close(&path)?);
+        }
+        let open = self
+            .partitions
+            .iter()
+            .filter(|p| !matches!(p.slot, Slot::Closed))
+            .count();
         if open >= self.config.max_open_files.max(1) {
             let lru = (0..self.partitions.len())
-                .filter(|&j| self.partitions[j].file.is_some() && !self.partitions[j].flush_now)
+                .filter(|&j| !matches!(self.partitions[j].slot, Slot::Closed))
                 .min_by_key(|&j| self.partitions[j].last_write);
             if let Some(j) = lru
                 && let Some(f) = self.partitions[j].close()?
@@ -403,26 +473,30 @@ impl GroupsWriter {
                 path: path.clone(),
                 source,
             })?;
-        p.file = Some(OpenFile {
+        Ok(Box::new(OpenFile {
             writer,
             path,
             seq,
             rows: 0,
-        });
-        Ok(())
+        }))
     }
 
     /// Writes every remaining buffer and closes every file. Returns the files, by partition and sequence.
     pub fn finish(mut self) -> Result<Vec<StagedFile>> {
-        for p in &mut self.partitions {
-            p.flush_now = p.buffered_rows > 0;
+        for i in 0..self.partitions.len() {
+            self.start_row_group(i)?;
         }
-        self.flush_marked()?;
-        let closed: Vec<Option<StagedFile>> = self
-            .partitions
-            .par_iter_mut()
-            .map(Partition::close)
-            .collect::<Result<_>>()?;
+        // Wait here, off the pool: a pool thread blocked on a task queued behind it could wait forever.
+        for p in &mut self.partitions {
+            p.wait()?;
+        }
+        let partitions = std::mem::take(&mut self.partitions);
+        let closed: Vec<Option<StagedFile>> = self.pool.install(|| {
+            partitions
+                .into_par_iter()
+                .map(|mut p| p.close())
+                .collect::<Result<_>>()
+        })?;
         let mut files = self.finished;
         files.extend(closed.into_iter().flatten());
         files.sort_by(|a, b| (a.partition.as_str(), a.seq).cmp(&(b.partition.as_str(), b.seq)));
