@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""group-loader vs DuckDB, same inputs, same run, same machine.
+
+    scripts/bench.sh                 # builds, installs duckdb, runs everything below
+    python bench/run.py [--events 1000000] [--big 5000000] [--skip-big] [--data DIR]
+
+Cases: N events plain NDJSON, the same gzipped, and 5N events plain (does peak RSS grow with input size?),
+plus group-loader with --threads 1 on the plain case (scaling). Each command runs in its own process; wall time
+from a monotonic clock, peak RSS from wait4's ru_maxrss. Inputs are read once before timing so both tools
+start from the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
+"""
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADER = os.path.join(ROOT, "target", "release", "group-loader")
+
+
+def run(cmd):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({code}):\n{err}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def ensure_input(path, n, gz_of=None):
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    if gz_of:
+        with open(gz_of, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    else:
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), str(n), tmp], check=True)
+    os.rename(tmp, path)
+
+
+def warm(path):
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def count_rows(out, glob_tail):
+    import duckdb
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/{glob_tail}')").fetchall()[0][0]
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import duckdb
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, "
+            f"DuckDB {duckdb.__version__}, Python {platform.python_version()}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--big", type=int, default=5_000_000)
+    ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
+    args = ap.parse_args()
+    os.makedirs(args.data, exist_ok=True)
+    n, big = args.events, args.big
+    plain = os.path.join(args.data, f"events-{n}.ndjson")
+    gz = plain + ".gz"
+    large = os.path.join(args.data, f"events-{big}.ndjson")
+    ensure_input(plain, n)
+    ensure_input(gz, n, gz_of=plain)
+    cases = [("plain", plain, n), ("gzip", gz, n)]
+    if not args.skip_big:
+        ensure_input(large, big)
+        cases.append(("plain-big", large, big))
+
+    results = []
+    out = os.path.join(args.data, "out")
+    for name, path, events in cases:
+        warm(path)
+        size = os.path.getsize(path)
+        runs = [("group-loader", [LOADER, "load", path, "-o", out, "-q"], "groups/*/*.parquet")]
+        if name == "plain":
+            runs.append(("group-loader --threads 1", [LOADER, "load", path, "-o", out, "-q", "--threads", "1"],
+                         "groups/*/*.parquet"))
+        runs.append(("duckdb", [sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), path, out],
+                     "*/*.parquet"))
+        for tool, cmd, glob_tail in runs:
+            shutil.rmtree(out, ignore_errors=True)
+            wall, rss = run(cmd)
+            rows = count_rows(out, glob_tail)
+            assert rows == events, f"{tool} wrote {rows} rows, expected {events}"
+            results.append({"case": name, "tool": tool, "events": events, "input_bytes": size, "wall_s": wall,
+                            "mb_s": size / wall / 1e6, "rows_s": events / wall, "peak_rss_mb": rss / 1e6})
+            print(f"  {name:10} {tool:26} {wall:7.2f}s {rss / 1e6:8.0f} MB", file=sys.stderr)
+    shutil.rmtree(out, ignore_errors=True)
+
+    def get(case, tool):
+        return next((r for r in results if r["case"] == case and r["tool"] == tool), None)
+
+    print(f"\nMachine: {machine()}\n")
+    print("| case | tool | input | wall (s) | MB/s | rows/s | peak RSS (MB) | throughput vs DuckDB | RSS vs DuckDB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        d = get(r["case"], "duckdb")
+        speed = d["wall_s"] / r["wall_s"]
+        mem = r["peak_rss_mb"] / d["peak_rss_mb"]
+        print(f"| {r['case']} | {r['tool']} | {r['events']:,} events, {r['input_bytes'] / 1e6:,.0f} MB "
+              f"| {r['wall_s']:.2f} | {r['mb_s']:.0f} | {r['rows_s']:,.0f} | {r['peak_rss_mb']:.0f} "
+              f"| {speed:.2f}x | {mem:.2f}x |")
+    one, two = get("plain", "group-loader --threads 1"), get("plain", "group-loader")
+    print(f"\n--threads 2 vs --threads 1: {one['wall_s'] / two['wall_s']:.2f}x")
+    b, s = get("plain-big", "group-loader"), get("plain", "group-loader")
+    if b:
+        print(f"peak RSS, {big:,} vs {n:,} events: {b['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
+    print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The benchmark: group-loader vs DuckDB (Python package) on generated Group events, in one run.
+# Generates ~5.5 GB of input under bench/data on first use (kept for later runs). Arguments go to bench/run.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! .venv/bin/python -c "import duckdb" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/consumer/requirements.txt
+fi
+cargo build --release --locked
+exec .venv/bin/python bench/run.py "$@"
