@@ -71,8 +71,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Memory budget, e.g. 512MiB, 2G (K/M/G and KiB/MiB/GiB are powers of 1024; KB/MB/GB of 1000).
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    /// Memory budget, at least 256MiB, e.g. 512MiB, 2G (K/M/G and KiB/MiB/GiB are powers of 1024; KB/MB/GB
+    /// of 1000). Larger budgets give larger row groups when many partitions are written at once.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_memory_limit)]
     pub memory_limit: u64,
 
     /// Longest line accepted, in bytes (longer lines are rejected as line_too_long, never held whole).
@@ -97,6 +98,18 @@ pub struct SchemaArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
     pub format: SchemaFormat,
+}
+
+/// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
+/// writers) is a large part of the budget, and the limit could not be kept.
+pub const MIN_MEMORY_LIMIT: u64 = 256 << 20;
+
+fn parse_memory_limit(s: &str) -> std::result::Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < MIN_MEMORY_LIMIT {
+        return Err(format!("{s:?} is below the minimum of 256MiB"));
+    }
+    Ok(n)
 }
 
 /// Parses a size such as `1GiB`, `512M`, `1.5G`, `100000`.
@@ -216,6 +229,8 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("ten").is_err());
         assert!(parse_size("1X").is_err());
+        assert!(parse_memory_limit("255MiB").is_err());
+        assert_eq!(parse_memory_limit("256MiB"), Ok(256 << 20));
     }
 
     #[test]

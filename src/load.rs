@@ -66,15 +66,30 @@ pub const GROUPS_DIR: &str = "groups";
 pub const REJECTS_DIR: &str = "_rejects";
 pub const RUNS_DIR: &str = "_runs";
 
-/// Bytes of lines per chunk handed to the parallel parser.
-const CHUNK_BYTES: usize = 8 << 20;
+/// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
+const MAX_CHUNK_BYTES: usize = 8 << 20;
 
 impl LoadOptions {
-    fn writer_config(&self) -> WriterConfig {
-        // A quarter of the memory limit for buffered rows; each partition's row group up to 128 MiB of it.
-        let budget = usize::try_from(self.memory_limit / 4)
+    /// How `--memory-limit` is spent. Outside the row buffers: per reader thread, chunks read ahead; the chunk
+    /// being parsed and the one being applied, each with its parsed rows (about as large again). The row
+    /// buffers get a quarter of what is left after that and a baseline; batches being encoded (back-pressured
+    /// to half of that) and the allocator's slack take the rest.
+    fn chunk_bytes(&self) -> usize {
+        usize::try_from(self.memory_limit / 64)
             .unwrap_or(usize::MAX)
-            .max(1 << 20);
+            .clamp(256 << 10, MAX_CHUNK_BYTES)
+    }
+
+    fn writer_config(&self) -> WriterConfig {
+        let limit = usize::try_from(self.memory_limit).unwrap_or(usize::MAX);
+        let readers = self
+            .threads
+            .unwrap_or_else(rayon::current_num_threads)
+            .max(1);
+        let reading = (readers * (PREFETCH_CHUNKS + 1) + 2) * 2 * self.chunk_bytes();
+        // A baseline for what no buffer counts: open writers' state, thread stacks, the program itself.
+        let baseline = 32 << 20;
+        let budget = (limit.saturating_sub(reading + baseline) / 5).max(1 << 20);
         WriterConfig {
             partition: self.partition,
             codec: self.codec,
@@ -142,10 +157,33 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
+/// The messageIds a run has accepted, as 128-bit xxh3 hashes (16 bytes each; a collision is as likely as
+/// nothing at all). The set is split into 256 tables so that growing one (which briefly holds the old and the
+/// new table) costs 1/256 of the set, not the whole set again: memory grows with the ids, smoothly.
+struct SeenIds {
+    shards: Vec<HashSet<u128, BuildHasherDefault<Prehashed>>>,
+}
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        SeenIds {
+            shards: (0..256).map(|_| HashSet::default()).collect(),
+        }
+    }
+}
+
+impl SeenIds {
+    /// Adds an id; false if it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        let h = xxh3_128(id.as_bytes());
+        self.shards[(h >> 120) as usize].insert(h)
+    }
+}
+
 /// The state a run accumulates while it applies outcomes in input order.
 struct Run {
     counts: Counts,
-    seen_ids: Option<HashSet<u128, BuildHasherDefault<Prehashed>>>,
+    seen_ids: Option<SeenIds>,
     rejects: RejectsWriter,
     writer: GroupsWriter,
 }
@@ -182,7 +220,7 @@ impl Run {
                 Outcome::Rejected(r) => r,
                 Outcome::Row(row) => {
                     let duplicate = match (&mut self.seen_ids, row.dedupe_key()) {
-                        (Some(seen), Some(id)) => !seen.insert(xxh3_128(id.as_bytes())),
+                        (Some(seen), Some(id)) => !seen.insert(id),
                         _ => false,
                     };
                     if !duplicate {
@@ -240,11 +278,15 @@ enum Feed {
 }
 
 /// Chunks a reader may read ahead of the parser, per input.
-const PREFETCH_CHUNKS: usize = 4;
+const PREFETCH_CHUNKS: usize = 2;
 
 /// Reads (and decompresses) one input on its own thread, cutting it into chunks of lines. Chunk buffers sent
 /// back on the returned sender are reused.
-fn spawn_reader(source: Source, max_line_bytes: usize) -> (Receiver<Feed>, Sender<Vec<u8>>) {
+fn spawn_reader(
+    source: Source,
+    max_line_bytes: usize,
+    chunk_bytes: usize,
+) -> (Receiver<Feed>, Sender<Vec<u8>>) {
     let (tx, rx) = sync_channel(PREFETCH_CHUNKS);
     let (recycle, recycled) = channel();
     std::thread::spawn(move || {
@@ -258,7 +300,7 @@ fn spawn_reader(source: Source, max_line_bytes: usize) -> (Receiver<Feed>, Sende
                 bytes: 0,
             };
             let mut reader =
-                LineReader::new(hashing, max_line_bytes, CHUNK_BYTES).with_recycling(recycled);
+                LineReader::new(hashing, max_line_bytes, chunk_bytes).with_recycling(recycled);
             loop {
                 match reader.next_chunk() {
                     Ok(Some(chunk)) => {
@@ -397,7 +439,7 @@ fn ingest_and_publish(
     let out = opts.output.as_path();
     let mut run = Run {
         counts: Counts::default(),
-        seen_ids: opts.dedupe.then(HashSet::default),
+        seen_ids: opts.dedupe.then(SeenIds::default),
         rejects: RejectsWriter::new(staging.dir().join("rejects.ndjson")),
         writer: GroupsWriter::new(
             staging.dir().join(GROUPS_DIR),
@@ -419,7 +461,11 @@ fn ingest_and_publish(
     let mut spawned = 0;
     for source in sources {
         while spawned < sources.len() && readers.len() < ahead {
-            readers.push_back(spawn_reader(sources[spawned].clone(), opts.max_line_bytes));
+            readers.push_back(spawn_reader(
+                sources[spawned].clone(),
+                opts.max_line_bytes,
+                opts.chunk_bytes(),
+            ));
             spawned += 1;
         }
         let Some((feed, recycle)) = readers.pop_front() else {
