@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use crate::parse::{Entries, Reason, Reject, push_json_str};
 use crate::schema::{Col, N_COLS};
 use crate::values::{self, JsonKind, Micros, TextValue, TimeValue};
@@ -229,12 +227,13 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
     let mut extra_context = ObjectWriter::default();
 
     for (key, value) in &entries.0 {
+        let value: &'a str = value.get();
         let target = TOP_LEVEL
             .iter()
             .find(|(name, _)| name == key)
             .map(|(_, t)| *t);
         match target {
-            None => extra.member(key, value.get()),
+            None => extra.member(key, value),
             Some(Top::Type) => {}
             Some(Top::GroupId) => checks.group_id = Some(group_id(&mut row, value)),
             Some(Top::Identity(col, reason)) => match values::kind(value) {
@@ -253,10 +252,7 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
                     {
                         checks.bad_identity = Some(Reject::new(
                             reason,
-                            format!(
-                                "{key} must be a string or a number, got {}",
-                                short(value.get())
-                            ),
+                            format!("{key} must be a string or a number, got {}", short(value)),
                         ));
                     }
                 }
@@ -268,12 +264,12 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
                     map_context(&mut row, key, value, &mut extra, &mut extra_context)
                 }
                 JsonKind::Null => {}
-                _ => extra.member(key, value.get()),
+                _ => extra.member(key, value),
             },
             Some(Top::Traits) => match values::kind(value) {
                 JsonKind::Object => map_traits(&mut row, key, value, &mut extra, &mut extra_traits),
                 JsonKind::Null => {}
-                _ => extra.member(key, value.get()),
+                _ => extra.member(key, value),
             },
         }
     }
@@ -311,7 +307,7 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
     Ok(row)
 }
 
-fn group_id<'a>(row: &mut Row<'a>, value: &'a RawValue) -> Result<(), Reject> {
+fn group_id<'a>(row: &mut Row<'a>, value: &'a str) -> Result<(), Reject> {
     match (values::kind(value), values::text(value)) {
         (JsonKind::Null, _) => Err(Reject::new(Reason::MissingGroupId, "groupId is null")),
         (JsonKind::String | JsonKind::Number, TextValue::Text(t)) => {
@@ -323,10 +319,7 @@ fn group_id<'a>(row: &mut Row<'a>, value: &'a RawValue) -> Result<(), Reject> {
         }
         _ => Err(Reject::new(
             Reason::InvalidGroupId,
-            format!(
-                "groupId must be a string or a number, got {}",
-                short(value.get())
-            ),
+            format!("groupId must be a string or a number, got {}", short(value)),
         )),
     }
 }
@@ -344,24 +337,24 @@ fn put_text<'a>(
     row: &mut Row<'a>,
     col: Col,
     key: &str,
-    value: &'a RawValue,
+    value: &'a str,
     overflow: &mut ObjectWriter,
 ) {
     match values::text(value) {
         TextValue::Text(t) => row.set(col, Cell::Text(t)),
         TextValue::Null => {}
-        TextValue::NotText => overflow.member(key, value.get()),
+        TextValue::NotText => overflow.member(key, value),
     }
 }
 
 /// The time rule into `col`; an invalid time goes to `overflow` under `key` and is counted.
-fn put_time(row: &mut Row<'_>, col: Col, key: &str, value: &RawValue, overflow: &mut ObjectWriter) {
+fn put_time(row: &mut Row<'_>, col: Col, key: &str, value: &str, overflow: &mut ObjectWriter) {
     match values::time(value) {
         TimeValue::Valid(t) => row.set(col, Cell::Time(t)),
         TimeValue::Null => {}
         TimeValue::Invalid => {
             row.invalid_times += 1;
-            overflow.member(key, value.get());
+            overflow.member(key, value);
         }
     }
 }
@@ -381,66 +374,61 @@ fn derive_timestamp(row: &Row<'_>) -> Option<Micros> {
         .or(received)
 }
 
-/// Parses a nested object; `None` if it cannot be read (the caller keeps it whole in extras: lossless).
-fn entries_of(value: &RawValue) -> Option<Entries<'_>> {
-    Entries::parse(value.get()).ok()
+/// Walks the members of a nested object. Its text was validated by the line's parse, so this does not fail
+/// in practice; if it ever did, the caller keeps the whole value in extras (members already placed would then
+/// appear twice, but nothing is lost).
+fn members<'a>(value: &'a str, f: impl FnMut(Cow<'a, str>, &'a str)) -> bool {
+    crate::parse::for_each_member(value, f).is_ok()
 }
 
 fn map_traits<'a>(
     row: &mut Row<'a>,
     key: &str,
-    value: &'a RawValue,
+    value: &'a str,
     extra: &mut ObjectWriter,
     extra_traits: &mut ObjectWriter,
 ) {
-    let Some(traits) = entries_of(value) else {
-        return extra.member(key, value.get());
-    };
     let mut seen = [false; RESERVED_TRAITS.len()];
-    for (tkey, tvalue) in &traits.0 {
-        let Some(i) = match_normalised(RESERVED_TRAITS, tkey) else {
-            extra_traits.member(tkey, tvalue.get());
-            continue;
+    let ok = members(value, |tkey, tvalue| {
+        let Some(i) = match_normalised(RESERVED_TRAITS, &tkey) else {
+            return extra_traits.member(&tkey, tvalue);
         };
         if std::mem::replace(&mut seen[i], true) {
             row.shadowed_traits += 1;
-            extra_traits.member(tkey, tvalue.get());
-            continue;
+            return extra_traits.member(&tkey, tvalue);
         }
         match RESERVED_TRAITS[i].1 {
-            TraitTarget::Text(col) => put_text(row, col, tkey, tvalue, extra_traits),
-            TraitTarget::Time(col) => put_time(row, col, tkey, tvalue, extra_traits),
+            TraitTarget::Text(col) => put_text(row, col, &tkey, tvalue, extra_traits),
+            TraitTarget::Time(col) => put_time(row, col, &tkey, tvalue, extra_traits),
             TraitTarget::Address => match values::kind(tvalue) {
-                JsonKind::Object => map_address(row, tkey, tvalue, extra_traits),
+                JsonKind::Object => map_address(row, &tkey, tvalue, extra_traits),
                 JsonKind::Null => {}
-                _ => extra_traits.member(tkey, tvalue.get()),
+                _ => extra_traits.member(&tkey, tvalue),
             },
         }
+    });
+    if !ok {
+        extra.member(key, value);
     }
 }
 
-fn map_address<'a>(
-    row: &mut Row<'a>,
-    key: &str,
-    value: &'a RawValue,
-    extra_traits: &mut ObjectWriter,
-) {
-    let Some(address) = entries_of(value) else {
-        return extra_traits.member(key, value.get());
-    };
+fn map_address<'a>(row: &mut Row<'a>, key: &str, value: &'a str, extra_traits: &mut ObjectWriter) {
     let mut leftover = ObjectWriter::default();
     let mut seen = [false; ADDRESS_FIELDS.len()];
-    for (akey, avalue) in &address.0 {
-        match match_normalised(ADDRESS_FIELDS, akey) {
+    let ok = members(value, |akey, avalue| {
+        match match_normalised(ADDRESS_FIELDS, &akey) {
             Some(i) if !std::mem::replace(&mut seen[i], true) => {
-                put_text(row, ADDRESS_FIELDS[i].1, akey, avalue, &mut leftover)
+                put_text(row, ADDRESS_FIELDS[i].1, &akey, avalue, &mut leftover)
             }
             Some(_) => {
                 row.shadowed_traits += 1;
-                leftover.member(akey, avalue.get());
+                leftover.member(&akey, avalue);
             }
-            None => leftover.member(akey, avalue.get()),
+            None => leftover.member(&akey, avalue),
         }
+    });
+    if !ok {
+        return extra_traits.member(key, value);
     }
     if let Some(json) = leftover.finish() {
         extra_traits.member(key, &json);
@@ -450,49 +438,44 @@ fn map_address<'a>(
 fn map_context<'a>(
     row: &mut Row<'a>,
     key: &str,
-    value: &'a RawValue,
+    value: &'a str,
     extra: &mut ObjectWriter,
     extra_context: &mut ObjectWriter,
 ) {
-    let Some(context) = entries_of(value) else {
-        return extra.member(key, value.get());
-    };
     let mut seen = [false; CONTEXT_FIELDS.len()];
     let mut library_seen = false;
-    for (ckey, cvalue) in &context.0 {
-        if let Some(i) = CONTEXT_FIELDS.iter().position(|(name, _)| name == ckey)
+    let ok = members(value, |ckey, cvalue| {
+        if let Some(i) = CONTEXT_FIELDS.iter().position(|(name, _)| *name == ckey)
             && !std::mem::replace(&mut seen[i], true)
         {
-            put_text(row, CONTEXT_FIELDS[i].1, ckey, cvalue, extra_context);
+            put_text(row, CONTEXT_FIELDS[i].1, &ckey, cvalue, extra_context);
         } else if ckey == CONTEXT_LIBRARY
             && !std::mem::replace(&mut library_seen, true)
             && values::kind(cvalue) == JsonKind::Object
         {
-            map_library(row, ckey, cvalue, extra_context);
+            map_library(row, &ckey, cvalue, extra_context);
         } else if !(ckey == CONTEXT_LIBRARY && values::kind(cvalue) == JsonKind::Null) {
-            extra_context.member(ckey, cvalue.get());
+            extra_context.member(&ckey, cvalue);
         }
+    });
+    if !ok {
+        extra.member(key, value);
     }
 }
 
-fn map_library<'a>(
-    row: &mut Row<'a>,
-    key: &str,
-    value: &'a RawValue,
-    extra_context: &mut ObjectWriter,
-) {
-    let Some(library) = entries_of(value) else {
-        return extra_context.member(key, value.get());
-    };
+fn map_library<'a>(row: &mut Row<'a>, key: &str, value: &'a str, extra_context: &mut ObjectWriter) {
     let mut leftover = ObjectWriter::default();
     let mut seen = [false; LIBRARY_FIELDS.len()];
-    for (lkey, lvalue) in &library.0 {
-        match LIBRARY_FIELDS.iter().position(|(name, _)| name == lkey) {
+    let ok = members(value, |lkey, lvalue| {
+        match LIBRARY_FIELDS.iter().position(|(name, _)| *name == lkey) {
             Some(i) if !std::mem::replace(&mut seen[i], true) => {
-                put_text(row, LIBRARY_FIELDS[i].1, lkey, lvalue, &mut leftover)
+                put_text(row, LIBRARY_FIELDS[i].1, &lkey, lvalue, &mut leftover)
             }
-            _ => leftover.member(lkey, lvalue.get()),
+            _ => leftover.member(&lkey, lvalue),
         }
+    });
+    if !ok {
+        return extra_context.member(key, value);
     }
     if let Some(json) = leftover.finish() {
         extra_context.member(key, &json);

@@ -91,6 +91,8 @@ impl Reject {
 }
 
 /// What one line became.
+// Rows are not boxed: outcomes live in one Vec per chunk, and a box per row would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome<'a> {
     /// Empty or only white space.
@@ -98,7 +100,7 @@ pub enum Outcome<'a> {
     /// A JSON object of another event type (`track`, `identify`, ...): skipped, counted per type.
     Skipped(Cow<'a, str>),
     Rejected(Reject),
-    Row(Box<Row<'a>>),
+    Row(Row<'a>),
 }
 
 /// The top-level (or nested) members of a JSON object, in document order, duplicates included. Keys are
@@ -181,6 +183,113 @@ impl<'de> Deserialize<'de> for Entries<'de> {
     }
 }
 
+/// Calls `f` with each member of the JSON object `text` (its key, decoded, and its value's raw text), in
+/// document order, duplicates included.
+///
+/// `text` must be JSON that the line's parse already validated: this is a light scanner that only finds
+/// where keys and values end, so the mapper walks nested objects (traits, address, context) without
+/// validating them a second time. On text that is not valid JSON it returns an error (it never panics), but
+/// it does not promise to notice every fault.
+pub fn for_each_member<'a>(
+    text: &'a str,
+    mut f: impl FnMut(Cow<'a, str>, &'a str),
+) -> Result<(), NotAnObject> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Err(NotAnObject);
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Ok(());
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return Err(NotAnObject);
+        }
+        let key_end = string_end(b, i)?;
+        let key_raw = text.get(i..key_end).ok_or(NotAnObject)?;
+        let key = match key_raw.get(1..key_raw.len() - 1) {
+            Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+            _ => Cow::Owned(serde_json::from_str::<String>(key_raw).map_err(|_| NotAnObject)?),
+        };
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return Err(NotAnObject);
+        }
+        let start = skip_ws(b, i + 1);
+        let end = value_end(b, start)?;
+        f(key, text.get(start..end).ok_or(NotAnObject)?);
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return Ok(()),
+            _ => return Err(NotAnObject),
+        }
+    }
+}
+
+/// The text handed to [`for_each_member`] was not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the closing quote of the string that opens at `b[i]`.
+fn string_end(b: &[u8], i: usize) -> Result<usize, NotAnObject> {
+    let mut j = i + 1;
+    loop {
+        let k =
+            j + memchr::memchr2(b'"', b'\\', b.get(j..).ok_or(NotAnObject)?).ok_or(NotAnObject)?;
+        if b[k] == b'"' {
+            return Ok(k + 1);
+        }
+        j = k + 2; // skip the escaped character (a \u escape's hex digits are plain characters)
+    }
+}
+
+/// The index after the end of the value that starts at `b[i]`.
+fn value_end(b: &[u8], i: usize) -> Result<usize, NotAnObject> {
+    match b.get(i) {
+        Some(b'"') => string_end(b, i),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match b.get(j) {
+                    Some(b'"') => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    Some(b'{' | b'[') => depth += 1,
+                    Some(b'}' | b']') => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(j + 1);
+                        }
+                    }
+                    Some(_) => {}
+                    None => return Err(NotAnObject),
+                }
+                j += 1;
+            }
+        }
+        Some(_) => {
+            let n = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(b.len() - i);
+            if n == 0 { Err(NotAnObject) } else { Ok(i + n) }
+        }
+        None => Err(NotAnObject),
+    }
+}
+
 /// True when the line may hold a `\uD800`-`\uDFFF` escape (a surrogate), which needs a full decode to tell
 /// a valid pair from a lone surrogate.
 fn may_hold_surrogate_escape(line: &str) -> bool {
@@ -207,9 +316,11 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Outcome::Blank;
     }
-    let text = match std::str::from_utf8(line) {
+    // SIMD validation on the hot path; the standard library's only to locate an error.
+    let text = match simdutf8::basic::from_utf8(line).map_err(|_| std::str::from_utf8(line)) {
         Ok(t) => t,
-        Err(e) => {
+        Err(Ok(t)) => t,
+        Err(Err(e)) => {
             return Outcome::Rejected(Reject::new(
                 Reason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
@@ -240,7 +351,10 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
         Ok(e) => e,
         Err(e) => return Outcome::Rejected(invalid_json(&e)),
     };
-    let event_type = match entries.get("type").map(|v| (v, crate::values::kind(v))) {
+    let event_type = match entries
+        .get("type")
+        .map(|v| (v.get(), crate::values::kind(v.get())))
+    {
         Some((v, crate::values::JsonKind::String)) => crate::values::decode_str(v),
         _ => None,
     };
@@ -260,7 +374,7 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
         ));
     }
     match mapping::map_group(&entries) {
-        Ok(row) => Outcome::Row(Box::new(row)),
+        Ok(row) => Outcome::Row(row),
         Err(reject) => Outcome::Rejected(reject),
     }
 }
@@ -505,6 +619,76 @@ mod tests {
                 .unwrap()
                 .duplicate_key(),
             Some("a")
+        );
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from(
+                "quote \" backslash \\ brace } bracket ] comma ,"
+            )),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The light scanner finds the same members as serde_json's parse, on any valid object text.
+        #[test]
+        fn scanner_agrees_with_serde(
+            members in proptest::collection::vec(("\\PC{0,6}", json_value()), 0..6),
+            pretty: bool,
+        ) {
+            let obj = serde_json::Value::Object(members.into_iter().collect());
+            let text = if pretty { serde_json::to_string_pretty(&obj).unwrap() } else { obj.to_string() };
+            let expected: Vec<(String, String)> = Entries::parse(&text)
+                .unwrap()
+                .0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.get().to_string()))
+                .collect();
+            let mut got = Vec::new();
+            for_each_member(&text, |k, v| got.push((k.into_owned(), v.to_string()))).unwrap();
+            proptest::prop_assert_eq!(got, expected);
+        }
+
+        /// On arbitrary text it returns an error or members, and never panics.
+        #[test]
+        fn scanner_never_panics(text in "\\PC{0,40}") {
+            let _ = for_each_member(&text, |_, _| {});
+        }
+    }
+
+    #[test]
+    fn scanner_rejects_non_objects() {
+        assert_eq!(for_each_member("[1]", |_, _| {}), Err(NotAnObject));
+        assert_eq!(for_each_member("{\"a\":", |_, _| {}), Err(NotAnObject));
+        assert_eq!(for_each_member("{\"a\" 1}", |_, _| {}), Err(NotAnObject));
+        let mut got = Vec::new();
+        for_each_member(
+            r#" { "a\u0062" : [1, {"x": "]"}] , "c":-1.5e3 } "#,
+            |k, v| got.push((k, v)),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                (Cow::Owned("ab".into()), r#"[1, {"x": "]"}]"#),
+                (Cow::Borrowed("c"), "-1.5e3")
+            ]
         );
     }
 

@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 
 use chrono::{Datelike, NaiveDate, Timelike};
-use serde_json::value::RawValue;
 
 /// Microseconds since the Unix epoch, UTC.
 pub type Micros = i64;
@@ -31,8 +30,10 @@ pub enum JsonKind {
     Object,
 }
 
-pub fn kind(raw: &RawValue) -> JsonKind {
-    match raw.get().as_bytes().first() {
+/// What the JSON value whose text is `raw` is. Values are passed around as their raw text: the line was
+/// validated once, and every value keeps exactly the text it was written with.
+pub fn kind(raw: &str) -> JsonKind {
+    match raw.as_bytes().first() {
         Some(b'n') => JsonKind::Null,
         Some(b't' | b'f') => JsonKind::Bool,
         Some(b'"') => JsonKind::String,
@@ -44,8 +45,8 @@ pub fn kind(raw: &RawValue) -> JsonKind {
 
 /// Decodes a JSON string literal, borrowing when it has no escapes. `None` when `raw` is not a string that
 /// decodes to Unicode (lines with lone surrogate escapes are rejected before mapping, so this is defensive).
-pub fn decode_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+pub fn decode_str(raw: &str) -> Option<Cow<'_, str>> {
+    let text = raw;
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
@@ -62,10 +63,10 @@ pub enum TextValue<'a> {
     NotText,
 }
 
-pub fn text(raw: &RawValue) -> TextValue<'_> {
+pub fn text(raw: &str) -> TextValue<'_> {
     match kind(raw) {
         JsonKind::Null => TextValue::Null,
-        JsonKind::Bool | JsonKind::Number => TextValue::Text(Cow::Borrowed(raw.get())),
+        JsonKind::Bool | JsonKind::Number => TextValue::Text(Cow::Borrowed(raw)),
         JsonKind::String => match decode_str(raw) {
             Some(s) => TextValue::Text(s),
             None => TextValue::NotText,
@@ -83,11 +84,11 @@ pub enum TimeValue {
     Invalid,
 }
 
-pub fn time(raw: &RawValue) -> TimeValue {
+pub fn time(raw: &str) -> TimeValue {
     let parsed = match kind(raw) {
         JsonKind::Null => return TimeValue::Null,
         JsonKind::String => decode_str(raw).and_then(|s| parse_time_str(&s)),
-        JsonKind::Number => parse_epoch_number(raw.get()),
+        JsonKind::Number => parse_epoch_number(raw),
         _ => None,
     };
     parsed.map_or(TimeValue::Invalid, TimeValue::Valid)
@@ -278,10 +279,6 @@ pub fn civil(micros: Micros) -> Option<(i32, u32, u32, u32)> {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
-    }
-
     fn t(s: &str) -> Option<Micros> {
         parse_time_str(s)
     }
@@ -291,27 +288,21 @@ mod tests {
 
     #[test]
     fn text_rule() {
+        assert_eq!(text(r#""Initech""#), TextValue::Text("Initech".into()));
+        assert_eq!(text(r#""""#), TextValue::Text("".into()));
+        assert_eq!(text("329"), TextValue::Text("329".into()));
+        assert_eq!(text("1e3"), TextValue::Text("1e3".into()));
         assert_eq!(
-            text(&raw(r#""Initech""#)),
-            TextValue::Text("Initech".into())
-        );
-        assert_eq!(text(&raw(r#""""#)), TextValue::Text("".into()));
-        assert_eq!(text(&raw("329")), TextValue::Text("329".into()));
-        assert_eq!(text(&raw("1e3")), TextValue::Text("1e3".into()));
-        assert_eq!(
-            text(&raw("12345678901234567890")),
+            text("12345678901234567890"),
             TextValue::Text("12345678901234567890".into())
         );
-        assert_eq!(text(&raw("-0.50")), TextValue::Text("-0.50".into()));
-        assert_eq!(text(&raw("true")), TextValue::Text("true".into()));
-        assert_eq!(text(&raw("false")), TextValue::Text("false".into()));
-        assert_eq!(text(&raw("null")), TextValue::Null);
-        assert_eq!(text(&raw(r#"{"a":1}"#)), TextValue::NotText);
-        assert_eq!(text(&raw("[1]")), TextValue::NotText);
-        assert_eq!(
-            text(&raw(r#""a\"b\u00e9""#)),
-            TextValue::Text("a\"bé".into())
-        );
+        assert_eq!(text("-0.50"), TextValue::Text("-0.50".into()));
+        assert_eq!(text("true"), TextValue::Text("true".into()));
+        assert_eq!(text("false"), TextValue::Text("false".into()));
+        assert_eq!(text("null"), TextValue::Null);
+        assert_eq!(text(r#"{"a":1}"#), TextValue::NotText);
+        assert_eq!(text("[1]"), TextValue::NotText);
+        assert_eq!(text(r#""a\"b\u00e9""#), TextValue::Text("a\"bé".into()));
     }
 
     #[test]
@@ -420,19 +411,16 @@ mod tests {
 
     #[test]
     fn time_rule_on_json_values() {
-        assert_eq!(time(&raw("null")), TimeValue::Null);
-        assert_eq!(
-            time(&raw(r#""2019-06-21T17:39:06Z""#)),
-            TimeValue::Valid(BASE)
-        );
-        assert_eq!(time(&raw("1561138746")), TimeValue::Valid(BASE));
-        assert_eq!(time(&raw(r#""1561138746""#)), TimeValue::Invalid);
-        assert_eq!(time(&raw("true")), TimeValue::Invalid);
-        assert_eq!(time(&raw("{}")), TimeValue::Invalid);
-        assert_eq!(time(&raw(r#""1988-04-31""#)), TimeValue::Invalid);
+        assert_eq!(time("null"), TimeValue::Null);
+        assert_eq!(time(r#""2019-06-21T17:39:06Z""#), TimeValue::Valid(BASE));
+        assert_eq!(time("1561138746"), TimeValue::Valid(BASE));
+        assert_eq!(time(r#""1561138746""#), TimeValue::Invalid);
+        assert_eq!(time("true"), TimeValue::Invalid);
+        assert_eq!(time("{}"), TimeValue::Invalid);
+        assert_eq!(time(r#""1988-04-31""#), TimeValue::Invalid);
         // An escaped string is decoded before parsing.
         assert_eq!(
-            time(&raw(r#""2019-06-21T17:39:06\u005a""#)),
+            time(r#""2019-06-21T17:39:06\u005a""#),
             TimeValue::Valid(BASE)
         );
     }
