@@ -5,9 +5,11 @@
     python bench/run.py [--events 1000000] [--big 5000000] [--skip-big] [--data DIR]
 
 Cases: N events plain NDJSON, the same gzipped, and 5N events plain (does peak RSS grow with input size?),
-plus group-loader with --threads 1 on the plain case (scaling). Each command runs in its own process; wall time
-from a monotonic clock, peak RSS from wait4's ru_maxrss. Inputs are read once before timing so both tools
-start from the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
+plus group-loader with --threads 1 (scaling), with --memory-limit 512MiB, and with --no-dedupe (the 5N case)
+for comparison. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
+ru_maxrss; each is run --repeat times (default 3, 1 for the 5N case) and the fastest run is kept, for both
+tools alike (this machine is shared and noisy). Inputs are read once before timing so both tools start from
+the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
 """
 import argparse
 import gzip
@@ -77,6 +79,7 @@ def main():
     ap.add_argument("--big", type=int, default=5_000_000)
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     os.makedirs(args.data, exist_ok=True)
     n, big = args.events, args.big
@@ -99,11 +102,22 @@ def main():
         if name == "plain":
             runs.append(("group-loader --threads 1", [LOADER, "load", path, "-o", out, "-q", "--threads", "1"],
                          "groups/*/*.parquet"))
+            runs.append(("group-loader --memory-limit 512MiB",
+                         [LOADER, "load", path, "-o", out, "-q", "--memory-limit", "512MiB"], "groups/*/*.parquet"))
+        if name == "plain-big":
+            runs.append(("group-loader --no-dedupe", [LOADER, "load", path, "-o", out, "-q", "--no-dedupe"],
+                         "groups/*/*.parquet"))
         runs.append(("duckdb", [sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), path, out],
                      "*/*.parquet"))
+        repeat = 1 if name == "plain-big" else args.repeat
         for tool, cmd, glob_tail in runs:
-            shutil.rmtree(out, ignore_errors=True)
-            wall, rss = run(cmd)
+            best = None
+            for _ in range(repeat):
+                shutil.rmtree(out, ignore_errors=True)
+                wall, rss = run(cmd)
+                if best is None or wall < best[0]:
+                    best = (wall, rss)
+            wall, rss = best
             rows = count_rows(out, glob_tail)
             assert rows == events, f"{tool} wrote {rows} rows, expected {events}"
             results.append({"case": name, "tool": tool, "events": events, "input_bytes": size, "wall_s": wall,
@@ -129,6 +143,8 @@ def main():
     b, s = get("plain-big", "group-loader"), get("plain", "group-loader")
     if b:
         print(f"peak RSS, {big:,} vs {n:,} events: {b['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
+        nd = get("plain-big", "group-loader --no-dedupe")
+        print(f"peak RSS, {big:,} events with --no-dedupe vs {n:,} events: {nd['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
     print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
 
 
