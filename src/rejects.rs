@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use serde::Serialize;
@@ -98,10 +98,6 @@ impl RejectsWriter {
         f.sync_all()
             .map_err(Error::io("syncing rejects file", &self.path))?;
         Ok(Some(self.path))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -401,6 +401,17 @@ mod tests {
         assert_eq!(e("99999999999"), Some(99_999_999_999 * MICROS_PER_SEC));
         assert_eq!(e("100000000000"), Some(100_000_000_000 * 1000));
         assert_eq!(e("-100000000000"), Some(-100_000_000_000 * 1000));
+        // The same boundary, from the documented constant.
+        let below = EPOCH_SECONDS_BELOW;
+        assert_eq!(
+            e(&(below - 1).to_string()),
+            Some((below - 1) * MICROS_PER_SEC)
+        );
+        assert_eq!(e(&below.to_string()), Some(below * 1000));
+        assert_eq!(
+            e(&format!("{}.9", below - 1)),
+            Some((below - 1) * MICROS_PER_SEC + 900_000)
+        );
         // Beyond year 9999 either way, or absurd: invalid.
         assert_eq!(e("1e400"), None);
         assert_eq!(e("1e16"), None);
