@@ -70,16 +70,17 @@ pub const RUNS_DIR: &str = "_runs";
 const MAX_CHUNK_BYTES: usize = 8 << 20;
 
 impl LoadOptions {
-    /// How `--memory-limit` is spent. Outside the row buffers: per reader thread, chunks read ahead; the chunk
-    /// being parsed and the one being applied, each with its parsed rows (about as large again). The row
-    /// buffers get a quarter of what is left after that and a baseline; batches being encoded (back-pressured
-    /// to half of that) and the allocator's slack take the rest.
+    /// Bytes of lines per chunk: a 64th of `--memory-limit`, between 256 KiB and 8 MiB.
     fn chunk_bytes(&self) -> usize {
         usize::try_from(self.memory_limit / 64)
             .unwrap_or(usize::MAX)
             .clamp(256 << 10, MAX_CHUNK_BYTES)
     }
 
+    /// How `--memory-limit` is spent. First what reading holds: per reader thread, the chunks read ahead and
+    /// one being filled; the chunk being parsed and the one being applied; each chunk with its parsed rows
+    /// (about as large again). Then a baseline that no buffer counts. Of the rest, a fifth goes to the row
+    /// buffers; batches being encoded (back-pressured to as much again) and allocator slack take the others.
     fn writer_config(&self) -> WriterConfig {
         let limit = usize::try_from(self.memory_limit).unwrap_or(usize::MAX);
         let readers = self
