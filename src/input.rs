@@ -94,7 +94,7 @@ fn path_bytes(p: &Path) -> Vec<u8> {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(Error::io("reading directory", dir))? {
         let entry = entry.map_err(Error::io("reading directory", dir))?;
         let name = entry.file_name();
@@ -105,7 +105,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry.path();
         let file_type = entry.file_type().map_err(Error::io("reading", &path))?;
         if file_type.is_dir() {
-            walk(&path, out)?;
+            let is_skipped = skip.is_some_and(|s| fs::canonicalize(&path).is_ok_and(|c| c == s));
+            if !is_skipped {
+                walk(&path, skip, out)?;
+            }
         } else if is_input_name(&name) {
             // Regular files, and symlinks to files (links to folders are not followed: no cycles).
             let is_file =
@@ -119,8 +122,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Expands the command-line inputs into the list of sources, in the order a run reads them: standard input
-/// first (if `-` is given), then every file, in byte-wise sorted path order, each once.
-pub fn discover(args: &[PathBuf]) -> Result<Vec<Source>> {
+/// first (if `-` is given), then every file, in byte-wise sorted path order, each once. Directory walks never
+/// enter `output` (the dataset folder), so `load data/ -o data/out` does not read its own reports and rejects.
+pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
+    let skip = fs::canonicalize(output).ok();
     let mut stdin = false;
     let mut files = Vec::new();
     for arg in args {
@@ -134,7 +139,7 @@ pub fn discover(args: &[PathBuf]) -> Result<Vec<Source>> {
         })?;
         if meta.is_dir() {
             let before = files.len();
-            walk(arg, &mut files)?;
+            walk(arg, skip.as_deref(), &mut files)?;
             if files.len() == before {
                 return Err(Error::NoInputs(arg.clone()));
             }
@@ -270,11 +275,12 @@ mod tests {
         ] {
             fs::write(d.join(f), b"").unwrap();
         }
-        let got: Vec<String> = discover(&[d.to_path_buf(), PathBuf::from("-")])
-            .unwrap()
-            .iter()
-            .map(|s| s.name().replace(&d.display().to_string(), ""))
-            .collect();
+        let got: Vec<String> =
+            discover(&[d.to_path_buf(), PathBuf::from("-")], &d.join("no-output"))
+                .unwrap()
+                .iter()
+                .map(|s| s.name().replace(&d.display().to_string(), ""))
+                .collect();
         assert_eq!(
             got,
             [
@@ -287,16 +293,28 @@ mod tests {
         );
         // An explicitly named file is read whatever its name; naming it twice reads it once.
         let notes = d.join("a/notes.txt");
-        assert_eq!(discover(&[notes.clone(), notes]).unwrap().len(), 1);
+        let out = d.join("out");
+        assert_eq!(discover(&[notes.clone(), notes], &out).unwrap().len(), 1);
         assert!(matches!(
-            discover(&[d.join("missing")]),
+            discover(&[d.join("missing")], &out),
             Err(Error::InputNotFound(_))
         ));
         fs::create_dir(d.join("empty")).unwrap();
         assert!(matches!(
-            discover(&[d.join("empty")]),
+            discover(&[d.join("empty")], &out),
             Err(Error::NoInputs(_))
         ));
+        // The output folder is never walked into, even when it sits inside an input folder.
+        fs::create_dir_all(d.join("a/out/_runs")).unwrap();
+        fs::write(d.join("a/out/_runs/r.json"), b"{}").unwrap();
+        let got = discover(&[d.join("a")], &d.join("a/out")).unwrap();
+        assert!(got.iter().all(|s| !s.name().contains("_runs")), "{got:?}");
+        assert_eq!(
+            discover(&[d.join("a")], &d.join("elsewhere"))
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     fn read_all(bytes: &[u8]) -> io::Result<Vec<u8>> {

@@ -351,7 +351,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             opts.max_reject_ratio
         )));
     }
-    let sources = input::discover(&opts.inputs)?;
+    let sources = input::discover(&opts.inputs, &opts.output)?;
     let out = opts.output.as_path();
     let _lock = publish::lock(out)?;
     let (finished, discarded) = publish::recover(out)?;

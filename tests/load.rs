@@ -370,6 +370,28 @@ fn whole_fixtures_folder_loads_with_default_options() {
 }
 
 #[test]
+fn an_output_inside_the_input_folder_is_not_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(
+        fixtures().join("segment-docs.json"),
+        dir.path().join("docs.json"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    for _ in 0..2 {
+        let (code, stderr) = load(&out, &[dir.path().to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        let r = report(&out);
+        assert_eq!(
+            r["inputs"].as_array().unwrap().len(),
+            1,
+            "only docs.json: {r:#}"
+        );
+    }
+    assert_eq!(read_dataset(&out).len(), 1);
+}
+
+#[test]
 fn rerun_of_the_same_inputs_changes_nothing() {
     let out = tempfile::tempdir().unwrap();
     let input = fixtures().join("export");
