@@ -479,27 +479,27 @@ fn ingest_and_publish(
             match feed.recv() {
                 Ok(Feed::Chunk { chunk, raw_read }) => {
                     let previous = pending.take();
-                    pending = Some(if overlap {
+                    let (parsed, applied) = if overlap {
                         // Parse this chunk on the pool while the previous one is applied here.
                         let (parsed, applied) = std::thread::scope(|s| {
                             let parser = s.spawn(|| parse_chunk(chunk, opts.max_line_bytes, pool));
                             let applied = run.apply(&name, previous);
                             (parser.join(), applied)
                         });
-                        if let Some(buf) = applied? {
-                            let _ = recycle.send(buf);
-                        }
-                        parsed.map_err(|_| Error::Io {
+                        let parsed = parsed.map_err(|_| Error::Io {
                             action: "parsing",
                             path: name.clone().into(),
                             source: std::io::Error::other("internal: the parser thread panicked"),
-                        })?
+                        });
+                        (parsed, applied)
                     } else {
-                        if let Some(buf) = run.apply(&name, previous)? {
-                            let _ = recycle.send(buf);
-                        }
-                        parse_chunk(chunk, opts.max_line_bytes, pool)
-                    });
+                        let applied = run.apply(&name, previous);
+                        (Ok(parse_chunk(chunk, opts.max_line_bytes, pool)), applied)
+                    };
+                    if let Some(buf) = applied? {
+                        let _ = recycle.send(buf);
+                    }
+                    pending = Some(parsed?);
                     progress.set(done + raw_read);
                 }
                 Ok(Feed::Done {

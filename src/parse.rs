@@ -596,8 +596,15 @@ mod tests {
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        // Loaded by the rules (the value goes to `extra`) or rejected; never a stack overflow.
-        let _ = classify(deep.as_bytes(), None);
+        // Loaded by the rules, the deep value kept whole in `extra`; never a stack overflow.
+        match classify(deep.as_bytes(), None) {
+            Outcome::Row(row) => {
+                let extra = row.text(crate::schema::Col::Extra).expect("extra");
+                assert!(extra.starts_with("{\"properties\":[[[") && extra.ends_with("]]]}"));
+                assert_eq!(extra.len(), "{\"properties\":}".len() + 200_000);
+            }
+            other => panic!("expected a row, got {other:?}"),
+        }
         let deep_obj = "{\"a\":".repeat(100_000);
         assert_eq!(reason(&deep_obj), Reason::InvalidJson);
     }

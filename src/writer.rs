@@ -220,7 +220,6 @@ struct Partition {
     buffered_bytes: usize,
     slot: Slot,
     next_seq: u32,
-    rows: u64,
     last_write: u64,
 }
 
@@ -233,7 +232,6 @@ impl Partition {
             buffered_bytes: 0,
             slot: Slot::Closed,
             next_seq: 0,
-            rows: 0,
             last_write: 0,
         }
     }
@@ -419,7 +417,6 @@ impl GroupsWriter {
         let columns: Vec<ArrayRef> = p.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         let bytes = p.buffered_bytes;
-        p.rows += p.buffered_rows as u64;
         p.buffered_rows = 0;
         p.buffered_bytes = 0;
         self.buffered_bytes -= bytes;
