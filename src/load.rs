@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::input::{self, Compression, Source};
 use crate::lines::{Chunk, LineReader};
 use crate::parse::{self, Outcome, Reason, Reject};
-use crate::publish::{self, Journal, Staging};
+use crate::publish::{self, Plan, Staging};
 use crate::rejects::RejectsWriter;
 use crate::report::{Counts, FileReport, InputReport, Progress, ProgressWhen, Report};
 use crate::schema;
@@ -354,12 +354,11 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let sources = input::discover(&opts.inputs, &opts.output)?;
     let out = opts.output.as_path();
     let _lock = publish::lock(out)?;
-    let (finished, discarded) = publish::recover(out)?;
-    if !opts.quiet && finished + discarded > 0 {
-        eprintln!(
-            "group-loader: recovered the output: finished {finished} interrupted publish(es), removed {discarded} unpublished run(s)"
-        );
+    let discarded = publish::recover(out)?;
+    if !opts.quiet && discarded > 0 {
+        eprintln!("group-loader: recovered the output: removed {discarded} unpublished run(s)");
     }
+    publish::prepare(out)?;
     let staging = Staging::create(out)?;
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = opts.threads {
@@ -371,12 +370,9 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     );
     let result = ingest_and_publish(opts, &pool, &sources, &staging, started, started_at);
     match result {
-        Ok((report, journal)) => {
-            if report.published {
-                publish::publish(out, staging, &journal)?;
-            } else {
-                staging.discard()?;
-            }
+        Ok((report, plan)) => {
+            // A run over the reject ratio publishes its report and rejects only (the plan holds nothing else).
+            publish::publish(out, staging, &plan)?;
             copy_out(opts, &report)?;
             if !opts.quiet {
                 eprint!("{}", report.summary());
@@ -427,8 +423,8 @@ fn rel(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Reads every input into staged files, then decides: publish (returns the journal) or not (ratio exceeded:
-/// the report and rejects are written directly, and the report says `published: false`).
+/// Reads every input into staged files, then decides what to publish: the whole run, or (ratio exceeded) only
+/// its report, saying `published: false`, and its rejects.
 fn ingest_and_publish(
     opts: &LoadOptions,
     pool: &Arc<rayon::ThreadPool>,
@@ -436,7 +432,7 @@ fn ingest_and_publish(
     staging: &Staging,
     started: Instant,
     started_at: String,
-) -> Result<(Report, Journal)> {
+) -> Result<(Report, Plan)> {
     let out = opts.output.as_path();
     let mut run = Run {
         counts: Counts::default(),
@@ -616,55 +612,33 @@ fn ingest_and_publish(
     };
     report.elapsed_s = started.elapsed().as_secs_f64();
 
-    let staging_rel = staging
-        .dir()
-        .strip_prefix(out)
-        .unwrap_or(staging.dir())
-        .to_path_buf();
-    if !published {
-        // Over the reject ratio: nothing is published, but the rejects and the report are (SPEC §7).
-        if let (Some(from), Some(to)) = (&staged_rejects, &rejects_rel) {
-            let to = out.join(to);
-            fs::create_dir_all(out.join(REJECTS_DIR))
-                .map_err(Error::io("creating directory", out.join(REJECTS_DIR)))?;
-            fs::rename(from, &to).map_err(Error::io("writing rejects file", &to))?;
-        }
-        publish::write_atomic(&out.join(&report_rel), &report_json(&report)?)?;
-        return Ok((report, Journal::default()));
-    }
-
     let staged_report = staging.dir().join("report.json");
     fs::write(&staged_report, report_json(&report)?)
         .map_err(Error::io("writing report", &staged_report))?;
-    let mut journal = Journal {
-        run: run_id.clone(),
-        ..Journal::default()
-    };
-    for f in &staged {
-        let from = staging_rel.join(f.staged.strip_prefix(staging.dir()).unwrap_or(&f.staged));
-        journal.renames.push((from, final_file(f)));
+    let mut plan = Plan::default();
+    if published {
+        for f in &staged {
+            plan.adds.push((f.staged.clone(), final_file(f)));
+        }
     }
-    match &rejects_rel {
-        Some(to) => journal
-            .renames
-            .push((staging_rel.join("rejects.ndjson"), to.clone())),
-        None => journal
-            .deletes
+    match (&staged_rejects, &rejects_rel) {
+        (Some(from), Some(to)) => plan.adds.push((from.clone(), to.clone())),
+        _ => plan
+            .removes
             .push(Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson"))),
     }
-    journal
-        .renames
-        .push((staging_rel.join("report.json"), report_rel));
-    journal
-        .deletes
-        .extend(replaced_files(out, opts.mode, &run_id, &journal)?);
-    Ok((report, journal))
+    plan.adds.push((staged_report, report_rel));
+    if published {
+        plan.removes
+            .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
+    }
+    Ok((report, plan))
 }
 
 /// The existing files this run replaces: in append mode, files of an earlier run with the same id that this
 /// run does not write again; in overwrite mode, every file in the partitions this run writes.
-fn replaced_files(out: &Path, mode: Mode, run_id: &str, journal: &Journal) -> Result<Vec<PathBuf>> {
-    let targets: HashSet<&PathBuf> = journal.renames.iter().map(|(_, to)| to).collect();
+fn replaced_files(out: &Path, mode: Mode, run_id: &str, plan: &Plan) -> Result<Vec<PathBuf>> {
+    let targets: HashSet<&PathBuf> = plan.adds.iter().map(|(_, to)| to).collect();
     let groups = out.join(GROUPS_DIR);
     let mut found = Vec::new();
     match mode {

@@ -1,33 +1,44 @@
-//! Publishing a run atomically, and repairing after a crash (SPEC §6.2).
+//! Publishing a run atomically, and repairing after a crash (SPEC §6.2, §9).
 //!
 //! Why this module exists: the guarantees a warehouse relies on — a reader never sees a partial file, a failed
-//! run publishes nothing, a re-run never duplicates rows, two runs never interleave — are all decided here.
+//! run publishes nothing, no run is ever half-visible, a re-run never duplicates rows, two runs never
+//! interleave — are all decided here.
 //!
-//! The protocol, all under `OUT/.group-loader/` (a hidden folder no reader globs):
+//! The dataset a reader sees is one immutable *version*, switched by a single atomic rename:
+//! ```text
+//! OUT/groups   -> .group-loader/current/groups        (symlinks, created once)
+//! OUT/accounts -> .group-loader/current/accounts
+//! OUT/_runs    -> .group-loader/current/_runs
+//! OUT/_rejects -> .group-loader/current/_rejects
+//! OUT/.group-loader/current -> versions/0000000042    (the commit point: one rename replaces this link)
+//! OUT/.group-loader/versions/0000000042/{groups,accounts,_runs,_rejects}/...
+//! ```
 //! 1. `lock` is held with an OS file lock (`flock`) for the whole run. A second run fails at once (exit 4).
 //!    The kernel drops the lock when a process dies, so a killed run never blocks the next one.
 //! 2. A run writes its files in `staging/<tmp>/`, fsyncs them, and never touches the dataset until the end.
-//! 3. To publish, it writes `staging/<tmp>/PUBLISH`, a journal of every rename (staged file -> final path) and
-//!    every delete (the files the run replaces), fsynced and renamed into place: that rename is the commit
-//!    point. It then applies the journal and removes the staging folder.
-//! 4. Every run, once it holds the lock, first *recovers*: a staging folder with a `PUBLISH` journal is
-//!    applied again (renames of files already moved are skipped, deletes of files already gone too), one
-//!    without is deleted. So a crash before the commit point publishes nothing, and a crash after it is
-//!    finished by the next run.
+//! 3. To publish, it builds the next version folder: a hard link to every file of the current version that it
+//!    keeps, plus its staged files renamed in; fsyncs it; then points `current` at it by renaming a new symlink
+//!    over the old one. Before that rename nothing is visible; after it, all of the run is, at once.
+//! 4. The previous version is kept (a reader that listed it a moment ago can still open its files); older ones
+//!    are removed. Every run, once it holds the lock, first *recovers*: it removes staging folders and any
+//!    version folder that is neither current nor the previous one (a publish killed before its rename).
+//!
+//! Hard links cost no space, so a version is cheap; building one costs one `link` per file in the dataset.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
 /// The tool's hidden state folder inside the output.
 pub const STATE_DIR: &str = ".group-loader";
+/// The folders of a version, each reachable as `OUT/<name>`.
+pub const TABLES: [&str; 4] = ["groups", "accounts", "_runs", "_rejects"];
 const LOCK_FILE: &str = "lock";
 const STAGING_DIR: &str = "staging";
-const JOURNAL: &str = "PUBLISH";
+const VERSIONS_DIR: &str = "versions";
+const CURRENT: &str = "current";
 
 /// The output's lock, held until dropped.
 #[derive(Debug)]
@@ -83,6 +94,60 @@ pub fn lock(out: &Path) -> Result<Lock> {
     Ok(Lock { _file: file })
 }
 
+/// Checks the output's layout and creates the table links on first use (call with the lock held). An
+/// `OUT/groups` (or other table name) that is not the tool's link is a usage error: the tool never writes
+/// into, or replaces, a folder it did not create.
+pub fn prepare(out: &Path) -> Result<()> {
+    for name in TABLES {
+        let path = out.join(name);
+        let target = Path::new(STATE_DIR).join(CURRENT).join(name);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(Error::io("creating table link", &path))?;
+            }
+            Err(e) => return Err(Error::io("reading", &path)(e)),
+            Ok(m)
+                if m.file_type().is_symlink()
+                    && fs::read_link(&path).is_ok_and(|t| t == target) => {}
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "{} exists and is not group-loader's link to {}; move it away or choose another --output",
+                    path.display(),
+                    target.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The number of the version `current` points at, if any.
+pub fn current_version(out: &Path) -> Result<Option<u64>> {
+    let link = out.join(STATE_DIR).join(CURRENT);
+    match fs::read_link(&link) {
+        Ok(target) => target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::io("reading", &link)(std::io::Error::other(format!(
+                    "unexpected target {}",
+                    target.display()
+                )))
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading", &link)(e)),
+    }
+}
+
+fn version_dir(out: &Path, n: u64) -> PathBuf {
+    out.join(STATE_DIR)
+        .join(VERSIONS_DIR)
+        .join(format!("{n:010}"))
+}
+
 /// A run's private folder for files not yet published.
 #[derive(Debug)]
 pub struct Staging {
@@ -105,20 +170,19 @@ impl Staging {
         &self.dir
     }
 
-    /// Removes the staging folder and everything in it (a failed run).
+    /// Removes the staging folder and everything in it.
     pub fn discard(self) -> Result<()> {
         fs::remove_dir_all(&self.dir).map_err(Error::io("removing staging directory", &self.dir))
     }
 }
 
-/// What publishing a run does, with paths relative to the output folder.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    pub run: String,
-    /// `[staged, final]` pairs; `final` is replaced if it exists.
-    pub renames: Vec<(PathBuf, PathBuf)>,
-    /// Files removed after the renames (files this run replaces).
-    pub deletes: Vec<PathBuf>,
+/// What publishing a run changes. Final paths are relative to the output (`groups/dt=.../part-...parquet`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `(staged file, final path)` pairs; a file of the current version at `final` is replaced.
+    pub adds: Vec<(PathBuf, PathBuf)>,
+    /// Files of the current version that the new version leaves out.
+    pub removes: Vec<PathBuf>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsynced, renamed over `path`.
@@ -145,81 +209,176 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Commits a run: writes the journal (the commit point), applies it, removes the staging folder.
-pub fn publish(out: &Path, staging: Staging, journal: &Journal) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(journal).map_err(|source| Error::Json {
-        what: "serialising the publish journal".into(),
-        source,
-    })?;
-    write_atomic(&staging.dir.join(JOURNAL), &bytes)?;
-    apply(out, journal)?;
-    staging.discard()
+/// Publishes a run: builds the next version (the current one's files, minus `plan.removes` and the files
+/// `plan.adds` replaces, plus `plan.adds`), switches `current` to it in one rename, removes the staging folder
+/// and versions older than the previous one. Returns the new version's number.
+pub fn publish(out: &Path, staging: Staging, plan: &Plan) -> Result<u64> {
+    let current = current_version(out)?;
+    let next = current.map_or(1, |c| c + 1);
+    let dir = version_dir(out, next);
+    if dir.exists() {
+        // Left by a publish that died before its rename (recovery removes these too).
+        fs::remove_dir_all(&dir).map_err(Error::io("removing unpublished version", &dir))?;
+    }
+    let built = build_version(out, current, &dir, plan);
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    // The commit point: a new link renamed over `current`.
+    let state = out.join(STATE_DIR);
+    let tmp = state.join(format!("{CURRENT}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let target = Path::new(VERSIONS_DIR).join(format!("{next:010}"));
+    std::os::unix::fs::symlink(&target, &tmp).map_err(Error::io("creating link", &tmp))?;
+    fs::rename(&tmp, state.join(CURRENT)).map_err(Error::io(
+        "switching to the new version",
+        state.join(CURRENT),
+    ))?;
+    sync_dir(&state);
+    // Nothing below changes what a reader sees; a failure here is repaired by the next run.
+    let _ = staging.discard();
+    let _ = remove_old_versions(out, next);
+    Ok(next)
 }
 
-/// Applies a journal. Idempotent: a rename whose source is gone, or a delete whose file is gone, was done.
-fn apply(out: &Path, journal: &Journal) -> Result<()> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (from, to) in &journal.renames {
-        let (from, to) = (out.join(from), out.join(to));
-        if !from.exists() {
-            continue;
-        }
-        let parent = to.parent().unwrap_or(out).to_path_buf();
-        fs::create_dir_all(&parent).map_err(Error::io("creating directory", &parent))?;
-        fs::rename(&from, &to).map_err(Error::io("publishing", &to))?;
-        if !dirs.contains(&parent) {
-            dirs.push(parent);
-        }
+fn build_version(out: &Path, current: Option<u64>, dir: &Path, plan: &Plan) -> Result<()> {
+    for name in TABLES {
+        let d = dir.join(name);
+        fs::create_dir_all(&d).map_err(Error::io("creating directory", &d))?;
     }
-    for path in &journal.deletes {
-        let path = out.join(path);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                let parent = path.parent().unwrap_or(out).to_path_buf();
-                if !dirs.contains(&parent) {
-                    dirs.push(parent);
-                }
+    let mut skip: std::collections::HashSet<&Path> =
+        plan.removes.iter().map(PathBuf::as_path).collect();
+    skip.extend(plan.adds.iter().map(|(_, to)| to.as_path()));
+    if let Some(c) = current {
+        link_tree(&version_dir(out, c), dir, Path::new(""), &skip)?;
+    }
+    for (from, to) in &plan.adds {
+        let to = dir.join(to);
+        let parent = to.parent().unwrap_or(dir);
+        fs::create_dir_all(parent).map_err(Error::io("creating directory", parent))?;
+        fs::rename(from, &to).map_err(Error::io("publishing", &to))?;
+    }
+    sync_tree(dir);
+    Ok(())
+}
+
+/// Hard-links every file under `from/rel` to `to/rel`, except those in `skip`; folders are created only for
+/// the files they hold (a partition whose files are all removed disappears).
+fn link_tree(
+    from: &Path,
+    to: &Path,
+    rel: &Path,
+    skip: &std::collections::HashSet<&Path>,
+) -> Result<()> {
+    let src = from.join(rel);
+    let entries = fs::read_dir(&src).map_err(Error::io("reading directory", &src))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io("reading directory", &src))?;
+        let rel = rel.join(entry.file_name());
+        let ft = entry
+            .file_type()
+            .map_err(Error::io("reading", entry.path()))?;
+        if ft.is_dir() {
+            link_tree(from, to, &rel, skip)?;
+        } else if !skip.contains(rel.as_path()) {
+            let dst = to.join(&rel);
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent).map_err(Error::io("creating directory", parent))?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing replaced file", &path)(e)),
+            fs::hard_link(entry.path(), &dst)
+                .map_err(Error::io("linking into the new version", &dst))?;
         }
-    }
-    for d in &dirs {
-        sync_dir(d);
     }
     Ok(())
 }
 
-/// Finishes or cleans up what earlier runs left (call with the lock held). Returns how many staging folders
-/// were finished (published) and how many were discarded.
-pub fn recover(out: &Path) -> Result<(usize, usize)> {
-    let staging = out.join(STATE_DIR).join(STAGING_DIR);
-    let entries = match fs::read_dir(&staging) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(Error::io("reading staging directory", &staging)(e)),
-    };
-    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    dirs.sort();
-    let (mut finished, mut discarded) = (0, 0);
-    for dir in dirs {
-        let journal = fs::read(dir.join(JOURNAL))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Journal>(&b).ok());
-        match journal {
-            Some(j) => {
-                apply(out, &j)?;
-                finished += 1;
+/// fsyncs every folder of a tree (the files in it were synced when written).
+fn sync_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                sync_tree(&e.path());
             }
-            None => discarded += 1,
-        }
-        if dir.is_dir() {
-            fs::remove_dir_all(&dir).map_err(Error::io("removing staging directory", &dir))?;
-        } else {
-            fs::remove_file(&dir).map_err(Error::io("removing", &dir))?;
         }
     }
-    Ok((finished, discarded))
+    sync_dir(dir);
+}
+
+/// Removes every version but `keep` and the newest one below it. Returns how many were removed.
+fn remove_old_versions(out: &Path, keep: u64) -> Result<usize> {
+    let versions = out.join(STATE_DIR).join(VERSIONS_DIR);
+    let entries = match fs::read_dir(&versions) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("reading directory", &versions)(e)),
+    };
+    let mut found: Vec<(Option<u64>, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            (
+                e.file_name().to_str().and_then(|n| n.parse().ok()),
+                e.path(),
+            )
+        })
+        .collect();
+    let previous = found
+        .iter()
+        .filter_map(|(n, _)| *n)
+        .filter(|n| *n < keep)
+        .max();
+    found.retain(|(n, _)| *n != Some(keep) && *n != previous);
+    for (_, path) in &found {
+        remove_path(path)?;
+    }
+    Ok(found.len())
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    let r = if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Cleans up what earlier runs left (call with the lock held): staging folders of runs that never published,
+/// and version folders of publishes killed before their rename. Returns how many staging folders it removed.
+pub fn recover(out: &Path) -> Result<usize> {
+    let state = out.join(STATE_DIR);
+    if let Ok(entries) = fs::read_dir(&state) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{CURRENT}.tmp-"))
+            {
+                remove_path(&e.path())?;
+            }
+        }
+    }
+    match current_version(out)? {
+        Some(c) => {
+            remove_old_versions(out, c)?;
+        }
+        None => remove_path(&state.join(VERSIONS_DIR))?,
+    }
+    let staging = state.join(STAGING_DIR);
+    let entries = match fs::read_dir(&staging) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("reading staging directory", &staging)(e)),
+    };
+    let mut removed = 0;
+    for e in entries {
+        let e = e.map_err(Error::io("reading staging directory", &staging))?;
+        remove_path(&e.path())?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -247,43 +406,108 @@ mod tests {
     }
 
     #[test]
-    fn recovery_finishes_committed_runs_and_discards_others() {
+    fn a_folder_the_tool_did_not_create_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("groups/dt=2024-01-01")).unwrap();
+        assert!(matches!(prepare(dir.path()), Err(Error::Usage(_))));
+        assert!(dir.path().join("groups/dt=2024-01-01").is_dir());
+    }
+
+    /// Stages `files` (name -> bytes) and publishes them under `groups/`.
+    fn publish_files(out: &Path, files: &[(&str, &str)], removes: &[&str]) -> u64 {
+        let staging = Staging::create(out).unwrap();
+        let mut plan = Plan::default();
+        for (name, bytes) in files {
+            let staged = staging.dir().join(name.replace('/', "_"));
+            fs::write(&staged, bytes).unwrap();
+            plan.adds.push((staged, Path::new("groups").join(name)));
+        }
+        plan.removes = removes
+            .iter()
+            .map(|r| Path::new("groups").join(r))
+            .collect();
+        publish(out, staging, &plan).unwrap()
+    }
+
+    fn visible(out: &Path) -> Vec<(String, String)> {
+        fn walk(d: &Path, root: &Path, acc: &mut Vec<(String, String)>) {
+            for e in fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, root, acc);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    acc.push((rel, fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        let mut acc = Vec::new();
+        walk(&out.join("groups"), &out.join("groups"), &mut acc);
+        acc.sort();
+        acc
+    }
+
+    #[test]
+    fn each_publish_is_one_switch_and_keeps_the_previous_version() {
         let out = tempfile::tempdir().unwrap();
         let out = out.path();
-        // A committed run whose publish crashed after the first rename.
-        let committed = Staging::create(out).unwrap();
-        fs::write(committed.dir().join("a.partial"), b"A").unwrap();
-        fs::write(out.join("old.parquet"), b"old").unwrap();
-        let rel = committed.dir().strip_prefix(out).unwrap().to_path_buf();
-        let journal = Journal {
-            run: "r1".into(),
-            renames: vec![
-                (rel.join("a.partial"), "groups/a.parquet".into()),
-                (rel.join("gone"), "groups/b.parquet".into()),
-            ],
-            deletes: vec!["old.parquet".into()],
-        };
-        fs::write(
-            committed.dir().join(JOURNAL),
-            serde_json::to_vec(&journal).unwrap(),
-        )
-        .unwrap();
-        // An uncommitted run (killed while writing).
-        let uncommitted = Staging::create(out).unwrap();
-        fs::write(uncommitted.dir().join("x.partial"), b"X").unwrap();
-
-        assert_eq!(recover(out).unwrap(), (1, 1));
-        assert_eq!(fs::read(out.join("groups/a.parquet")).unwrap(), b"A");
-        assert!(!out.join("groups/b.parquet").exists());
-        assert!(!out.join("old.parquet").exists());
+        let _lock = lock(out).unwrap();
+        prepare(out).unwrap();
+        assert_eq!(current_version(out).unwrap(), None);
+        assert_eq!(publish_files(out, &[("a/1", "A1"), ("b/1", "B1")], &[]), 1);
+        assert_eq!(
+            visible(out),
+            [("a/1".into(), "A1".into()), ("b/1".into(), "B1".into())]
+        );
+        // Replace a/1, drop b/1 (its folder goes too), add c/1.
+        assert_eq!(
+            publish_files(out, &[("a/1", "A2"), ("c/1", "C2")], &["b/1"]),
+            2
+        );
+        assert_eq!(
+            visible(out),
+            [("a/1".into(), "A2".into()), ("c/1".into(), "C2".into())]
+        );
+        assert!(!out.join("groups/b").exists());
+        // Version 1 is kept for readers that listed it; a third publish removes it.
+        assert_eq!(
+            fs::read_to_string(version_dir(out, 1).join("groups/a/1")).unwrap(),
+            "A1"
+        );
+        assert_eq!(publish_files(out, &[], &[]), 3);
+        assert!(!version_dir(out, 1).exists());
+        assert!(version_dir(out, 2).exists());
+        assert_eq!(visible(out).len(), 2);
         assert_eq!(
             fs::read_dir(out.join(STATE_DIR).join(STAGING_DIR))
                 .unwrap()
                 .count(),
             0
         );
-        // Recovering again is a no-op.
-        assert_eq!(recover(out).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn recovery_removes_what_killed_runs_left() {
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path();
+        let _lock = lock(out).unwrap();
+        prepare(out).unwrap();
+        publish_files(out, &[("a/1", "A1")], &[]);
+        // A run killed while staging, and a publish killed before its switch.
+        let killed = Staging::create(out).unwrap();
+        fs::write(killed.dir().join("x.parquet.partial"), b"X").unwrap();
+        fs::create_dir_all(version_dir(out, 2).join("groups/a")).unwrap();
+        fs::write(version_dir(out, 2).join("groups/a/2"), b"half").unwrap();
+        fs::write(out.join(STATE_DIR).join("current.tmp-1"), b"").unwrap();
+
+        assert_eq!(recover(out).unwrap(), 1);
+        assert!(!version_dir(out, 2).exists());
+        assert!(!out.join(STATE_DIR).join("current.tmp-1").exists());
+        assert_eq!(visible(out), [("a/1".into(), "A1".into())]);
+        assert_eq!(recover(out).unwrap(), 0, "recovering again is a no-op");
+        // The next publish takes number 2 cleanly.
+        assert_eq!(publish_files(out, &[("a/2", "A2")], &[]), 2);
+        assert_eq!(visible(out).len(), 2);
     }
 
     #[test]

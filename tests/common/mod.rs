@@ -48,13 +48,17 @@ pub fn s(x: &str) -> V {
 
 pub type Row = BTreeMap<String, V>;
 
-/// Every `.parquet` file under `dir`, sorted.
+/// Every `.parquet` file a reader globbing `dir/**/*.parquet` sees (links followed, hidden entries skipped, as
+/// Hive-style readers do), sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     fn walk(d: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(d) else { return };
         for e in entries.flatten() {
             let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             if p.is_dir() {
                 walk(&p, out);
             } else if p.extension().is_some_and(|x| x == "parquet") {
