@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::{Error, Result, exit};
 use crate::load::{self, LoadOptions, Mode};
 use crate::report::ProgressWhen;
-use crate::schema::{self, SchemaFormat};
+use crate::schema::{self, SchemaFormat, Table};
 use crate::writer::{Codec, PartitionMode};
 
 /// Load Segment-style Group calls (NDJSON, optionally gzip/zstd) into a Hive-partitioned Parquet dataset.
@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Load Group calls into OUTPUT/groups/ (the main job).
     Load(LoadArgs),
-    /// Print the output schema of the groups table.
+    /// Print the output schema of the groups (or accounts) table.
     Schema(SchemaArgs),
 }
 
@@ -84,6 +84,11 @@ pub struct LoadArgs {
     #[arg(long)]
     pub no_dedupe: bool,
 
+    /// Do not maintain OUTPUT/accounts/ (the latest state of each group). The snapshot is removed, so it is
+    /// never stale; the next run without this flag rebuilds it from every groups file.
+    #[arg(long)]
+    pub no_accounts: bool,
+
     /// Progress bar on stderr: auto draws it only when stderr is a terminal.
     #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
     pub progress: ProgressWhen,
@@ -98,6 +103,10 @@ pub struct SchemaArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
     pub format: SchemaFormat,
+
+    /// Which table: `groups` (one row per Group call) or `accounts` (the latest state of each group).
+    #[arg(long, value_enum, default_value_t = Table::Groups)]
+    pub table: Table,
 }
 
 /// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
@@ -154,6 +163,7 @@ impl LoadArgs {
             report: self.report.clone(),
             memory_limit: self.memory_limit,
             dedupe: !self.no_dedupe,
+            accounts: !self.no_accounts,
             progress: self.progress,
             quiet: self.quiet,
             max_line_bytes: usize::try_from(self.max_line_bytes)
@@ -167,7 +177,7 @@ impl LoadArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema(args) => {
-            print!("{}", schema::render(args.format));
+            print!("{}", schema::render(args.table, args.format));
             Ok(())
         }
         Command::Load(args) => {

@@ -60,6 +60,11 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
 
+    /// A file of the published dataset could not be read back (the `accounts` merge reads `groups` files and
+    /// the previous `accounts` snapshot).
+    #[error("reading dataset file {}: {message}", .path.display())]
+    Dataset { path: PathBuf, message: String },
+
     /// Building Arrow arrays failed (an internal error).
     #[error("building Arrow batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -99,6 +104,7 @@ impl Error {
             Error::Io { .. }
             | Error::Read { .. }
             | Error::Parquet { .. }
+            | Error::Dataset { .. }
             | Error::Arrow(_)
             | Error::Json { .. } => exit::FAILURE,
         }

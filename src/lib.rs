@@ -10,14 +10,16 @@
 //! | [`parse`] | one line -> blank / skipped / rejected / row | §2 |
 //! | [`values`] | the text and time rules | §3 |
 //! | [`mapping`] | the mapping tables: field -> column | §4, §5 |
-//! | [`schema`] | the output schema, in one place | §4 |
+//! | [`schema`] | the output schemas (groups, accounts), in one place | §4, §9 |
 //! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
-//! | [`publish`] | lock, staging, atomic publish, crash recovery | §6.2 |
+//! | [`publish`] | lock, staging, atomic publish (version switch), crash recovery | §6.2 |
+//! | [`accounts`] | the accounts table: latest state per group, merged run after run | §9 |
 //! | [`rejects`] | the rejects file | §7 |
 //! | [`report`] | counts, report, summary, progress | §8 |
 //! | [`load`] | the `load` run, start to end | all |
 //! | [`error`] | the error type and its exit codes | §8 |
 
+pub mod accounts;
 pub mod cli;
 pub mod error;
 pub mod input;

@@ -21,13 +21,16 @@ use std::time::Instant;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
+use crate::accounts::{self, ACCOUNTS_DIR};
 use crate::error::{Error, Result};
 use crate::input::{self, Compression, Source};
 use crate::lines::{Chunk, LineReader};
 use crate::parse::{self, Outcome, Reason, Reject};
 use crate::publish::{self, Plan, Staging};
 use crate::rejects::RejectsWriter;
-use crate::report::{Counts, FileReport, InputReport, Progress, ProgressWhen, Report};
+use crate::report::{
+    AccountsReport, Counts, FileReport, InputReport, Progress, ProgressWhen, Report,
+};
 use crate::schema;
 use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
 
@@ -54,6 +57,8 @@ pub struct LoadOptions {
     pub report: Option<PathBuf>,
     pub memory_limit: u64,
     pub dedupe: bool,
+    /// Maintain the `accounts` table (SPEC §9).
+    pub accounts: bool,
     pub progress: ProgressWhen,
     pub quiet: bool,
     pub max_line_bytes: usize,
@@ -609,17 +614,17 @@ fn ingest_and_publish(
         rejects_file: rejects_rel.as_deref().map(rel),
         elapsed_s: 0.0,
         published,
+        accounts: None,
     };
-    report.elapsed_s = started.elapsed().as_secs_f64();
 
-    let staged_report = staging.dir().join("report.json");
-    fs::write(&staged_report, report_json(&report)?)
-        .map_err(Error::io("writing report", &staged_report))?;
     let mut plan = Plan::default();
     if published {
         for f in &staged {
             plan.adds.push((f.staged.clone(), final_file(f)));
         }
+        plan.removes
+            .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
+        report.accounts = update_accounts(opts, staging, &staged, &mut plan)?;
     }
     match (&staged_rejects, &rejects_rel) {
         (Some(from), Some(to)) => plan.adds.push((from.clone(), to.clone())),
@@ -627,12 +632,68 @@ fn ingest_and_publish(
             .removes
             .push(Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson"))),
     }
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    let staged_report = staging.dir().join("report.json");
+    fs::write(&staged_report, report_json(&report)?)
+        .map_err(Error::io("writing report", &staged_report))?;
     plan.adds.push((staged_report, report_rel));
-    if published {
-        plan.removes
-            .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
-    }
     Ok((report, plan))
+}
+
+/// Adds the new `accounts` snapshot to the plan (SPEC §9): this run's staged files merged into the current
+/// snapshot, or a rebuild from every `groups` file the new version will hold when there is no snapshot to
+/// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
+fn update_accounts(
+    opts: &LoadOptions,
+    staging: &Staging,
+    staged: &[StagedFile],
+    plan: &mut Plan,
+) -> Result<Option<AccountsReport>> {
+    let out = opts.output.as_path();
+    let snapshot = accounts::snapshot_files(out)?;
+    if !opts.accounts {
+        plan.removes.extend(
+            snapshot
+                .iter()
+                .filter_map(|(_, _, p)| p.file_name().map(|n| Path::new(ACCOUNTS_DIR).join(n))),
+        );
+        return Ok(None);
+    }
+    let replaced: HashSet<&PathBuf> = plan
+        .removes
+        .iter()
+        .chain(plan.adds.iter().map(|(_, to)| to))
+        .collect();
+    let mut current = Vec::new();
+    list_parquet(&out.join(GROUPS_DIR), true, &mut |_| true, &mut current)?;
+    let kept: Vec<PathBuf> = current
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(out)
+                .is_ok_and(|rel| !replaced.contains(&rel.to_path_buf()))
+        })
+        .collect();
+    // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
+    let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
+    let rebuild = removes_rows || (snapshot.is_empty() && !kept.is_empty());
+    let merged = accounts::merge(&accounts::Merge {
+        out,
+        staging: staging.dir(),
+        run_files: staged.iter().map(|f| f.staged.clone()).collect(),
+        rebuild,
+        kept_files: if rebuild { kept } else { Vec::new() },
+        codec: opts.codec,
+        budget: opts.memory_limit / 2,
+    })?;
+    let report = AccountsReport {
+        groups: merged.groups,
+        files_written: merged.adds.len(),
+        buckets: merged.buckets,
+        rebuilt: merged.rebuilt,
+    };
+    plan.adds.extend(merged.adds);
+    plan.removes.extend(merged.removes);
+    Ok(Some(report))
 }
 
 /// The existing files this run replaces: in append mode, files of an earlier run with the same id that this

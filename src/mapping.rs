@@ -110,6 +110,10 @@ pub struct Row<'a> {
     pub shadowed_traits: u32,
     /// Values of time fields that were present and not valid times.
     pub invalid_times: u32,
+    /// Reserved-trait columns (bit `1 << col`) whose trait was sent but holds no value: `null`, or a value
+    /// that did not fit and went to `extra_traits`. `groups` reads null either way; the `accounts` table
+    /// needs the difference (SPEC §9: a trait sent as `null` clears, a trait not sent keeps).
+    pub cleared: u32,
 }
 
 impl<'a> Row<'a> {
@@ -153,11 +157,19 @@ impl<'a> Row<'a> {
             }),
             shadowed_traits: self.shadowed_traits,
             invalid_times: self.invalid_times,
+            cleared: self.cleared,
         }
     }
 
     fn set(&mut self, col: Col, cell: Cell<'a>) {
         self.cells[col as usize] = cell;
+    }
+
+    /// Marks `col` cleared if the trait sent for it left it null.
+    fn sent(&mut self, col: Col) {
+        if self.cells[col as usize] == Cell::Null {
+            self.cleared |= 1 << col as u32;
+        }
     }
 }
 
@@ -220,6 +232,7 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
         cells: Default::default(),
         shadowed_traits: 0,
         invalid_times: 0,
+        cleared: 0,
     };
     let mut checks = Checks::default();
     let mut extra = ObjectWriter::default();
@@ -398,12 +411,25 @@ fn map_traits<'a>(
             return extra_traits.member(&tkey, tvalue);
         }
         match RESERVED_TRAITS[i].1 {
-            TraitTarget::Text(col) => put_text(row, col, &tkey, tvalue, extra_traits),
-            TraitTarget::Time(col) => put_time(row, col, &tkey, tvalue, extra_traits),
+            TraitTarget::Text(col) => {
+                put_text(row, col, &tkey, tvalue, extra_traits);
+                row.sent(col);
+            }
+            TraitTarget::Time(col) => {
+                put_time(row, col, &tkey, tvalue, extra_traits);
+                row.sent(col);
+            }
             TraitTarget::Address => match values::kind(tvalue) {
                 JsonKind::Object => map_address(row, &tkey, tvalue, extra_traits),
-                JsonKind::Null => {}
-                _ => extra_traits.member(&tkey, tvalue),
+                kind => {
+                    if kind != JsonKind::Null {
+                        extra_traits.member(&tkey, tvalue);
+                    }
+                    // An address that is null (or not an object) clears every address column.
+                    for (_, col) in ADDRESS_FIELDS {
+                        row.sent(*col);
+                    }
+                }
             },
         }
     });
@@ -418,7 +444,8 @@ fn map_address<'a>(row: &mut Row<'a>, key: &str, value: &'a str, extra_traits: &
     let ok = members(value, |akey, avalue| {
         match match_normalised(ADDRESS_FIELDS, &akey) {
             Some(i) if !std::mem::replace(&mut seen[i], true) => {
-                put_text(row, ADDRESS_FIELDS[i].1, &akey, avalue, &mut leftover)
+                put_text(row, ADDRESS_FIELDS[i].1, &akey, avalue, &mut leftover);
+                row.sent(ADDRESS_FIELDS[i].1);
             }
             Some(_) => {
                 row.shadowed_traits += 1;
@@ -545,6 +572,39 @@ mod tests {
         assert_eq!(row.time(Col::SentAt), Some(1_424_730_535_111_000));
         assert_eq!(row.time(Col::Timestamp), Some(1_424_730_535_111_000));
         assert_eq!(row.time(Col::OriginalTimestamp), None);
+    }
+
+    #[test]
+    fn traits_sent_without_a_value_are_marked_cleared() {
+        let bit = |c: Col| 1u32 << c as u32;
+        let row = map(&with(
+            r#""traits":{"plan":null,"Name":"Acme","createdAt":"not a time","industry":{"a":1},"email":"","Plan":"x"}"#,
+        ));
+        assert_eq!(
+            row.cleared,
+            bit(Col::Plan) | bit(Col::CreatedAt) | bit(Col::Industry),
+            "null and values that did not fit clear; a value (even \"\") or a shadowed key does not"
+        );
+        let row = map(&with(
+            r#""traits":{"address":{"city":null,"street":"1 Main"}}"#,
+        ));
+        assert_eq!(row.cleared, bit(Col::AddressCity));
+        for address in ["null", "\"Paris\""] {
+            let row = map(&with(&format!(r#""traits":{{"address":{address}}}"#)));
+            let all = [
+                Col::AddressStreet,
+                Col::AddressCity,
+                Col::AddressState,
+                Col::AddressPostalCode,
+                Col::AddressCountry,
+            ]
+            .map(bit)
+            .iter()
+            .fold(0, |a, b| a | b);
+            assert_eq!(row.cleared, all, "address {address}");
+        }
+        assert_eq!(map(&with(r#""traits":{"other":null}"#)).cleared, 0);
+        assert_eq!(map(&with(r#""traits":null"#)).cleared, 0, "no traits sent");
     }
 
     #[test]

@@ -134,6 +134,21 @@ pub struct Report {
     pub rejects_file: Option<String>,
     pub elapsed_s: f64,
     pub published: bool,
+    /// The `accounts` snapshot this run published (absent with `--no-accounts` or when nothing was published).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<AccountsReport>,
+}
+
+/// What the run did to the `accounts` table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountsReport {
+    /// Groups in the new snapshot.
+    pub groups: u64,
+    /// Snapshot files (re)written by this run, and the bucket count.
+    pub files_written: usize,
+    pub buckets: u32,
+    /// Rebuilt from every `groups` file (no snapshot to merge into, or `--mode overwrite` removed rows).
+    pub rebuilt: bool,
 }
 
 fn thousands(n: u64) -> String {
@@ -184,6 +199,16 @@ impl Report {
             thousands(c.rejected_total()),
             thousands(c.rows_written)
         );
+        if let Some(a) = &self.accounts {
+            let _ = writeln!(
+                s,
+                "  accounts: {} groups ({} of {} files {})",
+                thousands(a.groups),
+                a.files_written,
+                a.buckets,
+                if a.rebuilt { "rebuilt" } else { "merged" }
+            );
+        }
         if c.skipped_total() > 0 {
             let _ = writeln!(s, "  skipped: {}", listing(&c.skipped));
         }

@@ -18,6 +18,11 @@ pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Parquet key/value metadata keys.
 pub const META_TOOL_VERSION: &str = "group_loader.version";
 pub const META_SCHEMA_VERSION: &str = "group_loader.schema_version";
+/// Key/value metadata of a `groups` file: which rows sent a reserved trait without a value (`null`, or a value
+/// that did not fit its column), as `{"column": [row, ...]}`. Invisible to SQL, read by the `accounts` merge
+/// (a trait sent as `null` clears the stored value, a trait not sent keeps it), so that `accounts` can be
+/// rebuilt from `groups` alone.
+pub const META_CLEARED_TRAITS: &str = "group_loader.cleared_traits";
 
 /// The logical kind of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,15 +197,83 @@ pub const COLUMNS: [Column; N_COLS] = [
     ),
 ];
 
-impl Col {
-    pub fn column(self) -> &'static Column {
-        &COLUMNS[self as usize]
+/// The trait columns of `groups` that `accounts` carries too, with the same names and types: `name` through
+/// `trait_id`, in schema order.
+pub const TRAIT_COLS: std::ops::RangeInclusive<usize> = Col::Name as usize..=Col::TraitId as usize;
+
+/// The `accounts` table of SPEC §9, in column order: one row per `group_id`, its latest state.
+pub const ACCOUNT_COLUMNS: [Column; 5 + (Col::TraitId as usize - Col::Name as usize + 1)] = {
+    let mut cols = [text("", ""); 5 + (Col::TraitId as usize - Col::Name as usize + 1)];
+    cols[0] = Column {
+        name: "group_id",
+        kind: Kind::Text,
+        nullable: false,
+        from: "groupId",
+    };
+    let mut i = Col::Name as usize;
+    while i <= Col::TraitId as usize {
+        cols[1 + i - Col::Name as usize] = Column {
+            from: "the latest value of the trait (null when the latest event sent it as null)",
+            ..COLUMNS[i]
+        };
+        i += 1;
+    }
+    let n = cols.len();
+    cols[n - 4] = json(
+        "extra_traits",
+        "every other trait, merged key by key (latest value per top-level key)",
+    );
+    cols[n - 3] = Column {
+        name: "first_seen_at",
+        kind: Kind::Time,
+        nullable: false,
+        from: "the earliest timestamp of the group's events",
+    };
+    cols[n - 2] = Column {
+        name: "last_seen_at",
+        kind: Kind::Time,
+        nullable: false,
+        from: "the latest timestamp of the group's events",
+    };
+    cols[n - 1] = Column {
+        name: "trait_versions",
+        kind: Kind::Json,
+        nullable: false,
+        from: "the (timestamp, received_at, id) of the event that set each trait (README, accounts)",
+    };
+    cols
+};
+
+/// Which table `group-loader schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Table {
+    Groups,
+    Accounts,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Groups => "groups",
+            Table::Accounts => "accounts",
+        }
+    }
+
+    pub fn columns(self) -> &'static [Column] {
+        match self {
+            Table::Groups => &COLUMNS,
+            Table::Accounts => &ACCOUNT_COLUMNS,
+        }
     }
 }
 
-/// The Arrow schema of `groups`, with the tool and schema version as metadata.
-pub fn groups_schema() -> SchemaRef {
-    let fields: Vec<Field> = COLUMNS
+/// The Arrow schema of `accounts` (with the same file metadata as `groups`).
+pub fn accounts_schema() -> SchemaRef {
+    arrow_schema(&ACCOUNT_COLUMNS)
+}
+
+fn arrow_schema(columns: &[Column]) -> SchemaRef {
+    let fields: Vec<Field> = columns
         .iter()
         .map(|c| Field::new(c.name, c.kind.arrow_type(), c.nullable))
         .collect();
@@ -211,6 +284,17 @@ pub fn groups_schema() -> SchemaRef {
     .into_iter()
     .collect();
     Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+impl Col {
+    pub fn column(self) -> &'static Column {
+        &COLUMNS[self as usize]
+    }
+}
+
+/// The Arrow schema of `groups`, with the tool and schema version as metadata.
+pub fn groups_schema() -> SchemaRef {
+    arrow_schema(&COLUMNS)
 }
 
 /// Output formats of `group-loader schema`.
@@ -224,13 +308,15 @@ pub enum SchemaFormat {
     Sql,
 }
 
-/// Renders the schema of `groups` in the requested format.
-pub fn render(format: SchemaFormat) -> String {
+/// Renders the schema of a table in the requested format.
+pub fn render(table: Table, format: SchemaFormat) -> String {
+    let columns = table.columns();
+    let table = table.name();
     match format {
         SchemaFormat::Text => {
-            let width = COLUMNS.iter().map(|c| c.name.len()).max().unwrap_or(0);
-            let mut out = format!("groups (schema version {SCHEMA_VERSION})\n");
-            for c in &COLUMNS {
+            let width = columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            let mut out = format!("{table} (schema version {SCHEMA_VERSION})\n");
+            for c in columns {
                 let null = if c.nullable { "" } else { ", never null" };
                 out.push_str(&format!(
                     "  {:<width$}  {:<4}{null:<12}  from {}\n",
@@ -242,7 +328,7 @@ pub fn render(format: SchemaFormat) -> String {
             out
         }
         SchemaFormat::Json => {
-            let cols: Vec<serde_json::Value> = COLUMNS
+            let cols: Vec<serde_json::Value> = columns
                 .iter()
                 .map(|c| {
                     serde_json::json!({
@@ -256,7 +342,7 @@ pub fn render(format: SchemaFormat) -> String {
                 })
                 .collect();
             let doc = serde_json::json!({
-                "table": "groups",
+                "table": table,
                 "schema_version": SCHEMA_VERSION,
                 "columns": cols,
             });
@@ -264,8 +350,8 @@ pub fn render(format: SchemaFormat) -> String {
             serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
         }
         SchemaFormat::Sql => {
-            let mut out = String::from("CREATE TABLE groups (\n");
-            let defs: Vec<String> = COLUMNS
+            let mut out = format!("CREATE TABLE {table} (\n");
+            let defs: Vec<String> = columns
                 .iter()
                 .map(|c| {
                     let null = if c.nullable { "" } else { " NOT NULL" };
@@ -354,7 +440,7 @@ mod tests {
 
     #[test]
     fn sql_ddl_is_duckdb_shaped() {
-        let sql = render(SchemaFormat::Sql);
+        let sql = render(Table::Groups, SchemaFormat::Sql);
         assert!(
             sql.starts_with(
                 "CREATE TABLE groups (\n    id VARCHAR,\n    group_id VARCHAR NOT NULL,"
@@ -366,7 +452,8 @@ mod tests {
 
     #[test]
     fn json_schema_lists_every_column() {
-        let v: serde_json::Value = serde_json::from_str(&render(SchemaFormat::Json)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&render(Table::Groups, SchemaFormat::Json)).unwrap();
         let cols = v["columns"].as_array().unwrap();
         assert_eq!(cols.len(), N_COLS);
         assert_eq!(cols[4]["name"], "received_at");

@@ -7,7 +7,7 @@
 //! different partitions are encoded in parallel. Files are written into the run's staging folder under names
 //! no reader globs (`.parquet.partial`); [`crate::publish`] renames them into place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn parquet(self) -> Compression {
+    pub(crate) fn parquet(self) -> Compression {
         match self {
             Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
             Codec::Snappy => Compression::SNAPPY,
@@ -165,6 +165,8 @@ struct OpenFile {
     path: PathBuf,
     seq: u32,
     rows: u64,
+    /// `(row in file, Row::cleared)` for rows that sent a reserved trait without a value.
+    cleared: Vec<(u64, u32)>,
 }
 
 impl OpenFile {
@@ -184,7 +186,13 @@ impl OpenFile {
     }
 
     /// Finishes the file: footer written, data synced to disk.
-    fn close(self, partition: &str) -> Result<StagedFile> {
+    fn close(mut self, partition: &str) -> Result<StagedFile> {
+        if !self.cleared.is_empty() {
+            self.writer.append_key_value_metadata(KeyValue::new(
+                schema::META_CLEARED_TRAITS.to_string(),
+                cleared_json(&self.cleared),
+            ));
+        }
         let path = self.path;
         let inner = self.writer.into_inner().map_err(|source| Error::Parquet {
             path: path.clone(),
@@ -200,6 +208,25 @@ impl OpenFile {
             bytes,
         })
     }
+}
+
+/// The `cleared` metadata of a file: `{"column": [row, ...], ...}`, columns in schema order, rows ascending.
+fn cleared_json(cleared: &[(u64, u32)]) -> String {
+    let mut by_col: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    for &(row, mask) in cleared {
+        for (c, _) in COLUMNS
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| mask & (1 << c) != 0)
+        {
+            by_col.entry(c).or_default().push(row);
+        }
+    }
+    let named: serde_json::Map<String, serde_json::Value> = by_col
+        .into_iter()
+        .map(|(c, rows)| (COLUMNS[c].name.to_string(), rows.into()))
+        .collect();
+    serde_json::Value::Object(named).to_string()
 }
 
 /// A partition's file: none yet (or closed), open and idle, or lent to a pool task writing a row group.
@@ -218,6 +245,8 @@ struct Partition {
     builders: Vec<ColumnBuilder>,
     buffered_rows: usize,
     buffered_bytes: usize,
+    /// `(row in buffer, Row::cleared)` of buffered rows that cleared a trait.
+    buffered_cleared: Vec<(u32, u32)>,
     slot: Slot,
     next_seq: u32,
     last_write: u64,
@@ -230,6 +259,7 @@ impl Partition {
             builders: COLUMNS.iter().map(|c| ColumnBuilder::new(c.kind)).collect(),
             buffered_rows: 0,
             buffered_bytes: 0,
+            buffered_cleared: Vec::new(),
             slot: Slot::Closed,
             next_seq: 0,
             last_write: 0,
@@ -347,6 +377,10 @@ impl GroupsWriter {
         for (builder, cell) in p.builders.iter_mut().zip(row.cells.iter()) {
             bytes += builder.append(cell);
         }
+        if row.cleared != 0 {
+            p.buffered_cleared
+                .push((p.buffered_rows as u32, row.cleared));
+        }
         p.buffered_rows += 1;
         p.buffered_bytes += bytes;
         self.buffered_bytes += bytes;
@@ -412,8 +446,14 @@ impl GroupsWriter {
             self.partitions[j].wait()?;
         }
         self.partitions[i].wait()?;
-        let file = self.take_file(i)?;
+        let mut file = self.take_file(i)?;
         let p = &mut self.partitions[i];
+        let base = file.rows;
+        file.cleared.extend(
+            p.buffered_cleared
+                .drain(..)
+                .map(|(r, mask)| (base + u64::from(r), mask)),
+        );
         let columns: Vec<ArrayRef> = p.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         let bytes = p.buffered_bytes;
@@ -475,6 +515,7 @@ impl GroupsWriter {
             path,
             seq,
             rows: 0,
+            cleared: Vec::new(),
         }))
     }
 

@@ -154,6 +154,7 @@ fn options(input: &Path, out: &Path) -> LoadOptions {
         report: None,
         memory_limit: 256 << 20,
         dedupe: true,
+        accounts: true,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 200,

@@ -305,7 +305,7 @@ fn reject_ratio_exceeded_publishes_nothing_and_exits_3() {
     let (code, stderr) = load(out.path(), &[&edge_cases()]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("max-reject-ratio"), "{stderr}");
-    assert!(parquet_files(out.path()).is_empty(), "nothing published");
+    assert!(parquet_files(&out.path().join("groups")).is_empty(), "nothing published");
     let r = report(out.path());
     assert_eq!(r["published"], false);
     assert_eq!(r["files"], serde_json::json!([]));
@@ -397,12 +397,12 @@ fn rerun_of_the_same_inputs_changes_nothing() {
     let input = fixtures().join("export");
     let (code, stderr) = load(out.path(), &[input.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    let files1 = parquet_files(out.path());
+    let files1 = parquet_files(&out.path().join("groups"));
     let rows1 = read_dataset(out.path());
     let (code, stderr) = load(out.path(), &[input.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
-        parquet_files(out.path()),
+        parquet_files(&out.path().join("groups")),
         files1,
         "same file names: replaced, not added"
     );
@@ -423,7 +423,7 @@ fn append_keeps_other_runs_and_overwrite_replaces_touched_partitions() {
     let (d1, d2) = (count(&both, "dt=2024-03-01"), count(&both, "dt=2024-03-02"));
     assert!(d1 > 0 && d2 > 0);
     assert_eq!(
-        parquet_files(&out).len(),
+        parquet_files(&out.join("groups")).len(),
         2,
         "one file per partition per run"
     );
@@ -566,7 +566,7 @@ fn every_codec_is_written_and_readable() {
             ],
         );
         assert_eq!(code, 0, "{stderr}");
-        let f = &parquet_files(out.path())[0];
+        let f = &parquet_files(&out.path().join("groups"))[0];
         let reader = SerializedFileReader::new(fs::File::open(f).unwrap()).unwrap();
         let c = reader
             .metadata()
@@ -591,7 +591,7 @@ fn parquet_files_carry_schema_types_and_metadata() {
         .0,
         0
     );
-    let f = &parquet_files(out.path())[0];
+    let f = &parquet_files(&out.path().join("groups"))[0];
     assert!(
         f.file_name()
             .unwrap()
@@ -657,8 +657,8 @@ fn threads_do_not_change_the_output() {
     let input = fixtures().display().to_string();
     assert_eq!(load(a.path(), &[&input, "--threads", "1"]).0, 0);
     assert_eq!(load(b.path(), &[&input, "--threads", "2"]).0, 0);
-    let fa = parquet_files(a.path());
-    let fb = parquet_files(b.path());
+    let fa = parquet_files(&a.path().join("groups"));
+    let fb = parquet_files(&b.path().join("groups"));
     assert_eq!(fa.len(), fb.len());
     for (x, y) in fa.iter().zip(&fb) {
         assert_eq!(
@@ -834,7 +834,7 @@ fn corrupt_gzip_fails_the_run_naming_the_file() {
     let (code, stderr) = load(&out, &[bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("bad.ndjson.gz"), "{stderr}");
-    assert!(parquet_files(&out).is_empty());
+    assert!(parquet_files(&out.join("groups")).is_empty());
 }
 
 #[test]

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         report: None,
         memory_limit: 256 << 20,
         dedupe: true,
+        accounts: true,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 300,

@@ -1,0 +1,874 @@
+//! The `accounts` table (SPEC §9): the latest state of every group, merged run after run.
+//!
+//! Why this module exists: `groups` answers "what did each Group call say"; warehouse users ask "what plan is
+//! Initech on now". This module folds `groups` rows into one row per `group_id` and keeps that snapshot
+//! correct however runs are retried, split or late.
+//!
+//! The rule. Every trait column (`name` ... `trait_id`, the same columns as `groups`) and every top-level key
+//! of `extra_traits` is a last-writer-wins register. An event writes a register when it sends the trait: a
+//! value sets it, `null` (or a value that did not fit the column) clears it, a trait not sent leaves it alone.
+//! The write wins when the event's version `(timestamp, received_at, id)` is greater than the stored one
+//! (null sorts first); on an exact tie the greater value wins (a value beats a clear). That order is total, so
+//! merging is commutative, associative and idempotent: the same events twice, in any order, split across any
+//! runs, late or early, give the same table. `first_seen_at`/`last_seen_at` are the min/max `timestamp`.
+//!
+//! Where the versions live. Each row's `trait_versions` column holds, as JSON,
+//! `{"versions": [[timestamp_us, received_at_us|null, id|null], ...], "columns": {"plan": 0, ...},
+//! "extra_traits": {"key": 1, ...}}`: for each register, the index of the version that last wrote it. A key in
+//! `trait_versions.extra_traits` but not in `extra_traits` is a cleared key (a tombstone, so that an older event
+//! cannot bring it back).
+//!
+//! Where "sent as null" comes from. `groups` reads null both for a trait sent as null and one not sent, so the
+//! writer records the rows that cleared a trait in each `groups` file's key/value metadata
+//! ([`schema::META_CLEARED_TRAITS`]). `accounts` is therefore a pure function of the `groups` files: a run merges
+//! its own staged files into the previous snapshot, and when there is no snapshot to build on (first run
+//! with accounts, after `--no-accounts`, or `--mode overwrite`, which removes rows) it rebuilds from every
+//! `groups` file of the new version.
+//!
+//! Memory. The snapshot is split into buckets by a hash of `group_id` (`part-BBBBB-of-NNNNN.parquet`); one
+//! bucket is merged at a time, and the bucket count doubles when a bucket would outgrow the memory budget.
+//! A bucket that no event of the run touches is kept as it is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
+use crate::writer::Codec;
+
+/// The folder of the table inside a version (and `OUT/accounts`).
+pub const ACCOUNTS_DIR: &str = "accounts";
+/// Number of trait columns.
+const NT: usize = Col::TraitId as usize - Col::Name as usize + 1;
+/// Estimated memory of one group in a bucket being merged (its registers, versions and strings), for sizing.
+const BYTES_PER_GROUP: u64 = 2048;
+/// Rows per row group of an accounts file.
+const BATCH_ROWS: usize = 65_536;
+
+/// `(timestamp, received_at, id)` of the event that wrote a register; ordered field by field, null first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub timestamp: i64,
+    pub received_at: Option<i64>,
+    pub id: Option<String>,
+}
+
+/// A register's value: text (a trait column), microseconds (`created_at`), or raw JSON (an extras key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    Text(String),
+    Time(i64),
+}
+
+/// One register: which version wrote it, and the value (`None`: cleared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Register {
+    version: u32,
+    value: Option<Value>,
+}
+
+/// The state of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    first_seen: i64,
+    last_seen: i64,
+    /// Versions referenced by the registers (deduplicated per event as they are applied).
+    versions: Vec<Version>,
+    columns: [Option<Register>; NT],
+    extras: BTreeMap<String, Register>,
+}
+
+/// What one event (a `groups` row) says about its group.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub version: Version,
+    /// Per trait column: `None` not sent, `Some(None)` cleared, `Some(Some(v))` set.
+    pub columns: [Option<Option<Value>>; NT],
+    /// Top-level keys of `extra_traits` with their raw JSON (`None`: sent as `null`).
+    pub extras: Vec<(String, Option<String>)>,
+}
+
+impl Account {
+    fn new(timestamp: i64) -> Self {
+        Account {
+            first_seen: timestamp,
+            last_seen: timestamp,
+            versions: Vec::new(),
+            columns: Default::default(),
+            extras: BTreeMap::new(),
+        }
+    }
+
+    /// The index of `v` in `versions`, adding it if it is not the last one added.
+    fn version_index(&mut self, v: &Version) -> u32 {
+        if let Some(i) = self.versions.iter().rposition(|x| x == v) {
+            return i as u32;
+        }
+        self.versions.push(v.clone());
+        (self.versions.len() - 1) as u32
+    }
+
+    /// Whether `(version, value)` beats what `reg` holds.
+    fn wins(&self, reg: Option<&Register>, version: &Version, value: &Option<Value>) -> bool {
+        match reg {
+            None => true,
+            Some(r) => {
+                let held = &self.versions[r.version as usize];
+                (version, value) > (held, &r.value)
+            }
+        }
+    }
+
+    /// Applies one event (the register rule of the module doc).
+    pub fn apply(&mut self, event: &Event) {
+        let ts = event.version.timestamp;
+        self.first_seen = self.first_seen.min(ts);
+        self.last_seen = self.last_seen.max(ts);
+        for (i, sent) in event.columns.iter().enumerate() {
+            let Some(value) = sent else { continue };
+            if self.wins(self.columns[i].as_ref(), &event.version, value) {
+                let version = self.version_index(&event.version);
+                self.columns[i] = Some(Register {
+                    version,
+                    value: value.clone(),
+                });
+            }
+        }
+        for (key, raw) in &event.extras {
+            let value = raw.clone().map(Value::Text);
+            if self.wins(self.extras.get(key), &event.version, &value) {
+                let version = self.version_index(&event.version);
+                self.extras.insert(key.clone(), Register { version, value });
+            }
+        }
+    }
+
+    /// Merges another state of the same group (used when one bucket is read from a coarser snapshot file).
+    fn absorb(&mut self, other: Account) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        for (i, reg) in other.columns.iter().enumerate() {
+            if let Some(r) = reg {
+                let v = &other.versions[r.version as usize];
+                if self.wins(self.columns[i].as_ref(), v, &r.value) {
+                    let version = self.version_index(v);
+                    self.columns[i] = Some(Register {
+                        version,
+                        value: r.value.clone(),
+                    });
+                }
+            }
+        }
+        for (key, r) in &other.extras {
+            let v = &other.versions[r.version as usize];
+            if self.wins(self.extras.get(key), v, &r.value) {
+                let version = self.version_index(v);
+                self.extras.insert(
+                    key.clone(),
+                    Register {
+                        version,
+                        value: r.value.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// `extra_traits` as written: the keys holding a value, in key order; null when there are none.
+    fn extra_traits_json(&self) -> Option<String> {
+        let mut out = String::new();
+        for (key, reg) in &self.extras {
+            if let Some(Value::Text(raw)) = &reg.value {
+                out.push(if out.is_empty() { '{' } else { ',' });
+                crate::parse::push_json_str(&mut out, key);
+                out.push(':');
+                out.push_str(raw);
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        out.push('}');
+        Some(out)
+    }
+
+    /// `trait_versions` as written, with only the versions still referenced, renumbered in order.
+    fn versions_json(&self) -> String {
+        let mut used: Vec<u32> = self
+            .columns
+            .iter()
+            .flatten()
+            .chain(self.extras.values())
+            .map(|r| r.version)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        // Listed in version order, so the text does not depend on the order events were applied in.
+        used.sort_by(|a, b| self.versions[*a as usize].cmp(&self.versions[*b as usize]));
+        let new_index = |v: u32| used.iter().position(|u| *u == v).unwrap_or_default() as u32;
+        let doc = VersionsDoc {
+            versions: used
+                .iter()
+                .map(|&i| {
+                    let v = &self.versions[i as usize];
+                    (v.timestamp, v.received_at, v.id.clone())
+                })
+                .collect(),
+            columns: self
+                .columns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    r.as_ref().map(|r| {
+                        (
+                            COLUMNS[Col::Name as usize + i].name.to_string(),
+                            new_index(r.version),
+                        )
+                    })
+                })
+                .collect(),
+            extra_traits: self
+                .extras
+                .iter()
+                .map(|(k, r)| (k.clone(), new_index(r.version)))
+                .collect(),
+        };
+        serde_json::to_string(&doc).unwrap_or_default()
+    }
+}
+
+/// The JSON of the `trait_versions` column.
+#[derive(Debug, Serialize, Deserialize)]
+struct VersionsDoc {
+    versions: Vec<(i64, Option<i64>, Option<String>)>,
+    columns: BTreeMap<String, u32>,
+    extra_traits: BTreeMap<String, u32>,
+}
+
+/// The bucket of a group among `n` (a power of two).
+fn bucket(group_id: &str, n: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(group_id.as_bytes()) & u64::from(n - 1)) as u32
+}
+
+fn file_name(b: u32, n: u32) -> String {
+    format!("part-{b:05}-of-{n:05}.parquet")
+}
+
+/// Parses `part-BBBBB-of-NNNNN.parquet`.
+fn parse_file_name(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (b, n) = rest.split_once("-of-")?;
+    let (b, n) = (b.parse().ok()?, n.parse().ok()?);
+    (n > 0 && b < n && u32::is_power_of_two(n)).then_some((b, n))
+}
+
+fn dataset_err(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |message| Error::Dataset {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| dataset_err(path)(format!("no column {name} of the expected type")))
+}
+
+fn open_parquet(
+    path: &Path,
+    columns: &[&str],
+) -> Result<(
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    Option<String>,
+)> {
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| dataset_err(path)(e.to_string()))?;
+    let cleared = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == schema::META_CLEARED_TRAITS)
+                .and_then(|k| k.value.clone())
+        });
+    let fields = builder.schema().fields();
+    let indices: Vec<usize> = columns
+        .iter()
+        .filter_map(|name| fields.iter().position(|f| f.name() == name))
+        .collect();
+    if indices.len() != columns.len() {
+        return Err(dataset_err(path)(format!(
+            "expected the columns {columns:?}"
+        )));
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| dataset_err(path)(e.to_string()))?;
+    Ok((reader, cleared))
+}
+
+/// Columns of a `groups` file the merge reads.
+fn groups_columns() -> Vec<&'static str> {
+    let mut v = vec![
+        Col::GroupId.column().name,
+        Col::Timestamp.column().name,
+        Col::ReceivedAt.column().name,
+        Col::Id.column().name,
+        Col::ExtraTraits.column().name,
+    ];
+    v.extend(TRAIT_COLS.map(|c| COLUMNS[c].name));
+    v
+}
+
+/// Reads the events of one `groups` file whose group falls in bucket `b` of `n`, calling `f` with each.
+fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> Result<()> {
+    let (reader, cleared) = open_parquet(path, &groups_columns())?;
+    // Row -> bit mask of cleared trait columns (bit i: trait column i).
+    let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
+    if let Some(json) = cleared {
+        let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(&json)
+            .map_err(|e| dataset_err(path)(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
+        for (name, rows) in by_col {
+            let Some(i) = TRAIT_COLS.clone().position(|c| COLUMNS[c].name == name) else {
+                continue;
+            };
+            for r in rows {
+                *cleared_rows.entry(r).or_default() |= 1 << i;
+            }
+        }
+    }
+    let mut row_base = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| dataset_err(path)(e.to_string()))?;
+        let gid = column::<StringArray>(&batch, Col::GroupId.column().name, path)?;
+        let ts = column::<TimestampMicrosecondArray>(&batch, Col::Timestamp.column().name, path)?;
+        let rcv = column::<TimestampMicrosecondArray>(&batch, Col::ReceivedAt.column().name, path)?;
+        let id = column::<StringArray>(&batch, Col::Id.column().name, path)?;
+        let extras = column::<StringArray>(&batch, Col::ExtraTraits.column().name, path)?;
+        let traits: Vec<&ArrayRef> = TRAIT_COLS
+            .map(|c| batch.column_by_name(COLUMNS[c].name))
+            .collect::<Option<_>>()
+            .ok_or_else(|| dataset_err(path)("missing a trait column".into()))?;
+        for r in 0..batch.num_rows() {
+            if gid.is_null(r) || ts.is_null(r) {
+                return Err(dataset_err(path)("null group_id or timestamp".into()));
+            }
+            let group = gid.value(r);
+            if bucket(group, n) != b {
+                continue;
+            }
+            let mask = cleared_rows
+                .get(&(row_base + r as u64))
+                .copied()
+                .unwrap_or(0);
+            let mut columns: [Option<Option<Value>>; NT] = Default::default();
+            for (i, col) in traits.iter().enumerate() {
+                if !col.is_null(r) {
+                    columns[i] = Some(Some(cell_value(col, r)));
+                } else if mask & (1 << i) != 0 {
+                    columns[i] = Some(None);
+                }
+            }
+            let mut extra_list = Vec::new();
+            if !extras.is_null(r) {
+                let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
+                    let raw = (v.trim() != "null").then(|| v.to_string());
+                    extra_list.push((k.into_owned(), raw));
+                });
+                if ok.is_err() {
+                    return Err(dataset_err(path)(
+                        "extra_traits is not a JSON object".into(),
+                    ));
+                }
+            }
+            let event = Event {
+                version: Version {
+                    timestamp: ts.value(r),
+                    received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
+                    id: (!id.is_null(r)).then(|| id.value(r).to_string()),
+                },
+                columns,
+                extras: extra_list,
+            };
+            f(group, event);
+        }
+        row_base += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+fn cell_value(col: &ArrayRef, r: usize) -> Value {
+    if let Some(t) = col.as_any().downcast_ref::<StringArray>() {
+        Value::Text(t.value(r).to_string())
+    } else if let Some(t) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        Value::Time(t.value(r))
+    } else {
+        Value::Text(String::new())
+    }
+}
+
+/// Reads the accounts of one snapshot file whose group falls in bucket `b` of `n`.
+fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut HashMap<String, Account>) -> Result<()> {
+    let names: Vec<&str> = ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
+    let (reader, _) = open_parquet(path, &names)?;
+    let err = dataset_err(path);
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let gid = column::<StringArray>(&batch, "group_id", path)?;
+        let first = column::<TimestampMicrosecondArray>(&batch, "first_seen_at", path)?;
+        let last = column::<TimestampMicrosecondArray>(&batch, "last_seen_at", path)?;
+        let extras = column::<StringArray>(&batch, "extra_traits", path)?;
+        let versions = column::<StringArray>(&batch, "trait_versions", path)?;
+        let traits: Vec<&ArrayRef> = TRAIT_COLS
+            .map(|c| batch.column_by_name(COLUMNS[c].name))
+            .collect::<Option<_>>()
+            .ok_or_else(|| err("missing a trait column".into()))?;
+        for r in 0..batch.num_rows() {
+            let group = gid.value(r);
+            if bucket(group, n) != b {
+                continue;
+            }
+            let doc: VersionsDoc = serde_json::from_str(versions.value(r))
+                .map_err(|e| err(format!("bad trait_versions: {e}")))?;
+            let mut acc = Account::new(first.value(r));
+            acc.last_seen = last.value(r);
+            acc.versions = doc
+                .versions
+                .into_iter()
+                .map(|(timestamp, received_at, id)| Version {
+                    timestamp,
+                    received_at,
+                    id,
+                })
+                .collect();
+            let check = |i: u32| {
+                if (i as usize) < acc.versions.len() {
+                    Ok(i)
+                } else {
+                    Err(err("trait_versions index out of range".into()))
+                }
+            };
+            for (i, col) in traits.iter().enumerate() {
+                let name = COLUMNS[Col::Name as usize + i].name;
+                if let Some(&v) = doc.columns.get(name) {
+                    let value = (!col.is_null(r)).then(|| cell_value(col, r));
+                    acc.columns[i] = Some(Register {
+                        version: check(v)?,
+                        value,
+                    });
+                }
+            }
+            let mut values: HashMap<String, String> = HashMap::new();
+            if !extras.is_null(r) {
+                crate::parse::for_each_member(extras.value(r), |k, v| {
+                    values.insert(k.into_owned(), v.to_string());
+                })
+                .map_err(|_| err("extra_traits is not a JSON object".into()))?;
+            }
+            for (key, v) in doc.extra_traits {
+                let value = values.remove(&key).map(Value::Text);
+                acc.extras.insert(
+                    key,
+                    Register {
+                        version: check(v)?,
+                        value,
+                    },
+                );
+            }
+            match into.get_mut(group) {
+                Some(existing) => existing.absorb(acc),
+                None => {
+                    into.insert(group.to_string(), acc);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one bucket's accounts, sorted by `group_id`, to `path`.
+fn write_bucket(path: &Path, accounts: HashMap<String, Account>, codec: Codec) -> Result<u64> {
+    let mut rows: Vec<(String, Account)> = accounts.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let schema = schema::accounts_schema();
+    let props = WriterProperties::builder()
+        .set_compression(codec.parquet())
+        .set_max_row_group_row_count(None)
+        .set_created_by(format!("group-loader {}", schema::TOOL_VERSION))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                schema::META_TOOL_VERSION.to_string(),
+                schema::TOOL_VERSION.to_string(),
+            ),
+            KeyValue::new(
+                schema::META_SCHEMA_VERSION.to_string(),
+                schema::SCHEMA_VERSION.to_string(),
+            ),
+        ]))
+        .build();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    }
+    let file = File::create(path).map_err(Error::io("creating", path))?;
+    let parquet_err = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
+    let n = rows.len() as u64;
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let mut gid = StringBuilder::new();
+        let mut traits: Vec<Builder> = TRAIT_COLS.map(|c| Builder::new(COLUMNS[c].kind)).collect();
+        let mut extras = StringBuilder::new();
+        let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut versions = StringBuilder::new();
+        for (group, acc) in chunk {
+            gid.append_value(group);
+            for (b, reg) in traits.iter_mut().zip(&acc.columns) {
+                b.append(reg.as_ref().and_then(|r| r.value.as_ref()));
+            }
+            extras.append_option(acc.extra_traits_json());
+            first.append_value(acc.first_seen);
+            last.append_value(acc.last_seen);
+            versions.append_value(acc.versions_json());
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(gid.finish())];
+        columns.extend(traits.iter_mut().map(Builder::finish));
+        columns.push(Arc::new(extras.finish()));
+        columns.push(Arc::new(first.finish()));
+        columns.push(Arc::new(last.finish()));
+        columns.push(Arc::new(versions.finish()));
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        writer.write(&batch).map_err(parquet_err)?;
+    }
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(Error::io("syncing", path))?;
+    Ok(n)
+}
+
+enum Builder {
+    Text(StringBuilder),
+    Time(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Time => Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            Kind::Text | Kind::Json => Builder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn append(&mut self, v: Option<&Value>) {
+        match (self, v) {
+            (Builder::Text(b), Some(Value::Text(t))) => b.append_value(t),
+            (Builder::Time(b), Some(Value::Time(t))) => b.append_value(*t),
+            (Builder::Text(b), _) => b.append_null(),
+            (Builder::Time(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// What the merge needs to know about the run.
+pub struct Merge<'a> {
+    /// The output folder (the current version is read through `OUT/groups` and `OUT/accounts`).
+    pub out: &'a Path,
+    /// Where to write the new snapshot files (inside the run's staging folder).
+    pub staging: &'a Path,
+    /// This run's staged `groups` files.
+    pub run_files: Vec<PathBuf>,
+    /// Rebuild from every `groups` file of the new version (`kept_files` + `run_files`) instead of merging
+    /// into the current snapshot.
+    pub rebuild: bool,
+    /// The current version's `groups` files that the new version keeps (read only when rebuilding).
+    pub kept_files: Vec<PathBuf>,
+    pub codec: Codec,
+    /// Bytes the accounts of one bucket may take in memory.
+    pub budget: u64,
+}
+
+/// The outcome: new snapshot files (staged path, final path relative to the output), the current snapshot's
+/// files the new version drops, and the number of groups in the new snapshot.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub adds: Vec<(PathBuf, PathBuf)>,
+    pub removes: Vec<PathBuf>,
+    pub groups: u64,
+    pub buckets: u32,
+    pub rebuilt: bool,
+}
+
+/// The files of the current snapshot: `(bucket, of, path)`.
+pub fn snapshot_files(out: &Path) -> Result<Vec<(u32, u32, PathBuf)>> {
+    let dir = out.join(ACCOUNTS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading directory", &dir)(e)),
+    };
+    let mut files = Vec::new();
+    for e in entries {
+        let e = e.map_err(Error::io("reading directory", &dir))?;
+        if let Some((b, n)) = e.file_name().to_str().and_then(parse_file_name) {
+            files.push((b, n, e.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn parquet_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| dataset_err(path)(e.to_string()))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// Merges the run into the snapshot (or rebuilds it), one bucket at a time. See the module doc.
+pub fn merge(m: &Merge<'_>) -> Result<Merged> {
+    let old = if m.rebuild {
+        Vec::new()
+    } else {
+        snapshot_files(m.out)?
+    };
+    let old_n = old.first().map_or(0, |(_, n, _)| *n);
+    if old.iter().any(|(_, n, _)| *n != old_n) {
+        return Err(dataset_err(&m.out.join(ACCOUNTS_DIR))(
+            "snapshot files of different bucket counts".into(),
+        ));
+    }
+    let sources: Vec<&PathBuf> = if m.rebuild {
+        m.kept_files.iter().chain(&m.run_files).collect()
+    } else {
+        m.run_files.iter().collect()
+    };
+    // Upper bound of the groups after the merge: every snapshot row plus one per event.
+    let mut estimate = 0;
+    for (_, _, p) in &old {
+        estimate += parquet_rows(p)?;
+    }
+    for p in &sources {
+        estimate += parquet_rows(p)?;
+    }
+    let per_bucket = (m.budget / BYTES_PER_GROUP).max(1024);
+    let wanted = estimate.div_ceil(per_bucket).max(1);
+    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
+
+    // Which buckets the events touch (one cheap pass over group_id).
+    let mut touched = vec![false; n as usize];
+    for p in &sources {
+        let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
+        for batch in reader {
+            let batch = batch.map_err(|e| dataset_err(p)(e.to_string()))?;
+            let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
+            for r in 0..batch.num_rows() {
+                touched[bucket(gid.value(r), n) as usize] = true;
+            }
+        }
+    }
+
+    let mut merged = Merged {
+        buckets: n,
+        rebuilt: m.rebuild,
+        ..Merged::default()
+    };
+    let old_by_bucket: HashMap<u32, &PathBuf> = old.iter().map(|(b, _, p)| (*b, p)).collect();
+    for b in 0..n {
+        let old_file = if old_n > 0 {
+            old_by_bucket.get(&(b % old_n)).copied()
+        } else {
+            None
+        };
+        if n == old_n && !touched[b as usize] {
+            // Untouched and same layout: the file is kept as it is.
+            if let Some(p) = old_file {
+                merged.groups += parquet_rows(p)?;
+            }
+            continue;
+        }
+        let mut accounts: HashMap<String, Account> = HashMap::new();
+        if let Some(p) = old_file {
+            read_snapshot(p, b, n, &mut accounts)?;
+        }
+        for p in &sources {
+            read_events(p, b, n, &mut |group, event| match accounts.get_mut(group) {
+                Some(acc) => acc.apply(&event),
+                None => {
+                    let mut acc = Account::new(event.version.timestamp);
+                    acc.apply(&event);
+                    accounts.insert(group.to_string(), acc);
+                }
+            })?;
+        }
+        if accounts.is_empty() {
+            continue;
+        }
+        let name = file_name(b, n);
+        let staged = m.staging.join(ACCOUNTS_DIR).join(&name);
+        merged.groups += write_bucket(&staged, accounts, m.codec)?;
+        merged
+            .adds
+            .push((staged, Path::new(ACCOUNTS_DIR).join(name)));
+    }
+    // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
+    let current = snapshot_files(m.out)?;
+    for (b, old_of, p) in current {
+        let rel = Path::new(ACCOUNTS_DIR).join(file_name(b, old_of));
+        let rewritten = merged.adds.iter().any(|(_, to)| *to == rel);
+        let kept = !m.rebuild && old_of == n && !touched[b as usize];
+        if !rewritten && !kept {
+            let _ = p;
+            merged.removes.push(rel);
+        }
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(ts: i64, rcv: Option<i64>, id: &str) -> Version {
+        Version {
+            timestamp: ts,
+            received_at: rcv,
+            id: Some(id.to_string()),
+        }
+    }
+
+    fn plan_event(version: Version, plan: Option<Option<&str>>) -> Event {
+        let mut columns: [Option<Option<Value>>; NT] = Default::default();
+        columns[Col::Plan as usize - Col::Name as usize] =
+            plan.map(|p| p.map(|s| Value::Text(s.to_string())));
+        Event {
+            version,
+            columns,
+            extras: Vec::new(),
+        }
+    }
+
+    fn plan(acc: &Account) -> Option<Option<Value>> {
+        acc.columns[Col::Plan as usize - Col::Name as usize]
+            .as_ref()
+            .map(|r| r.value.clone())
+    }
+
+    #[test]
+    fn versions_order_by_timestamp_then_received_at_then_id_null_first() {
+        assert!(v(2, None, "a") > v(1, Some(9), "z"));
+        assert!(v(1, Some(1), "a") > v(1, None, "z"));
+        assert!(v(1, Some(1), "b") > v(1, Some(1), "a"));
+        let no_id = Version {
+            timestamp: 1,
+            received_at: Some(1),
+            id: None,
+        };
+        assert!(v(1, Some(1), "") > no_id);
+    }
+
+    #[test]
+    fn newer_wins_null_clears_absent_keeps_late_loses() {
+        let mut acc = Account::new(10);
+        acc.apply(&plan_event(v(10, None, "a"), Some(Some("free"))));
+        acc.apply(&plan_event(v(30, None, "c"), Some(None)));
+        assert_eq!(plan(&acc), Some(None), "null clears");
+        acc.apply(&plan_event(v(20, None, "b"), Some(Some("pro"))));
+        assert_eq!(
+            plan(&acc),
+            Some(None),
+            "a late, older event does not bring it back"
+        );
+        acc.apply(&plan_event(v(40, None, "d"), None));
+        assert_eq!(plan(&acc), Some(None), "not sent: kept");
+        acc.apply(&plan_event(v(50, None, "e"), Some(Some("team"))));
+        assert_eq!(plan(&acc), Some(Some(Value::Text("team".into()))));
+        assert_eq!((acc.first_seen, acc.last_seen), (10, 50));
+    }
+
+    #[test]
+    fn exact_ties_break_on_the_value_so_order_does_not_matter() {
+        let a = plan_event(v(1, None, "x"), Some(Some("a")));
+        let b = plan_event(v(1, None, "x"), Some(Some("b")));
+        let c = plan_event(v(1, None, "x"), Some(None));
+        let mut one = Account::new(1);
+        let mut two = Account::new(1);
+        for e in [&a, &b, &c] {
+            one.apply(e);
+        }
+        for e in [&c, &b, &a, &a] {
+            two.apply(e);
+        }
+        assert_eq!(plan(&one), plan(&two));
+        assert_eq!(plan(&one), Some(Some(Value::Text("b".into()))));
+    }
+
+    #[test]
+    fn extras_keys_are_registers_with_tombstones() {
+        let mut acc = Account::new(1);
+        let e = |ts, extras: Vec<(&str, Option<&str>)>| Event {
+            version: v(ts, None, "m"),
+            columns: Default::default(),
+            extras: extras
+                .into_iter()
+                .map(|(k, x)| (k.to_string(), x.map(str::to_string)))
+                .collect(),
+        };
+        acc.apply(&e(
+            1,
+            vec![("seats", Some("5")), ("tier", Some("\"gold\""))],
+        ));
+        acc.apply(&e(3, vec![("tier", None)]));
+        acc.apply(&e(
+            2,
+            vec![("tier", Some("\"silver\"")), ("seats", Some("7"))],
+        ));
+        assert_eq!(acc.extra_traits_json().as_deref(), Some(r#"{"seats":7}"#));
+        let doc: serde_json::Value = serde_json::from_str(&acc.versions_json()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "versions": [[2, null, "m"], [3, null, "m"]],
+                "columns": {},
+                "extra_traits": {"seats": 0, "tier": 1}
+            }),
+            "the tombstone of `tier` is kept, unused versions are dropped"
+        );
+    }
+
+    #[test]
+    fn bucket_file_names_round_trip() {
+        assert_eq!(parse_file_name(&file_name(3, 8)), Some((3, 8)));
+        assert_eq!(parse_file_name("part-00003-of-00006.parquet"), None);
+        assert_eq!(parse_file_name("part-00008-of-00008.parquet"), None);
+        assert_eq!(parse_file_name("other.parquet"), None);
+    }
+}
