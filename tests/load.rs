@@ -305,7 +305,10 @@ fn reject_ratio_exceeded_publishes_nothing_and_exits_3() {
     let (code, stderr) = load(out.path(), &[&edge_cases()]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("max-reject-ratio"), "{stderr}");
-    assert!(parquet_files(&out.path().join("groups")).is_empty(), "nothing published");
+    assert!(
+        parquet_files(&out.path().join("groups")).is_empty(),
+        "nothing published"
+    );
     let r = report(out.path());
     assert_eq!(r["published"], false);
     assert_eq!(r["files"], serde_json::json!([]));
