@@ -740,13 +740,11 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
             .push((staged, Path::new(ACCOUNTS_DIR).join(name)));
     }
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
-    let current = snapshot_files(m.out)?;
-    for (b, old_of, p) in current {
+    for (b, old_of, _) in snapshot_files(m.out)? {
         let rel = Path::new(ACCOUNTS_DIR).join(file_name(b, old_of));
         let rewritten = merged.adds.iter().any(|(_, to)| *to == rel);
         let kept = !m.rebuild && old_of == n && !touched[b as usize];
         if !rewritten && !kept {
-            let _ = p;
             merged.removes.push(rel);
         }
     }

@@ -64,6 +64,17 @@ fn visible_ids(out: &Path) -> Vec<String> {
     ids
 }
 
+/// The visible accounts table, as sorted rows (each file read whole).
+fn visible_accounts(out: &Path) -> Vec<String> {
+    let mut rows: Vec<String> = parquet_files(&out.join("accounts"))
+        .iter()
+        .flat_map(|f| read_file(f))
+        .map(|r| format!("{r:?}"))
+        .collect();
+    rows.sort();
+    rows
+}
+
 fn run_reports(out: &Path) -> usize {
     fs::read_dir(out.join("_runs")).map_or(0, |d| d.count())
 }
@@ -100,6 +111,12 @@ fn killed_at_random_moments_never_half_publishes() {
     assert!(status.success());
     let expected = visible_ids(&clean);
     assert_eq!(expected.len(), 24_000);
+    let expected_accounts = visible_accounts(&clean);
+    let groups: std::collections::BTreeSet<String> = read_dataset(&clean)
+        .into_iter()
+        .map(|r| format!("{:?}", r["group_id"]))
+        .collect();
+    assert_eq!(expected_accounts.len(), groups.len(), "one row per group");
 
     let out = dir.path().join("out");
     let seed = std::time::SystemTime::now()
@@ -130,22 +147,23 @@ fn killed_at_random_moments_never_half_publishes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut exited = None;
+        let mut was_running = true;
         while started.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                exited = Some(status);
+            if child.try_wait().unwrap().is_some() {
+                was_running = false;
                 break;
             }
             std::thread::sleep(Duration::from_micros(500));
         }
-        let was_running = exited.is_none();
-        if let Some(status) = exited {
+        if was_running {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let status = child.wait().unwrap();
+        if !was_running {
             assert!(status.success(), "trial {trial}: {status:?}");
             estimate = started.elapsed();
             finished += 1;
         } else {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
             killed += 1;
             if frac > 1.0 {
                 // Killed after the estimated end: runs take longer than that now.
@@ -174,12 +192,20 @@ fn killed_at_random_moments_never_half_publishes() {
                 0,
                 "trial {trial}: a report without its rows"
             );
+            assert!(
+                visible_accounts(&out).is_empty(),
+                "trial {trial}: accounts without groups"
+            );
         } else {
             assert_eq!(
                 ids, expected,
                 "trial {trial} (delay {delay:?}): half a run visible"
             );
             assert_eq!(run_reports(&out), 1, "trial {trial}");
+            assert!(
+                visible_accounts(&out) == expected_accounts,
+                "trial {trial}: accounts out of step with groups"
+            );
             if was_running {
                 published_when_killed += 1;
             }
@@ -201,6 +227,7 @@ fn killed_at_random_moments_never_half_publishes() {
         .unwrap();
     assert!(status.success());
     assert_eq!(visible_ids(&out), expected);
+    assert!(visible_accounts(&out) == expected_accounts);
     assert_eq!(
         fs::read_dir(out.join(".group-loader/staging"))
             .unwrap()

@@ -60,7 +60,39 @@ def main(out):
     (city,) = con.execute("SELECT extra_traits->'address'->>'line2' FROM groups WHERE id = 'm-addr'").fetchone()
     assert city == "Suite 5", city
 
-    print(json.dumps({"rows": rows, "partitions": per_day}))
+    # The accounts table (SPEC 9): one row per group, the latest state.
+    aglob = str(out / "accounts" / "*.parquet").replace("'", "''")
+    con.execute(f"CREATE VIEW accounts AS SELECT * FROM read_parquet('{aglob}')")
+    atypes = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE accounts)").fetchall())
+    for c in ("created_at", "first_seen_at", "last_seen_at"):
+        assert atypes.pop(c) == "TIMESTAMP WITH TIME ZONE", c
+    assert set(atypes.values()) == {"VARCHAR"}, atypes
+    (n_accounts, n_distinct) = con.execute(
+        "SELECT (SELECT count(*) FROM accounts), (SELECT count(DISTINCT group_id) FROM accounts)").fetchone()
+    (n_groups,) = con.execute("SELECT count(DISTINCT group_id) FROM groups").fetchone()
+    assert n_accounts == n_distinct == n_groups, (n_accounts, n_distinct, n_groups)
+    # first/last seen are the min/max timestamp of each group's rows, computed here independently.
+    (mismatch,) = con.execute(
+        """SELECT count(*) FROM accounts a JOIN (
+               SELECT group_id, min(timestamp) AS lo, max(timestamp) AS hi FROM groups GROUP BY group_id) g
+           USING (group_id) WHERE a.first_seen_at <> g.lo OR a.last_seen_at <> g.hi""").fetchone()
+    assert mismatch == 0, f"{mismatch} groups with wrong first/last seen"
+    # Every trait value shown was sent by one of the group's events.
+    (foreign,) = con.execute(
+        """SELECT count(*) FROM accounts a WHERE a.plan IS NOT NULL AND NOT EXISTS (
+               SELECT 1 FROM groups g WHERE g.group_id = a.group_id AND g.plan = a.plan)""").fetchone()
+    assert foreign == 0, f"{foreign} plans that no event sent"
+    # The README's example query: the current plan per group.
+    current = dict(con.execute("SELECT group_id, plan FROM accounts ORDER BY group_id").fetchall())
+    assert current["0e8c78ea9d97a7b8185e8632"] == "enterprise", current["0e8c78ea9d97a7b8185e8632"]
+    (name, employees, versions) = con.execute(
+        "SELECT name, employees, trait_versions FROM accounts WHERE group_id = '0e8c78ea9d97a7b8185e8632'"
+    ).fetchone()
+    assert (name, employees) == ("Initech", "329"), (name, employees)
+    v = json.loads(versions)
+    assert v["versions"][v["columns"]["plan"]][2] == "022bb90c-bbac-11e4-8dfc-aa07a5b093db", v
+
+    print(json.dumps({"rows": rows, "partitions": per_day, "accounts": n_accounts}))
 
 
 if __name__ == "__main__":
