@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Deterministic generator of realistic Segment Group events for the benchmark.
 
-    python3 bench/gen.py N OUT.ndjson [--seed S]
+    python3 bench/gen.py N OUT.ndjson [--seed S] [--distinct-groups]
 
 About 850 bytes a line: reserved traits in both spellings (name/Name, createdAt/created_at, email/e-mail ...),
 addresses (postalCode/postal_code, leftover line2), custom traits, context with library, integrations and
-_metadata extras, and 30 days of receivedAt. Same N and seed, same bytes.
+_metadata extras, and 30 days of receivedAt. Same N and seed, same bytes. Events fall on 100,000 groups, or with
+--distinct-groups each event has its own group (for the accounts benchmark: N events, N groups).
 """
 import json
 import random
@@ -30,8 +31,10 @@ def iso(t_ms):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
 
 
-def event(rng, i):
+def event(rng, i, distinct_groups=False):
     g = rng.randrange(100_000)
+    if distinct_groups:
+        g = i
     city, country = rng.choice(CITIES)
     recv = BASE * 1000 + rng.randrange(30 * 86_400_000)
     sent = recv - rng.randrange(50, 2000)
@@ -84,10 +87,11 @@ def main():
     n = int(sys.argv[1])
     out = sys.argv[2]
     seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1
+    distinct = "--distinct-groups" in sys.argv
     rng = random.Random(seed)
     with open(out, "w", buffering=1 << 20) as f:
         for i in range(n):
-            f.write(event(rng, i))
+            f.write(event(rng, i, distinct))
             f.write("\n")
 
 

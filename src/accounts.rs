@@ -43,7 +43,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
+use rayon::prelude::*;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
@@ -63,32 +64,57 @@ const BATCH_ROWS: usize = 65_536;
 pub struct Version {
     pub timestamp: i64,
     pub received_at: Option<i64>,
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
 }
 
-/// A register's value: text (a trait column), microseconds (`created_at`), or raw JSON (an extras key).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Value {
-    Text(String),
-    Time(i64),
+/// A register's value: the text of a trait column (for `created_at`, its microseconds in decimal), or the raw
+/// JSON of an extras key. `None`: cleared.
+pub type Value = Option<Box<str>>;
+
+/// Register keys: `0..NT` are the trait columns, in schema order; from `NT` on, extras keys interned in a
+/// [`Keys`] table shared by every account of a bucket (the same few keys repeat across groups).
+type Key = u32;
+
+/// The extras keys of a bucket.
+#[derive(Debug, Default)]
+pub struct Keys {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, Key>,
 }
 
-/// One register: which version wrote it, and the value (`None`: cleared).
+impl Keys {
+    fn id(&mut self, name: &str) -> Key {
+        if let Some(&k) = self.ids.get(name) {
+            return k;
+        }
+        let k = (NT + self.names.len()) as Key;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), k);
+        k
+    }
+
+    fn name(&self, key: Key) -> &str {
+        self.names.get(key as usize - NT).map_or("", |n| n.as_ref())
+    }
+}
+
+/// One register: its key, which version wrote it, and the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Register {
+    key: Key,
     version: u32,
-    value: Option<Value>,
+    value: Value,
 }
 
-/// The state of one group.
+/// The state of one group: 64 bytes, plus its registers (24 bytes each) and values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     first_seen: i64,
     last_seen: i64,
-    /// Versions referenced by the registers (deduplicated per event as they are applied).
+    /// Versions referenced by the registers (each added once).
     versions: Vec<Version>,
-    columns: [Option<Register>; NT],
-    extras: BTreeMap<String, Register>,
+    /// Registers sorted by key.
+    regs: Vec<Register>,
 }
 
 /// What one event (a `groups` row) says about its group.
@@ -96,9 +122,9 @@ pub struct Account {
 pub struct Event {
     pub version: Version,
     /// Per trait column: `None` not sent, `Some(None)` cleared, `Some(Some(v))` set.
-    pub columns: [Option<Option<Value>>; NT],
+    pub columns: [Option<Value>; NT],
     /// Top-level keys of `extra_traits` with their raw JSON (`None`: sent as `null`).
-    pub extras: Vec<(String, Option<String>)>,
+    pub extras: Vec<(String, Value)>,
 }
 
 impl Account {
@@ -107,12 +133,11 @@ impl Account {
             first_seen: timestamp,
             last_seen: timestamp,
             versions: Vec::new(),
-            columns: Default::default(),
-            extras: BTreeMap::new(),
+            regs: Vec::new(),
         }
     }
 
-    /// The index of `v` in `versions`, adding it if it is not the last one added.
+    /// The index of `v` in `versions`, adding it if needed.
     fn version_index(&mut self, v: &Version) -> u32 {
         if let Some(i) = self.versions.iter().rposition(|x| x == v) {
             return i as u32;
@@ -121,137 +146,174 @@ impl Account {
         (self.versions.len() - 1) as u32
     }
 
-    /// Whether `(version, value)` beats what `reg` holds.
-    fn wins(&self, reg: Option<&Register>, version: &Version, value: &Option<Value>) -> bool {
-        match reg {
-            None => true,
-            Some(r) => {
+    fn get(&self, key: Key) -> Option<&Register> {
+        self.regs
+            .binary_search_by_key(&key, |r| r.key)
+            .ok()
+            .map(|i| &self.regs[i])
+    }
+
+    /// Writes `(version, value)` into register `key` if it beats what the register holds.
+    fn offer(&mut self, key: Key, version: &Version, value: Value) {
+        match self.regs.binary_search_by_key(&key, |r| r.key) {
+            Ok(i) => {
+                let r = &self.regs[i];
                 let held = &self.versions[r.version as usize];
-                (version, value) > (held, &r.value)
-            }
-        }
-    }
-
-    /// Applies one event (the register rule of the module doc).
-    pub fn apply(&mut self, event: &Event) {
-        let ts = event.version.timestamp;
-        self.first_seen = self.first_seen.min(ts);
-        self.last_seen = self.last_seen.max(ts);
-        for (i, sent) in event.columns.iter().enumerate() {
-            let Some(value) = sent else { continue };
-            if self.wins(self.columns[i].as_ref(), &event.version, value) {
-                let version = self.version_index(&event.version);
-                self.columns[i] = Some(Register {
-                    version,
-                    value: value.clone(),
-                });
-            }
-        }
-        for (key, raw) in &event.extras {
-            let value = raw.clone().map(Value::Text);
-            if self.wins(self.extras.get(key), &event.version, &value) {
-                let version = self.version_index(&event.version);
-                self.extras.insert(key.clone(), Register { version, value });
-            }
-        }
-    }
-
-    /// Merges another state of the same group (used when one bucket is read from a coarser snapshot file).
-    fn absorb(&mut self, other: Account) {
-        self.first_seen = self.first_seen.min(other.first_seen);
-        self.last_seen = self.last_seen.max(other.last_seen);
-        for (i, reg) in other.columns.iter().enumerate() {
-            if let Some(r) = reg {
-                let v = &other.versions[r.version as usize];
-                if self.wins(self.columns[i].as_ref(), v, &r.value) {
-                    let version = self.version_index(v);
-                    self.columns[i] = Some(Register {
-                        version,
-                        value: r.value.clone(),
-                    });
+                if (version, &value) > (held, &r.value) {
+                    let v = self.version_index(version);
+                    self.regs[i].version = v;
+                    self.regs[i].value = value;
                 }
             }
-        }
-        for (key, r) in &other.extras {
-            let v = &other.versions[r.version as usize];
-            if self.wins(self.extras.get(key), v, &r.value) {
-                let version = self.version_index(v);
-                self.extras.insert(
-                    key.clone(),
+            Err(i) => {
+                let v = self.version_index(version);
+                self.regs.insert(
+                    i,
                     Register {
-                        version,
-                        value: r.value.clone(),
+                        key,
+                        version: v,
+                        value,
                     },
                 );
             }
         }
     }
 
-    /// `extra_traits` as written: the keys holding a value, in key order; null when there are none.
-    fn extra_traits_json(&self) -> Option<String> {
-        let mut out = String::new();
-        for (key, reg) in &self.extras {
-            if let Some(Value::Text(raw)) = &reg.value {
-                out.push(if out.is_empty() { '{' } else { ',' });
-                crate::parse::push_json_str(&mut out, key);
-                out.push(':');
-                out.push_str(raw);
+    /// Applies one event (the register rule of the module doc).
+    pub fn apply(&mut self, keys: &mut Keys, event: Event) {
+        let ts = event.version.timestamp;
+        self.first_seen = self.first_seen.min(ts);
+        self.last_seen = self.last_seen.max(ts);
+        for (i, sent) in event.columns.into_iter().enumerate() {
+            if let Some(value) = sent {
+                self.offer(i as Key, &event.version, value);
             }
         }
-        if out.is_empty() {
+        for (key, value) in event.extras {
+            let key = keys.id(&key);
+            self.offer(key, &event.version, value);
+        }
+        // Versions no register uses any more are dropped now and then (and always before writing).
+        if self.versions.len() > 2 * self.regs.len().max(4) {
+            self.drop_unused_versions();
+        }
+    }
+
+    /// Merges another state of the same group (one bucket read from a coarser snapshot file holds no two
+    /// states of a group, but merging keeps this correct whatever the files hold).
+    fn absorb(&mut self, other: Account) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        for r in other.regs {
+            let v = &other.versions[r.version as usize];
+            self.offer(r.key, v, r.value);
+        }
+    }
+
+    /// Keeps `versions` to those still referenced, in version order (so the state, and its text, do not
+    /// depend on the order events were applied in).
+    fn drop_unused_versions(&mut self) {
+        let mut used: Vec<u32> = self.regs.iter().map(|r| r.version).collect();
+        used.sort_unstable();
+        used.dedup();
+        if used.len() == self.versions.len() && self.versions.windows(2).all(|w| w[0] < w[1]) {
+            return;
+        }
+        used.sort_by(|a, b| self.versions[*a as usize].cmp(&self.versions[*b as usize]));
+        let versions: Vec<Version> = used
+            .iter()
+            .map(|&i| self.versions[i as usize].clone())
+            .collect();
+        for r in &mut self.regs {
+            r.version = used
+                .iter()
+                .position(|u| *u == r.version)
+                .unwrap_or_default() as u32;
+        }
+        self.versions = versions;
+    }
+
+    /// `extra_traits` as written: the keys holding a value, in key order; null when there are none.
+    fn extra_traits_json(&self, keys: &Keys) -> Option<String> {
+        let mut members: Vec<(&str, &str)> = self
+            .regs
+            .iter()
+            .filter(|r| r.key as usize >= NT)
+            .filter_map(|r| r.value.as_deref().map(|v| (keys.name(r.key), v)))
+            .collect();
+        if members.is_empty() {
             return None;
+        }
+        members.sort_unstable();
+        let mut out = String::new();
+        for (key, raw) in members {
+            out.push(if out.is_empty() { '{' } else { ',' });
+            crate::parse::push_json_str(&mut out, key);
+            out.push(':');
+            out.push_str(raw);
         }
         out.push('}');
         Some(out)
     }
 
-    /// `trait_versions` as written, with only the versions still referenced, renumbered in order.
-    fn versions_json(&self) -> String {
-        let mut used: Vec<u32> = self
-            .columns
+    /// `trait_versions` as written (the [`VersionsDoc`] layout; built by hand, it is written for every row):
+    /// versions in version order, columns in schema order, extras keys in key order.
+    fn versions_json(&self, keys: &Keys, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        out.push_str(r#"{"versions":["#);
+        for (i, v) in self.versions.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[{},", v.timestamp);
+            match v.received_at {
+                Some(r) => {
+                    let _ = write!(out, "{r},");
+                }
+                None => out.push_str("null,"),
+            }
+            match &v.id {
+                Some(id) => crate::parse::push_json_str(out, id),
+                None => out.push_str("null"),
+            }
+            out.push(']');
+        }
+        out.push_str(r#"],"columns":{"#);
+        let mut first = true;
+        for r in self.regs.iter().filter(|r| (r.key as usize) < NT) {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            crate::parse::push_json_str(out, trait_name(r.key));
+            let _ = write!(out, ":{}", r.version);
+        }
+        out.push_str(r#"},"extra_traits":{"#);
+        let mut extras: Vec<(&str, u32)> = self
+            .regs
             .iter()
-            .flatten()
-            .chain(self.extras.values())
-            .map(|r| r.version)
+            .filter(|r| r.key as usize >= NT)
+            .map(|r| (keys.name(r.key), r.version))
             .collect();
-        used.sort_unstable();
-        used.dedup();
-        // Listed in version order, so the text does not depend on the order events were applied in.
-        used.sort_by(|a, b| self.versions[*a as usize].cmp(&self.versions[*b as usize]));
-        let new_index = |v: u32| used.iter().position(|u| *u == v).unwrap_or_default() as u32;
-        let doc = VersionsDoc {
-            versions: used
-                .iter()
-                .map(|&i| {
-                    let v = &self.versions[i as usize];
-                    (v.timestamp, v.received_at, v.id.clone())
-                })
-                .collect(),
-            columns: self
-                .columns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    r.as_ref().map(|r| {
-                        (
-                            COLUMNS[Col::Name as usize + i].name.to_string(),
-                            new_index(r.version),
-                        )
-                    })
-                })
-                .collect(),
-            extra_traits: self
-                .extras
-                .iter()
-                .map(|(k, r)| (k.clone(), new_index(r.version)))
-                .collect(),
-        };
-        serde_json::to_string(&doc).unwrap_or_default()
+        extras.sort_unstable();
+        for (i, (key, version)) in extras.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            crate::parse::push_json_str(out, key);
+            let _ = write!(out, ":{version}");
+        }
+        out.push_str("}}");
     }
 }
 
-/// The JSON of the `trait_versions` column.
-#[derive(Debug, Serialize, Deserialize)]
+/// The name of trait column `i` (`0..NT`).
+fn trait_name(i: Key) -> &'static str {
+    COLUMNS[Col::Name as usize + i as usize].name
+}
+
+/// The JSON of the `trait_versions` column (read with serde; written by [`Account::versions_json`]).
+#[derive(Debug, Deserialize)]
 struct VersionsDoc {
     versions: Vec<(i64, Option<i64>, Option<String>)>,
     columns: BTreeMap<String, u32>,
@@ -381,7 +443,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
                 .get(&(row_base + r as u64))
                 .copied()
                 .unwrap_or(0);
-            let mut columns: [Option<Option<Value>>; NT] = Default::default();
+            let mut columns: [Option<Value>; NT] = Default::default();
             for (i, col) in traits.iter().enumerate() {
                 if !col.is_null(r) {
                     columns[i] = Some(Some(cell_value(col, r)));
@@ -392,7 +454,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
             let mut extra_list = Vec::new();
             if !extras.is_null(r) {
                 let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
-                    let raw = (v.trim() != "null").then(|| v.to_string());
+                    let raw = (v.trim() != "null").then(|| v.into());
                     extra_list.push((k.into_owned(), raw));
                 });
                 if ok.is_err() {
@@ -405,7 +467,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
                 version: Version {
                     timestamp: ts.value(r),
                     received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
-                    id: (!id.is_null(r)).then(|| id.value(r).to_string()),
+                    id: (!id.is_null(r)).then(|| id.value(r).into()),
                 },
                 columns,
                 extras: extra_list,
@@ -417,18 +479,40 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
     Ok(())
 }
 
-fn cell_value(col: &ArrayRef, r: usize) -> Value {
+/// A non-null cell of a trait column as a register value (times as decimal microseconds).
+fn cell_value(col: &ArrayRef, r: usize) -> Box<str> {
     if let Some(t) = col.as_any().downcast_ref::<StringArray>() {
-        Value::Text(t.value(r).to_string())
+        t.value(r).into()
     } else if let Some(t) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
-        Value::Time(t.value(r))
+        t.value(r).to_string().into()
     } else {
-        Value::Text(String::new())
+        "".into()
+    }
+}
+
+/// The accounts of one bucket being merged.
+#[derive(Default)]
+struct Bucket {
+    keys: Keys,
+    accounts: HashMap<Box<str>, Account>,
+}
+
+impl Bucket {
+    fn apply(&mut self, group: &str, event: Event) {
+        let keys = &mut self.keys;
+        match self.accounts.get_mut(group) {
+            Some(acc) => acc.apply(keys, event),
+            None => {
+                let mut acc = Account::new(event.version.timestamp);
+                acc.apply(keys, event);
+                self.accounts.insert(group.into(), acc);
+            }
+        }
     }
 }
 
 /// Reads the accounts of one snapshot file whose group falls in bucket `b` of `n`.
-fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut HashMap<String, Account>) -> Result<()> {
+fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
     let names: Vec<&str> = ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
     let (reader, _) = open_parquet(path, &names)?;
     let err = dataset_err(path);
@@ -458,47 +542,45 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut HashMap<String, Account
                 .map(|(timestamp, received_at, id)| Version {
                     timestamp,
                     received_at,
-                    id,
+                    id: id.map(Into::into),
                 })
                 .collect();
+            let n_versions = acc.versions.len() as u32;
             let check = |i: u32| {
-                if (i as usize) < acc.versions.len() {
+                if i < n_versions {
                     Ok(i)
                 } else {
                     Err(err("trait_versions index out of range".into()))
                 }
             };
             for (i, col) in traits.iter().enumerate() {
-                let name = COLUMNS[Col::Name as usize + i].name;
-                if let Some(&v) = doc.columns.get(name) {
-                    let value = (!col.is_null(r)).then(|| cell_value(col, r));
-                    acc.columns[i] = Some(Register {
+                if let Some(&v) = doc.columns.get(trait_name(i as Key)) {
+                    acc.regs.push(Register {
+                        key: i as Key,
                         version: check(v)?,
-                        value,
+                        value: (!col.is_null(r)).then(|| cell_value(col, r)),
                     });
                 }
             }
-            let mut values: HashMap<String, String> = HashMap::new();
+            let mut values: HashMap<String, Box<str>> = HashMap::new();
             if !extras.is_null(r) {
                 crate::parse::for_each_member(extras.value(r), |k, v| {
-                    values.insert(k.into_owned(), v.to_string());
+                    values.insert(k.into_owned(), v.into());
                 })
                 .map_err(|_| err("extra_traits is not a JSON object".into()))?;
             }
             for (key, v) in doc.extra_traits {
-                let value = values.remove(&key).map(Value::Text);
-                acc.extras.insert(
-                    key,
-                    Register {
-                        version: check(v)?,
-                        value,
-                    },
-                );
+                acc.regs.push(Register {
+                    key: into.keys.id(&key),
+                    version: check(v)?,
+                    value: values.remove(&key),
+                });
             }
-            match into.get_mut(group) {
+            acc.regs.sort_unstable_by_key(|r| r.key);
+            match into.accounts.get_mut(group) {
                 Some(existing) => existing.absorb(acc),
                 None => {
-                    into.insert(group.to_string(), acc);
+                    into.accounts.insert(group.into(), acc);
                 }
             }
         }
@@ -506,9 +588,10 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut HashMap<String, Account
     Ok(())
 }
 
-/// Writes one bucket's accounts, sorted by `group_id`, to `path`.
-fn write_bucket(path: &Path, accounts: HashMap<String, Account>, codec: Codec) -> Result<u64> {
-    let mut rows: Vec<(String, Account)> = accounts.into_iter().collect();
+/// Writes one bucket's accounts, sorted by `group_id`, to `path`. Returns the number of rows.
+fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
+    let Bucket { keys, accounts } = bucket;
+    let mut rows: Vec<(Box<str>, Account)> = accounts.into_iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let schema = schema::accounts_schema();
     let props = WriterProperties::builder()
@@ -537,22 +620,25 @@ fn write_bucket(path: &Path, accounts: HashMap<String, Account>, codec: Codec) -
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
     let n = rows.len() as u64;
-    for chunk in rows.chunks(BATCH_ROWS) {
+    for chunk in rows.chunks_mut(BATCH_ROWS) {
         let mut gid = StringBuilder::new();
         let mut traits: Vec<Builder> = TRAIT_COLS.map(|c| Builder::new(COLUMNS[c].kind)).collect();
         let mut extras = StringBuilder::new();
         let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut versions = StringBuilder::new();
-        for (group, acc) in chunk {
+        let mut text = String::new();
+        for (group, acc) in chunk.iter_mut() {
+            acc.drop_unused_versions();
             gid.append_value(group);
-            for (b, reg) in traits.iter_mut().zip(&acc.columns) {
-                b.append(reg.as_ref().and_then(|r| r.value.as_ref()));
+            for (i, b) in traits.iter_mut().enumerate() {
+                b.append(acc.get(i as Key).and_then(|r| r.value.as_deref()));
             }
-            extras.append_option(acc.extra_traits_json());
+            extras.append_option(acc.extra_traits_json(&keys));
             first.append_value(acc.first_seen);
             last.append_value(acc.last_seen);
-            versions.append_value(acc.versions_json());
+            acc.versions_json(&keys, &mut text);
+            versions.append_value(&text);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(gid.finish())];
         columns.extend(traits.iter_mut().map(Builder::finish));
@@ -581,12 +667,10 @@ impl Builder {
         }
     }
 
-    fn append(&mut self, v: Option<&Value>) {
+    fn append(&mut self, v: Option<&str>) {
         match (self, v) {
-            (Builder::Text(b), Some(Value::Text(t))) => b.append_value(t),
-            (Builder::Time(b), Some(Value::Time(t))) => b.append_value(*t),
-            (Builder::Text(b), _) => b.append_null(),
-            (Builder::Time(b), _) => b.append_null(),
+            (Builder::Text(b), v) => b.append_option(v),
+            (Builder::Time(b), v) => b.append_option(v.and_then(|t| t.parse().ok())),
         }
     }
 
@@ -612,8 +696,10 @@ pub struct Merge<'a> {
     /// The current version's `groups` files that the new version keeps (read only when rebuilding).
     pub kept_files: Vec<PathBuf>,
     pub codec: Codec,
-    /// Bytes the accounts of one bucket may take in memory.
+    /// Bytes the accounts being merged may take in memory (all buckets merged at once together).
     pub budget: u64,
+    /// Buckets are merged in parallel on this pool, one per thread.
+    pub pool: &'a rayon::ThreadPool,
 }
 
 /// The outcome: new snapshot files (staged path, final path relative to the output), the current snapshot's
@@ -679,7 +765,8 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     for p in &sources {
         estimate += parquet_rows(p)?;
     }
-    let per_bucket = (m.budget / BYTES_PER_GROUP).max(1024);
+    let threads = m.pool.current_num_threads().max(1) as u64;
+    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
     let wanted = estimate.div_ceil(per_bucket).max(1);
     let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
 
@@ -702,7 +789,8 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         ..Merged::default()
     };
     let old_by_bucket: HashMap<u32, &PathBuf> = old.iter().map(|(b, _, p)| (*b, p)).collect();
-    for b in 0..n {
+    // One bucket: its new file (staged, final) and rows, or the rows of the old file it keeps.
+    let one = |b: u32| -> Result<(Option<(PathBuf, PathBuf)>, u64)> {
         let old_file = if old_n > 0 {
             old_by_bucket.get(&(b % old_n)).copied()
         } else {
@@ -710,34 +798,36 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         };
         if n == old_n && !touched[b as usize] {
             // Untouched and same layout: the file is kept as it is.
-            if let Some(p) = old_file {
-                merged.groups += parquet_rows(p)?;
-            }
-            continue;
+            return Ok((
+                None,
+                old_file.map(|p| parquet_rows(p)).transpose()?.unwrap_or(0),
+            ));
         }
-        let mut accounts: HashMap<String, Account> = HashMap::new();
+        let mut state = Bucket::default();
         if let Some(p) = old_file {
-            read_snapshot(p, b, n, &mut accounts)?;
+            read_snapshot(p, b, n, &mut state)?;
         }
         for p in &sources {
-            read_events(p, b, n, &mut |group, event| match accounts.get_mut(group) {
-                Some(acc) => acc.apply(&event),
-                None => {
-                    let mut acc = Account::new(event.version.timestamp);
-                    acc.apply(&event);
-                    accounts.insert(group.to_string(), acc);
-                }
-            })?;
+            read_events(p, b, n, &mut |group, event| state.apply(group, event))?;
         }
-        if accounts.is_empty() {
-            continue;
+        if state.accounts.is_empty() {
+            return Ok((None, 0));
         }
         let name = file_name(b, n);
         let staged = m.staging.join(ACCOUNTS_DIR).join(&name);
-        merged.groups += write_bucket(&staged, accounts, m.codec)?;
-        merged
-            .adds
-            .push((staged, Path::new(ACCOUNTS_DIR).join(name)));
+        let rows = write_bucket(&staged, state, m.codec)?;
+        Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
+    };
+    let done: Vec<(Option<(PathBuf, PathBuf)>, u64)> = m.pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(one)
+            .collect::<Result<_>>()
+    })?;
+    for (file, rows) in done {
+        merged.groups += rows;
+        merged.adds.extend(file);
     }
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
     for (b, old_of, _) in snapshot_files(m.out)? {
@@ -759,14 +849,15 @@ mod tests {
         Version {
             timestamp: ts,
             received_at: rcv,
-            id: Some(id.to_string()),
+            id: Some(id.into()),
         }
     }
 
+    const PLAN: Key = (Col::Plan as usize - Col::Name as usize) as Key;
+
     fn plan_event(version: Version, plan: Option<Option<&str>>) -> Event {
-        let mut columns: [Option<Option<Value>>; NT] = Default::default();
-        columns[Col::Plan as usize - Col::Name as usize] =
-            plan.map(|p| p.map(|s| Value::Text(s.to_string())));
+        let mut columns: [Option<Value>; NT] = Default::default();
+        columns[PLAN as usize] = plan.map(|p| p.map(Into::into));
         Event {
             version,
             columns,
@@ -774,10 +865,9 @@ mod tests {
         }
     }
 
-    fn plan(acc: &Account) -> Option<Option<Value>> {
-        acc.columns[Col::Plan as usize - Col::Name as usize]
-            .as_ref()
-            .map(|r| r.value.clone())
+    fn plan(acc: &Account) -> Option<Option<String>> {
+        acc.get(PLAN)
+            .map(|r| r.value.as_deref().map(str::to_string))
     }
 
     #[test]
@@ -795,62 +885,71 @@ mod tests {
 
     #[test]
     fn newer_wins_null_clears_absent_keeps_late_loses() {
+        let keys = &mut Keys::default();
         let mut acc = Account::new(10);
-        acc.apply(&plan_event(v(10, None, "a"), Some(Some("free"))));
-        acc.apply(&plan_event(v(30, None, "c"), Some(None)));
+        acc.apply(keys, plan_event(v(10, None, "a"), Some(Some("free"))));
+        acc.apply(keys, plan_event(v(30, None, "c"), Some(None)));
         assert_eq!(plan(&acc), Some(None), "null clears");
-        acc.apply(&plan_event(v(20, None, "b"), Some(Some("pro"))));
+        acc.apply(keys, plan_event(v(20, None, "b"), Some(Some("pro"))));
         assert_eq!(
             plan(&acc),
             Some(None),
             "a late, older event does not bring it back"
         );
-        acc.apply(&plan_event(v(40, None, "d"), None));
+        acc.apply(keys, plan_event(v(40, None, "d"), None));
         assert_eq!(plan(&acc), Some(None), "not sent: kept");
-        acc.apply(&plan_event(v(50, None, "e"), Some(Some("team"))));
-        assert_eq!(plan(&acc), Some(Some(Value::Text("team".into()))));
+        acc.apply(keys, plan_event(v(50, None, "e"), Some(Some("team"))));
+        assert_eq!(plan(&acc), Some(Some("team".into())));
         assert_eq!((acc.first_seen, acc.last_seen), (10, 50));
     }
 
     #[test]
     fn exact_ties_break_on_the_value_so_order_does_not_matter() {
+        let keys = &mut Keys::default();
         let a = plan_event(v(1, None, "x"), Some(Some("a")));
         let b = plan_event(v(1, None, "x"), Some(Some("b")));
         let c = plan_event(v(1, None, "x"), Some(None));
         let mut one = Account::new(1);
         let mut two = Account::new(1);
         for e in [&a, &b, &c] {
-            one.apply(e);
+            one.apply(keys, e.clone());
         }
         for e in [&c, &b, &a, &a] {
-            two.apply(e);
+            two.apply(keys, e.clone());
         }
         assert_eq!(plan(&one), plan(&two));
-        assert_eq!(plan(&one), Some(Some(Value::Text("b".into()))));
+        assert_eq!(plan(&one), Some(Some("b".into())));
     }
 
     #[test]
     fn extras_keys_are_registers_with_tombstones() {
+        let keys = &mut Keys::default();
         let mut acc = Account::new(1);
         let e = |ts, extras: Vec<(&str, Option<&str>)>| Event {
             version: v(ts, None, "m"),
             columns: Default::default(),
             extras: extras
                 .into_iter()
-                .map(|(k, x)| (k.to_string(), x.map(str::to_string)))
+                .map(|(k, x)| (k.to_string(), x.map(Into::into)))
                 .collect(),
         };
-        acc.apply(&e(
-            1,
-            vec![("seats", Some("5")), ("tier", Some("\"gold\""))],
-        ));
-        acc.apply(&e(3, vec![("tier", None)]));
-        acc.apply(&e(
-            2,
-            vec![("tier", Some("\"silver\"")), ("seats", Some("7"))],
-        ));
-        assert_eq!(acc.extra_traits_json().as_deref(), Some(r#"{"seats":7}"#));
-        let doc: serde_json::Value = serde_json::from_str(&acc.versions_json()).unwrap();
+        acc.apply(
+            keys,
+            e(1, vec![("seats", Some("5")), ("tier", Some("\"gold\""))]),
+        );
+        acc.apply(keys, e(3, vec![("tier", None)]));
+        acc.apply(
+            keys,
+            e(2, vec![("tier", Some("\"silver\"")), ("seats", Some("7"))]),
+        );
+        acc.drop_unused_versions();
+        assert_eq!(
+            acc.extra_traits_json(keys).as_deref(),
+            Some(r#"{"seats":7}"#)
+        );
+        let mut text = String::new();
+        acc.versions_json(keys, &mut text);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             doc,
             serde_json::json!({
@@ -858,7 +957,7 @@ mod tests {
                 "columns": {},
                 "extra_traits": {"seats": 0, "tier": 1}
             }),
-            "the tombstone of `tier` is kept, unused versions are dropped"
+            "the tombstone of `tier` is kept, unused versions are dropped, versions in order"
         );
     }
 

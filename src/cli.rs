@@ -164,6 +164,7 @@ impl LoadArgs {
             memory_limit: self.memory_limit,
             dedupe: !self.no_dedupe,
             accounts: !self.no_accounts,
+            accounts_budget: self.memory_limit / 2,
             progress: self.progress,
             quiet: self.quiet,
             max_line_bytes: usize::try_from(self.max_line_bytes)

@@ -59,6 +59,9 @@ pub struct LoadOptions {
     pub dedupe: bool,
     /// Maintain the `accounts` table (SPEC §9).
     pub accounts: bool,
+    /// Bytes the `accounts` merge may hold (the command line gives it half of `memory_limit`: by then the
+    /// groups writer has finished). Smaller means more, smaller buckets.
+    pub accounts_budget: u64,
     pub progress: ProgressWhen,
     pub quiet: bool,
     pub max_line_bytes: usize,
@@ -624,7 +627,7 @@ fn ingest_and_publish(
         }
         plan.removes
             .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
-        report.accounts = update_accounts(opts, staging, &staged, &mut plan)?;
+        report.accounts = update_accounts(opts, pool, staging, &staged, &mut plan)?;
     }
     match (&staged_rejects, &rejects_rel) {
         (Some(from), Some(to)) => plan.adds.push((from.clone(), to.clone())),
@@ -645,6 +648,7 @@ fn ingest_and_publish(
 /// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
 fn update_accounts(
     opts: &LoadOptions,
+    pool: &rayon::ThreadPool,
     staging: &Staging,
     staged: &[StagedFile],
     plan: &mut Plan,
@@ -683,7 +687,8 @@ fn update_accounts(
         rebuild,
         kept_files: if rebuild { kept } else { Vec::new() },
         codec: opts.codec,
-        budget: opts.memory_limit / 2,
+        budget: opts.accounts_budget,
+        pool,
     })?;
     let report = AccountsReport {
         groups: merged.groups,

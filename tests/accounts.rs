@@ -27,6 +27,7 @@ fn options(input: &Path, out: &Path) -> LoadOptions {
         memory_limit: 256 << 20,
         dedupe: true,
         accounts: true,
+        accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 1 << 20,
@@ -401,4 +402,57 @@ fn schema_command_describes_accounts() {
             assert_eq!(gc["arrow_type"], c["arrow_type"], "{}", c["name"]);
         }
     }
+}
+
+/// A small merge budget forces many buckets: a first run lays the snapshot out in buckets, a bigger second
+/// run doubles their number (each old file read into two new ones), a third run touching few groups keeps
+/// the files it does not touch. The table equals one run over all the events.
+#[test]
+fn buckets_split_grow_and_are_kept_when_untouched() {
+    let line = |i: usize, g: usize, plan: &str| {
+        format!(
+            r#"{{"type":"group","messageId":"m{i}","groupId":"g{g}","userId":"u","timestamp":"2024-03-01T00:00:{:02}Z","traits":{{"plan":{plan},"n{}":{i}}}}}"#,
+            i % 60,
+            i % 3
+        )
+    };
+    let first: Vec<String> = (0..600).map(|i| line(i, i % 400, "\"a\"")).collect();
+    let second: Vec<String> = (600..2400).map(|i| line(i, i % 1500, "null")).collect();
+    let third: Vec<String> = (2400..2410).map(|i| line(i, i % 5, "\"c\"")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let inputs = dir.path().join("inputs");
+    fs::create_dir_all(&inputs).unwrap();
+    let mut reports = Vec::new();
+    for (name, lines) in [("1", &first), ("2", &second), ("3", &third)] {
+        let input = inputs.join(format!("{name}.ndjson"));
+        fs::write(&input, lines.join("\n")).unwrap();
+        let mut opts = options(&input, &out);
+        opts.accounts_budget = 64 * 2048 * 2; // 64 groups per bucket with 2 threads
+        let report = load_in_process(&opts).unwrap();
+        reports.push(report.accounts.clone().unwrap());
+    }
+    assert_eq!(
+        reports[0].buckets, 16,
+        "600 events: 16 buckets of up to 64 groups"
+    );
+    assert_eq!(reports[1].buckets, 64, "grown for the second run");
+    assert_eq!(
+        reports[1].files_written, 64,
+        "a new layout rewrites every bucket"
+    );
+    assert_eq!(reports[2].buckets, 64);
+    assert!(
+        reports[2].files_written < 10,
+        "10 events touch at most 5 groups' buckets: {}",
+        reports[2].files_written
+    );
+    assert_eq!(parquet_files(&out.join("accounts")).len(), 64);
+
+    let all: Vec<String> = first.iter().chain(&second).chain(&third).cloned().collect();
+    let once = dir.path().join("once");
+    run(&once, "all.ndjson", &all, Mode::Append);
+    let expected = accounts(&once);
+    assert_eq!(expected.len(), 1500);
+    assert_eq!(accounts(&out), expected);
 }

@@ -155,6 +155,7 @@ fn options(input: &Path, out: &Path) -> LoadOptions {
         memory_limit: 256 << 20,
         dedupe: true,
         accounts: true,
+        accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 200,

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         memory_limit: 256 << 20,
         dedupe: true,
         accounts: true,
+        accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 300,
