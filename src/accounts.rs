@@ -29,6 +29,7 @@
 //! bucket is merged at a time, and the bucket count doubles when a bucket would outgrow the memory budget.
 //! A bucket that no event of the run touches is kept as it is.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -117,14 +118,32 @@ pub struct Account {
     regs: Vec<Register>,
 }
 
-/// What one event (a `groups` row) says about its group.
+/// What one event (a `groups` row) says about its group, borrowed from the batch it was read from (values
+/// are copied only when they win a register).
 #[derive(Debug, Clone)]
-pub struct Event {
-    pub version: Version,
+pub struct Event<'a> {
+    pub timestamp: i64,
+    pub received_at: Option<i64>,
+    pub id: Option<&'a str>,
     /// Per trait column: `None` not sent, `Some(None)` cleared, `Some(Some(v))` set.
-    pub columns: [Option<Value>; NT],
+    pub columns: [Option<Option<Cow<'a, str>>>; NT],
     /// Top-level keys of `extra_traits` with their raw JSON (`None`: sent as `null`).
-    pub extras: Vec<(String, Value)>,
+    pub extras: Vec<(Cow<'a, str>, Option<&'a str>)>,
+}
+
+/// A version as compared: `(timestamp, received_at, id)`.
+type VersionKey<'a> = (i64, Option<i64>, Option<&'a str>);
+
+impl Version {
+    fn key(&self) -> VersionKey<'_> {
+        (self.timestamp, self.received_at, self.id.as_deref())
+    }
+}
+
+impl Event<'_> {
+    fn key(&self) -> VersionKey<'_> {
+        (self.timestamp, self.received_at, self.id)
+    }
 }
 
 impl Account {
@@ -137,12 +156,16 @@ impl Account {
         }
     }
 
-    /// The index of `v` in `versions`, adding it if needed.
-    fn version_index(&mut self, v: &Version) -> u32 {
-        if let Some(i) = self.versions.iter().rposition(|x| x == v) {
+    /// The index of version `v` in `versions`, adding it if needed.
+    fn version_index(&mut self, v: VersionKey<'_>) -> u32 {
+        if let Some(i) = self.versions.iter().rposition(|x| x.key() == v) {
             return i as u32;
         }
-        self.versions.push(v.clone());
+        self.versions.push(Version {
+            timestamp: v.0,
+            received_at: v.1,
+            id: v.2.map(Into::into),
+        });
         (self.versions.len() - 1) as u32
     }
 
@@ -154,15 +177,15 @@ impl Account {
     }
 
     /// Writes `(version, value)` into register `key` if it beats what the register holds.
-    fn offer(&mut self, key: Key, version: &Version, value: Value) {
+    fn offer(&mut self, key: Key, version: VersionKey<'_>, value: Option<&str>) {
         match self.regs.binary_search_by_key(&key, |r| r.key) {
             Ok(i) => {
                 let r = &self.regs[i];
-                let held = &self.versions[r.version as usize];
-                if (version, &value) > (held, &r.value) {
+                let held = self.versions[r.version as usize].key();
+                if (version, value) > (held, r.value.as_deref()) {
                     let v = self.version_index(version);
                     self.regs[i].version = v;
-                    self.regs[i].value = value;
+                    self.regs[i].value = value.map(Into::into);
                 }
             }
             Err(i) => {
@@ -172,7 +195,7 @@ impl Account {
                     Register {
                         key,
                         version: v,
-                        value,
+                        value: value.map(Into::into),
                     },
                 );
             }
@@ -180,18 +203,18 @@ impl Account {
     }
 
     /// Applies one event (the register rule of the module doc).
-    pub fn apply(&mut self, keys: &mut Keys, event: Event) {
-        let ts = event.version.timestamp;
+    pub fn apply(&mut self, keys: &mut Keys, event: &Event<'_>) {
+        let ts = event.timestamp;
         self.first_seen = self.first_seen.min(ts);
         self.last_seen = self.last_seen.max(ts);
-        for (i, sent) in event.columns.into_iter().enumerate() {
+        for (i, sent) in event.columns.iter().enumerate() {
             if let Some(value) = sent {
-                self.offer(i as Key, &event.version, value);
+                self.offer(i as Key, event.key(), value.as_deref());
             }
         }
-        for (key, value) in event.extras {
-            let key = keys.id(&key);
-            self.offer(key, &event.version, value);
+        for (key, value) in &event.extras {
+            let key = keys.id(key);
+            self.offer(key, event.key(), *value);
         }
         // Versions no register uses any more are dropped now and then (and always before writing).
         if self.versions.len() > 2 * self.regs.len().max(4) {
@@ -204,9 +227,9 @@ impl Account {
     fn absorb(&mut self, other: Account) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        for r in other.regs {
-            let v = &other.versions[r.version as usize];
-            self.offer(r.key, v, r.value);
+        for r in &other.regs {
+            let v = other.versions[r.version as usize].key();
+            self.offer(r.key, v, r.value.as_deref());
         }
     }
 
@@ -320,9 +343,13 @@ struct VersionsDoc {
     extra_traits: BTreeMap<String, u32>,
 }
 
+fn group_hash(group_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(group_id.as_bytes())
+}
+
 /// The bucket of a group among `n` (a power of two).
 fn bucket(group_id: &str, n: u32) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(group_id.as_bytes()) & u64::from(n - 1)) as u32
+    (group_hash(group_id) & u64::from(n - 1)) as u32
 }
 
 fn file_name(b: u32, n: u32) -> String {
@@ -403,7 +430,7 @@ fn groups_columns() -> Vec<&'static str> {
 }
 
 /// Reads the events of one `groups` file whose group falls in bucket `b` of `n`, calling `f` with each.
-fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> Result<()> {
+fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>)) -> Result<()> {
     let (reader, cleared) = open_parquet(path, &groups_columns())?;
     // Row -> bit mask of cleared trait columns (bit i: trait column i).
     let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
@@ -443,7 +470,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
                 .get(&(row_base + r as u64))
                 .copied()
                 .unwrap_or(0);
-            let mut columns: [Option<Value>; NT] = Default::default();
+            let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
             for (i, col) in traits.iter().enumerate() {
                 if !col.is_null(r) {
                     columns[i] = Some(Some(cell_value(col, r)));
@@ -454,8 +481,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
             let mut extra_list = Vec::new();
             if !extras.is_null(r) {
                 let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
-                    let raw = (v.trim() != "null").then(|| v.into());
-                    extra_list.push((k.into_owned(), raw));
+                    extra_list.push((k, (v.trim() != "null").then_some(v)));
                 });
                 if ok.is_err() {
                     return Err(dataset_err(path)(
@@ -464,15 +490,13 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
                 }
             }
             let event = Event {
-                version: Version {
-                    timestamp: ts.value(r),
-                    received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
-                    id: (!id.is_null(r)).then(|| id.value(r).into()),
-                },
+                timestamp: ts.value(r),
+                received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
+                id: (!id.is_null(r)).then(|| id.value(r)),
                 columns,
                 extras: extra_list,
             };
-            f(group, event);
+            f(group, &event);
         }
         row_base += batch.num_rows() as u64;
     }
@@ -480,13 +504,13 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, Event)) -> R
 }
 
 /// A non-null cell of a trait column as a register value (times as decimal microseconds).
-fn cell_value(col: &ArrayRef, r: usize) -> Box<str> {
+fn cell_value(col: &ArrayRef, r: usize) -> Cow<'_, str> {
     if let Some(t) = col.as_any().downcast_ref::<StringArray>() {
-        t.value(r).into()
+        Cow::Borrowed(t.value(r))
     } else if let Some(t) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
-        t.value(r).to_string().into()
+        Cow::Owned(t.value(r).to_string())
     } else {
-        "".into()
+        Cow::Borrowed("")
     }
 }
 
@@ -498,12 +522,12 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn apply(&mut self, group: &str, event: Event) {
+    fn apply(&mut self, group: &str, event: &Event<'_>) {
         let keys = &mut self.keys;
         match self.accounts.get_mut(group) {
             Some(acc) => acc.apply(keys, event),
             None => {
-                let mut acc = Account::new(event.version.timestamp);
+                let mut acc = Account::new(event.timestamp);
                 acc.apply(keys, event);
                 self.accounts.insert(group.into(), acc);
             }
@@ -558,7 +582,7 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
                     acc.regs.push(Register {
                         key: i as Key,
                         version: check(v)?,
-                        value: (!col.is_null(r)).then(|| cell_value(col, r)),
+                        value: (!col.is_null(r)).then(|| cell_value(col, r).into()),
                     });
                 }
             }
@@ -757,31 +781,51 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     } else {
         m.run_files.iter().collect()
     };
-    // Upper bound of the groups after the merge: every snapshot row plus one per event.
-    let mut estimate = 0;
-    for (_, _, p) in &old {
-        estimate += parquet_rows(p)?;
-    }
-    for p in &sources {
-        estimate += parquet_rows(p)?;
-    }
-    let threads = m.pool.current_num_threads().max(1) as u64;
-    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
-    let wanted = estimate.div_ceil(per_bucket).max(1);
-    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
-
-    // Which buckets the events touch (one cheap pass over group_id).
-    let mut touched = vec![false; n as usize];
+    // The groups the events name (their hashes: the bucket of a group is its hash modulo the bucket count),
+    // from one cheap pass over `group_id`. Past a share of the budget the set is dropped and every event
+    // counts as a new group (more buckets than needed, never too few).
+    let cap = (m.budget / 16 / 16) as usize;
+    let mut hashes: Option<std::collections::HashSet<u64>> = Some(Default::default());
+    let mut event_rows = 0u64;
     for p in &sources {
         let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
         for batch in reader {
             let batch = batch.map_err(|e| dataset_err(p)(e.to_string()))?;
             let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
-            for r in 0..batch.num_rows() {
-                touched[bucket(gid.value(r), n) as usize] = true;
+            event_rows += batch.num_rows() as u64;
+            if let Some(set) = &mut hashes {
+                set.extend((0..batch.num_rows()).map(|r| group_hash(gid.value(r))));
+                if set.len() > cap {
+                    hashes = None;
+                }
             }
         }
     }
+    // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
+    let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
+    for (_, _, p) in &old {
+        estimate += parquet_rows(p)?;
+    }
+    let threads = m.pool.current_num_threads().max(1) as u64;
+    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
+    // At least one bucket per thread once there is real work, so that every core merges.
+    let floor = if estimate > 4 * per_bucket.min(16_384) {
+        threads
+    } else {
+        1
+    };
+    let wanted = estimate.div_ceil(per_bucket).max(floor);
+    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
+    let touched: Vec<bool> = match &hashes {
+        Some(set) => {
+            let mut t = vec![false; n as usize];
+            for h in set {
+                t[(h & u64::from(n - 1)) as usize] = true;
+            }
+            t
+        }
+        None => vec![true; n as usize],
+    };
 
     let mut merged = Merged {
         buckets: n,
@@ -855,11 +899,13 @@ mod tests {
 
     const PLAN: Key = (Col::Plan as usize - Col::Name as usize) as Key;
 
-    fn plan_event(version: Version, plan: Option<Option<&str>>) -> Event {
-        let mut columns: [Option<Value>; NT] = Default::default();
-        columns[PLAN as usize] = plan.map(|p| p.map(Into::into));
+    fn plan_event<'a>(version: &'a Version, plan: Option<Option<&'static str>>) -> Event<'a> {
+        let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
+        columns[PLAN as usize] = plan.map(|p| p.map(Cow::Borrowed));
         Event {
-            version,
+            timestamp: version.timestamp,
+            received_at: version.received_at,
+            id: version.id.as_deref(),
             columns,
             extras: Vec::new(),
         }
@@ -881,24 +927,35 @@ mod tests {
             id: None,
         };
         assert!(v(1, Some(1), "") > no_id);
+        assert!(
+            v(1, Some(1), "").key() > no_id.key(),
+            "the compared key orders the same way"
+        );
     }
 
     #[test]
     fn newer_wins_null_clears_absent_keeps_late_loses() {
         let keys = &mut Keys::default();
         let mut acc = Account::new(10);
-        acc.apply(keys, plan_event(v(10, None, "a"), Some(Some("free"))));
-        acc.apply(keys, plan_event(v(30, None, "c"), Some(None)));
+        let (a, b, c, d, e) = (
+            v(10, None, "a"),
+            v(20, None, "b"),
+            v(30, None, "c"),
+            v(40, None, "d"),
+            v(50, None, "e"),
+        );
+        acc.apply(keys, &plan_event(&a, Some(Some("free"))));
+        acc.apply(keys, &plan_event(&c, Some(None)));
         assert_eq!(plan(&acc), Some(None), "null clears");
-        acc.apply(keys, plan_event(v(20, None, "b"), Some(Some("pro"))));
+        acc.apply(keys, &plan_event(&b, Some(Some("pro"))));
         assert_eq!(
             plan(&acc),
             Some(None),
             "a late, older event does not bring it back"
         );
-        acc.apply(keys, plan_event(v(40, None, "d"), None));
+        acc.apply(keys, &plan_event(&d, None));
         assert_eq!(plan(&acc), Some(None), "not sent: kept");
-        acc.apply(keys, plan_event(v(50, None, "e"), Some(Some("team"))));
+        acc.apply(keys, &plan_event(&e, Some(Some("team"))));
         assert_eq!(plan(&acc), Some(Some("team".into())));
         assert_eq!((acc.first_seen, acc.last_seen), (10, 50));
     }
@@ -906,16 +963,17 @@ mod tests {
     #[test]
     fn exact_ties_break_on_the_value_so_order_does_not_matter() {
         let keys = &mut Keys::default();
-        let a = plan_event(v(1, None, "x"), Some(Some("a")));
-        let b = plan_event(v(1, None, "x"), Some(Some("b")));
-        let c = plan_event(v(1, None, "x"), Some(None));
+        let x = v(1, None, "x");
+        let a = plan_event(&x, Some(Some("a")));
+        let b = plan_event(&x, Some(Some("b")));
+        let c = plan_event(&x, Some(None));
         let mut one = Account::new(1);
         let mut two = Account::new(1);
         for e in [&a, &b, &c] {
-            one.apply(keys, e.clone());
+            one.apply(keys, e);
         }
         for e in [&c, &b, &a, &a] {
-            two.apply(keys, e.clone());
+            two.apply(keys, e);
         }
         assert_eq!(plan(&one), plan(&two));
         assert_eq!(plan(&one), Some(Some("b".into())));
@@ -925,22 +983,24 @@ mod tests {
     fn extras_keys_are_registers_with_tombstones() {
         let keys = &mut Keys::default();
         let mut acc = Account::new(1);
-        let e = |ts, extras: Vec<(&str, Option<&str>)>| Event {
-            version: v(ts, None, "m"),
+        let e = |ts, extras: Vec<(&'static str, Option<&'static str>)>| Event {
+            timestamp: ts,
+            received_at: None,
+            id: Some("m"),
             columns: Default::default(),
             extras: extras
                 .into_iter()
-                .map(|(k, x)| (k.to_string(), x.map(Into::into)))
+                .map(|(k, x)| (Cow::Borrowed(k), x))
                 .collect(),
         };
         acc.apply(
             keys,
-            e(1, vec![("seats", Some("5")), ("tier", Some("\"gold\""))]),
+            &e(1, vec![("seats", Some("5")), ("tier", Some("\"gold\""))]),
         );
-        acc.apply(keys, e(3, vec![("tier", None)]));
+        acc.apply(keys, &e(3, vec![("tier", None)]));
         acc.apply(
             keys,
-            e(2, vec![("tier", Some("\"silver\"")), ("seats", Some("7"))]),
+            &e(2, vec![("tier", Some("\"silver\"")), ("seats", Some("7"))]),
         );
         acc.drop_unused_versions();
         assert_eq!(

@@ -432,10 +432,9 @@ fn buckets_split_grow_and_are_kept_when_untouched() {
         let report = load_in_process(&opts).unwrap();
         reports.push(report.accounts.clone().unwrap());
     }
-    assert_eq!(
-        reports[0].buckets, 16,
-        "600 events: 16 buckets of up to 64 groups"
-    );
+    assert_eq!(reports[0].buckets, 8, "400 groups: 8 buckets of up to 64");
+    // 1,800 events name more groups than the set of distinct groups may hold under this budget (1,024), so
+    // every event counts as a group: 400 + 1,800 -> 64 buckets.
     assert_eq!(reports[1].buckets, 64, "grown for the second run");
     assert_eq!(
         reports[1].files_written, 64,
@@ -443,7 +442,7 @@ fn buckets_split_grow_and_are_kept_when_untouched() {
     );
     assert_eq!(reports[2].buckets, 64);
     assert!(
-        reports[2].files_written < 10,
+        reports[2].files_written <= 5,
         "10 events touch at most 5 groups' buckets: {}",
         reports[2].files_written
     );
