@@ -6,7 +6,10 @@
 
 Cases: N events plain NDJSON, the same gzipped, and 5N events plain (does peak RSS grow with input size?),
 plus group-loader with --threads 1 (scaling), with --memory-limit 512MiB, and with --no-dedupe (the 5N case)
-for comparison. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
+for comparison. DuckDB's job writes the groups table only, so group-loader runs with --no-accounts against it;
+the plain case also shows group-loader with its accounts table (the full default job). Then the accounts case:
+N events on N distinct groups (a million groups by default) at --memory-limit 1GiB and 512MiB, and a second run
+merging N/10 more events into that snapshot, against the limit (--skip-accounts to leave it out). Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
 ru_maxrss; each is run --repeat times (default 3, 1 for the 5N case) and the fastest run is kept, for both
 tools alike (this machine is shared and noisy). Inputs are read once before timing so both tools start from
 the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
@@ -37,7 +40,7 @@ def run(cmd):
     return wall, usage.ru_maxrss * 1024
 
 
-def ensure_input(path, n, gz_of=None):
+def ensure_input(path, n, gz_of=None, extra=()):
     if os.path.exists(path):
         return
     tmp = path + ".tmp"
@@ -45,7 +48,7 @@ def ensure_input(path, n, gz_of=None):
         with open(gz_of, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     else:
-        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), str(n), tmp], check=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), str(n), tmp, *extra], check=True)
     os.rename(tmp, path)
 
 
@@ -80,6 +83,7 @@ def main():
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-accounts", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.data, exist_ok=True)
     n, big = args.events, args.big
@@ -98,15 +102,15 @@ def main():
     for name, path, events in cases:
         warm(path)
         size = os.path.getsize(path)
-        runs = [("group-loader", [LOADER, "load", path, "-o", out, "-q"], "groups/*/*.parquet")]
+        gl = [LOADER, "load", path, "-o", out, "-q", "--no-accounts"]
+        runs = [("group-loader", gl, "groups/*/*.parquet")]
         if name == "plain":
-            runs.append(("group-loader --threads 1", [LOADER, "load", path, "-o", out, "-q", "--threads", "1"],
+            runs.append(("group-loader --threads 1", gl + ["--threads", "1"], "groups/*/*.parquet"))
+            runs.append(("group-loader --memory-limit 512MiB", gl + ["--memory-limit", "512MiB"],
                          "groups/*/*.parquet"))
-            runs.append(("group-loader --memory-limit 512MiB",
-                         [LOADER, "load", path, "-o", out, "-q", "--memory-limit", "512MiB"], "groups/*/*.parquet"))
+            runs.append(("group-loader + accounts", gl[:-1], "groups/*/*.parquet"))
         if name == "plain-big":
-            runs.append(("group-loader --no-dedupe", [LOADER, "load", path, "-o", out, "-q", "--no-dedupe"],
-                         "groups/*/*.parquet"))
+            runs.append(("group-loader --no-dedupe", gl + ["--no-dedupe"], "groups/*/*.parquet"))
         runs.append(("duckdb", [sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), path, out],
                      "*/*.parquet"))
         repeat = 1 if name == "plain-big" else args.repeat
@@ -145,7 +149,51 @@ def main():
         print(f"peak RSS, {big:,} vs {n:,} events: {b['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
         nd = get("plain-big", "group-loader --no-dedupe")
         print(f"peak RSS, {big:,} events with --no-dedupe vs {n:,} events: {nd['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
+    if not args.skip_accounts:
+        accounts_case(args, n, out, get)
     print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
+
+
+def accounts_case(args, n, out, get):
+    """N events on N groups: the accounts merge against the memory limit, then N/10 more merged into it."""
+    distinct = os.path.join(args.data, f"events-{n}-distinct.ndjson")
+    late = os.path.join(args.data, f"events-{n // 10}-late.ndjson")
+    ensure_input(distinct, n, extra=["--distinct-groups"])
+    ensure_input(late, n // 10, extra=["--seed", "7"])
+    warm(distinct)
+    import duckdb
+    rows = []
+    base = None
+    for limit in ["1GiB", "512MiB"]:
+        best = None
+        for _ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [LOADER, "load", distinct, "-o", out, "-q", "--memory-limit", limit]
+            first = run(cmd)
+            second = run([LOADER, "load", late, "-o", out, "-q", "--memory-limit", limit])
+            if best is None or first[0] < best[0][0]:
+                best = (first, second)
+        groups = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/accounts/*.parquet')").fetchall()[0][0]
+        assert groups == n, f"accounts holds {groups} groups, expected {n}"
+        if base is None:
+            base_best = None
+            for _ in range(args.repeat):
+                shutil.rmtree(out, ignore_errors=True)
+                r = run([LOADER, "load", distinct, "-o", out, "-q", "--no-accounts", "--memory-limit", limit])
+                if base_best is None or r[0] < base_best[0]:
+                    base_best = r
+            base = base_best
+        rows.append((limit, best, groups))
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\nAccounts: {n:,} events on {n:,} distinct groups, then {n // 10:,} more events merged into that "
+          f"snapshot. Without accounts the first run takes {base[0]:.2f} s, {base[1] / 1e6:.0f} MB.\n")
+    print("| --memory-limit | first run (s) | peak RSS (MB) | RSS / limit | vs --no-accounts | "
+          "second run (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for limit, ((w1, r1), (w2, r2)), groups in rows:
+        lim = 2**30 if limit == "1GiB" else 2**29
+        print(f"| {limit} | {w1:.2f} | {r1 / 1e6:.0f} | {r1 / lim:.2f} | {w1 / base[0]:.2f}x time | "
+              f"{w2:.2f} | {r2 / 1e6:.0f} |")
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ fn killed_at_random_moments_never_half_publishes() {
     assert!(status.success());
     assert_eq!(visible_ids(&out), expected);
     assert!(visible_accounts(&out) == expected_accounts);
+    assert_counts_add_up(&report(&out));
     assert_eq!(
         fs::read_dir(out.join(".group-loader/staging"))
             .unwrap()
@@ -324,6 +325,7 @@ fn a_full_disk_fails_cleanly_and_publishes_nothing() {
     let (code, stderr) = run_in_shell(prelude, &small_args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(visible_ids(&out), before);
+    assert_counts_add_up(&report(&out));
     assert_eq!(
         fs::read_dir(out.join(".group-loader/staging"))
             .unwrap()
@@ -433,4 +435,5 @@ fn a_second_concurrent_run_exits_4_at_once() {
     );
     assert!(first.wait().unwrap().success());
     assert_eq!(visible_ids(&out).len(), 40_000);
+    assert_counts_add_up(&report(&out));
 }
