@@ -25,9 +25,11 @@
 //! with accounts, after `--no-accounts`, or `--mode overwrite`, which removes rows) it rebuilds from every
 //! `groups` file of the new version.
 //!
-//! Memory. The snapshot is split into buckets by a hash of `group_id` (`part-BBBBB-of-NNNNN.parquet`); one
-//! bucket is merged at a time, and the bucket count doubles when a bucket would outgrow the memory budget.
-//! A bucket that no event of the run touches is kept as it is.
+//! Memory. The snapshot is split into buckets by a hash of `group_id` (`part-BBBBB-of-NNNNN.parquet`). Buckets
+//! are merged one per thread, each holding its groups in memory; the bucket count (a power of two) is chosen so
+//! that the snapshot's groups plus the distinct groups of the run fit the budget at `BYTES_PER_GROUP` each,
+//! and only grows. A bucket that no event of the run touches is kept as it is. Each bucket reads the run's rows
+//! again (filtered by hash), so many buckets cost repeated reads, not memory.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

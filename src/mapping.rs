@@ -1,8 +1,8 @@
 //! The mapping rules of SPEC §4 and §5: which field of a Group call fills which column.
 //!
 //! Why this module exists: this is the part of the product people argue about ("where did `created_at` go?"),
-//! so the rules are tables a newcomer can read top to bottom — [`top_level`], [`RESERVED_TRAITS`],
-//! [`ADDRESS_FIELDS`], [`CONTEXT_FIELDS`], [`LIBRARY_FIELDS`] — and one walk over the event that applies them.
+//! so the rules are tables a newcomer can read top to bottom — `TOP_LEVEL`, `RESERVED_TRAITS`,
+//! `ADDRESS_FIELDS`, `CONTEXT_FIELDS`, `LIBRARY_FIELDS` — and one walk over the event that applies them.
 //! Whatever no table claims, and whatever does not fit its column, lands in an extras column as its exact JSON
 //! text, so the typed columns plus the extras give back every input value (the lossless rule of §3).
 
