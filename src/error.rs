@@ -85,7 +85,7 @@ pub enum Error {
         rejects: String,
     },
 
-    /// A journal or report that could not be read or written as JSON.
+    /// A report that could not be written as JSON.
     #[error("{what}: {source}")]
     Json {
         what: String,
