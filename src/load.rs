@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs;
 use std::hash::BuildHasherDefault;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
@@ -637,7 +637,10 @@ fn ingest_and_publish(
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     let staged_report = staging.dir().join("report.json");
-    fs::write(&staged_report, report_json(&report)?)
+    let mut f =
+        fs::File::create(&staged_report).map_err(Error::io("writing report", &staged_report))?;
+    f.write_all(&report_json(&report)?)
+        .and_then(|()| f.sync_all())
         .map_err(Error::io("writing report", &staged_report))?;
     plan.adds.push((staged_report, report_rel));
     Ok((report, plan))
