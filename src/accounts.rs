@@ -41,6 +41,7 @@ use arrow::array::{
     Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
+use compact_str::CompactString;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -67,12 +68,12 @@ const BATCH_ROWS: usize = 65_536;
 pub struct Version {
     pub timestamp: i64,
     pub received_at: Option<i64>,
-    pub id: Option<Box<str>>,
+    pub id: Option<CompactString>,
 }
 
 /// A register's value: the text of a trait column (for `created_at`, its microseconds in decimal), or the raw
 /// JSON of an extras key. `None`: cleared.
-pub type Value = Option<Box<str>>;
+pub type Value = Option<CompactString>;
 
 /// Register keys: `0..NT` are the trait columns, in schema order; from `NT` on, extras keys interned in a
 /// [`Keys`] table shared by every account of a bucket (the same few keys repeat across groups).
@@ -520,7 +521,7 @@ fn cell_value(col: &ArrayRef, r: usize) -> Cow<'_, str> {
 #[derive(Default)]
 struct Bucket {
     keys: Keys,
-    accounts: HashMap<Box<str>, Account>,
+    accounts: HashMap<CompactString, Account>,
 }
 
 impl Bucket {
@@ -588,7 +589,7 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
                     });
                 }
             }
-            let mut values: HashMap<String, Box<str>> = HashMap::new();
+            let mut values: HashMap<String, CompactString> = HashMap::new();
             if !extras.is_null(r) {
                 crate::parse::for_each_member(extras.value(r), |k, v| {
                     values.insert(k.into_owned(), v.into());
@@ -617,7 +618,7 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
 /// Writes one bucket's accounts, sorted by `group_id`, to `path`. Returns the number of rows.
 fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
     let Bucket { keys, accounts } = bucket;
-    let mut rows: Vec<(Box<str>, Account)> = accounts.into_iter().collect();
+    let mut rows: Vec<(CompactString, Account)> = accounts.into_iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let schema = schema::accounts_schema();
     let props = WriterProperties::builder()
