@@ -45,14 +45,13 @@ use compact_str::CompactString;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::mapping::Cell;
 use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
-use crate::writer::Codec;
+use crate::writer::{Codec, ColumnBuilder};
 
 /// The folder of the table inside a version (and `OUT/accounts`).
 pub const ACCOUNTS_DIR: &str = "accounts";
@@ -381,6 +380,14 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Re
         .ok_or_else(|| dataset_err(path)(format!("no column {name} of the expected type")))
 }
 
+/// The trait columns of a `groups` or `accounts` batch, in schema order.
+fn trait_columns<'a>(batch: &'a RecordBatch, path: &Path) -> Result<Vec<&'a ArrayRef>> {
+    TRAIT_COLS
+        .map(|c| batch.column_by_name(COLUMNS[c].name))
+        .collect::<Option<_>>()
+        .ok_or_else(|| dataset_err(path)("missing a trait column".into()))
+}
+
 fn open_parquet(
     path: &Path,
     columns: &[&str],
@@ -457,10 +464,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>))
         let rcv = column::<TimestampMicrosecondArray>(&batch, Col::ReceivedAt.column().name, path)?;
         let id = column::<StringArray>(&batch, Col::Id.column().name, path)?;
         let extras = column::<StringArray>(&batch, Col::ExtraTraits.column().name, path)?;
-        let traits: Vec<&ArrayRef> = TRAIT_COLS
-            .map(|c| batch.column_by_name(COLUMNS[c].name))
-            .collect::<Option<_>>()
-            .ok_or_else(|| dataset_err(path)("missing a trait column".into()))?;
+        let traits = trait_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
             if gid.is_null(r) || ts.is_null(r) {
                 return Err(dataset_err(path)("null group_id or timestamp".into()));
@@ -550,10 +554,7 @@ fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
         let last = column::<TimestampMicrosecondArray>(&batch, "last_seen_at", path)?;
         let extras = column::<StringArray>(&batch, "extra_traits", path)?;
         let versions = column::<StringArray>(&batch, "trait_versions", path)?;
-        let traits: Vec<&ArrayRef> = TRAIT_COLS
-            .map(|c| batch.column_by_name(COLUMNS[c].name))
-            .collect::<Option<_>>()
-            .ok_or_else(|| err("missing a trait column".into()))?;
+        let traits = trait_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
             let group = gid.value(r);
             if bucket(group, n) != b {
@@ -621,21 +622,7 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
     let mut rows: Vec<(CompactString, Account)> = accounts.into_iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let schema = schema::accounts_schema();
-    let props = WriterProperties::builder()
-        .set_compression(codec.parquet())
-        .set_max_row_group_row_count(None)
-        .set_created_by(format!("group-loader {}", schema::TOOL_VERSION))
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(
-                schema::META_TOOL_VERSION.to_string(),
-                schema::TOOL_VERSION.to_string(),
-            ),
-            KeyValue::new(
-                schema::META_SCHEMA_VERSION.to_string(),
-                schema::SCHEMA_VERSION.to_string(),
-            ),
-        ]))
-        .build();
+    let props = crate::writer::file_properties(codec).build();
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
     }
@@ -649,7 +636,9 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
     let n = rows.len() as u64;
     for chunk in rows.chunks_mut(BATCH_ROWS) {
         let mut gid = StringBuilder::new();
-        let mut traits: Vec<Builder> = TRAIT_COLS.map(|c| Builder::new(COLUMNS[c].kind)).collect();
+        let mut traits: Vec<ColumnBuilder> = TRAIT_COLS
+            .map(|c| ColumnBuilder::new(COLUMNS[c].kind))
+            .collect();
         let mut extras = StringBuilder::new();
         let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
@@ -659,7 +648,7 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
             acc.drop_unused_versions();
             gid.append_value(group);
             for (i, b) in traits.iter_mut().enumerate() {
-                b.append(acc.get(i as Key).and_then(|r| r.value.as_deref()));
+                b.append(&register_cell(i, acc.get(i as Key)));
             }
             extras.append_option(acc.extra_traits_json(&keys));
             first.append_value(acc.first_seen);
@@ -668,7 +657,7 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
             versions.append_value(&text);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(gid.finish())];
-        columns.extend(traits.iter_mut().map(Builder::finish));
+        columns.extend(traits.iter_mut().map(ColumnBuilder::finish));
         columns.push(Arc::new(extras.finish()));
         columns.push(Arc::new(first.finish()));
         columns.push(Arc::new(last.finish()));
@@ -681,31 +670,14 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
     Ok(n)
 }
 
-enum Builder {
-    Text(StringBuilder),
-    Time(TimestampMicrosecondBuilder),
-}
-
-impl Builder {
-    fn new(kind: Kind) -> Self {
-        match kind {
-            Kind::Time => Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
-            Kind::Text | Kind::Json => Builder::Text(StringBuilder::new()),
+/// The cell trait column `i` shows for a register (times are held as decimal microseconds).
+fn register_cell(i: usize, reg: Option<&Register>) -> Cell<'_> {
+    match reg.and_then(|r| r.value.as_deref()) {
+        None => Cell::Null,
+        Some(v) if COLUMNS[Col::Name as usize + i].kind == Kind::Time => {
+            v.parse().map_or(Cell::Null, Cell::Time)
         }
-    }
-
-    fn append(&mut self, v: Option<&str>) {
-        match (self, v) {
-            (Builder::Text(b), v) => b.append_option(v),
-            (Builder::Time(b), v) => b.append_option(v.and_then(|t| t.parse().ok())),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Text(b) => Arc::new(b.finish()),
-            Builder::Time(b) => Arc::new(b.finish()),
-        }
+        Some(v) => Cell::Text(Cow::Borrowed(v)),
     }
 }
 
@@ -715,6 +687,8 @@ pub struct Merge<'a> {
     pub out: &'a Path,
     /// Where to write the new snapshot files (inside the run's staging folder).
     pub staging: &'a Path,
+    /// The current snapshot's files ([`snapshot_files`]).
+    pub snapshot: &'a [(u32, u32, PathBuf)],
     /// This run's staged `groups` files.
     pub run_files: Vec<PathBuf>,
     /// Rebuild from every `groups` file of the new version (`kept_files` + `run_files`) instead of merging
@@ -766,13 +740,9 @@ fn parquet_rows(path: &Path) -> Result<u64> {
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
-/// Merges the run into the snapshot (or rebuilds it), one bucket at a time. See the module doc.
+/// Merges the run into the snapshot (or rebuilds it), bucket by bucket. See the module doc.
 pub fn merge(m: &Merge<'_>) -> Result<Merged> {
-    let old = if m.rebuild {
-        Vec::new()
-    } else {
-        snapshot_files(m.out)?
-    };
+    let old = if m.rebuild { &[][..] } else { m.snapshot };
     let old_n = old.first().map_or(0, |(_, n, _)| *n);
     if old.iter().any(|(_, n, _)| *n != old_n) {
         return Err(dataset_err(&m.out.join(ACCOUNTS_DIR))(
@@ -806,7 +776,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     }
     // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
     let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
-    for (_, _, p) in &old {
+    for (_, _, p) in old {
         estimate += parquet_rows(p)?;
     }
     let threads = m.pool.current_num_threads().max(1) as u64;
@@ -877,7 +847,8 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         merged.adds.extend(file);
     }
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
-    for (b, old_of, _) in snapshot_files(m.out)? {
+    for (b, old_of, _) in m.snapshot {
+        let (b, old_of) = (*b, *old_of);
         let rel = Path::new(ACCOUNTS_DIR).join(file_name(b, old_of));
         let rewritten = merged.adds.iter().any(|(_, to)| *to == rel);
         let kept = !m.rebuild && old_of == n && !touched[b as usize];

@@ -666,26 +666,27 @@ fn update_accounts(
         );
         return Ok(None);
     }
-    let replaced: HashSet<&PathBuf> = plan
-        .removes
-        .iter()
-        .chain(plan.adds.iter().map(|(_, to)| to))
-        .collect();
-    let mut current = Vec::new();
-    list_parquet(&out.join(GROUPS_DIR), true, &mut |_| true, &mut current)?;
-    let kept: Vec<PathBuf> = current
-        .into_iter()
-        .filter(|p| {
-            p.strip_prefix(out)
-                .is_ok_and(|rel| !replaced.contains(&rel.to_path_buf()))
-        })
-        .collect();
     // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
     let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
+    // The groups files the new version keeps: listed only when there may be a reason to rebuild from them.
+    let mut kept = Vec::new();
+    if removes_rows || snapshot.is_empty() {
+        let replaced: HashSet<&PathBuf> = plan
+            .removes
+            .iter()
+            .chain(plan.adds.iter().map(|(_, to)| to))
+            .collect();
+        list_parquet(&out.join(GROUPS_DIR), true, &mut |_| true, &mut kept)?;
+        kept.retain(|p| {
+            p.strip_prefix(out)
+                .is_ok_and(|rel| !replaced.contains(&rel.to_path_buf()))
+        });
+    }
     let rebuild = removes_rows || (snapshot.is_empty() && !kept.is_empty());
     let merged = accounts::merge(&accounts::Merge {
         out,
         staging: staging.dir(),
+        snapshot: &snapshot,
         run_files: staged.iter().map(|f| f.staged.clone()).collect(),
         rebuild,
         kept_files: if rebuild { kept } else { Vec::new() },

@@ -115,13 +115,14 @@ pub struct StagedFile {
     pub bytes: u64,
 }
 
-enum ColumnBuilder {
+/// An Arrow builder for a column of one [`Kind`] (shared with the `accounts` writer).
+pub(crate) enum ColumnBuilder {
     Text(StringBuilder),
     Time(TimestampMicrosecondBuilder),
 }
 
 impl ColumnBuilder {
-    fn new(kind: Kind) -> Self {
+    pub(crate) fn new(kind: Kind) -> Self {
         match kind {
             Kind::Text | Kind::Json => ColumnBuilder::Text(StringBuilder::new()),
             Kind::Time => {
@@ -131,7 +132,7 @@ impl ColumnBuilder {
     }
 
     /// Appends a cell; returns the bytes it adds to the buffer (estimated).
-    fn append(&mut self, cell: &Cell<'_>) -> usize {
+    pub(crate) fn append(&mut self, cell: &Cell<'_>) -> usize {
         match (self, cell) {
             (ColumnBuilder::Text(b), Cell::Text(t)) => {
                 b.append_value(t);
@@ -152,7 +153,7 @@ impl ColumnBuilder {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             ColumnBuilder::Text(b) => Arc::new(b.finish()),
             ColumnBuilder::Time(b) => Arc::new(b.finish()),
@@ -328,23 +329,29 @@ const NO_DICTIONARY: &[Col] = &[
     Col::Extra,
 ];
 
+/// Properties every Parquet file of the dataset shares: the codec (never the library's default of none),
+/// row groups cut by the caller, and the tool and schema versions as key/value metadata.
+pub(crate) fn file_properties(codec: Codec) -> parquet::file::properties::WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_compression(codec.parquet())
+        .set_max_row_group_row_count(None)
+        .set_created_by(format!("group-loader {}", schema::TOOL_VERSION))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                schema::META_TOOL_VERSION.to_string(),
+                schema::TOOL_VERSION.to_string(),
+            ),
+            KeyValue::new(
+                schema::META_SCHEMA_VERSION.to_string(),
+                schema::SCHEMA_VERSION.to_string(),
+            ),
+        ]))
+}
+
 impl GroupsWriter {
     /// `dir`: the staging folder of `groups/`; row groups are encoded on `pool`.
     pub fn new(dir: PathBuf, config: WriterConfig, pool: Arc<rayon::ThreadPool>) -> Self {
-        let mut props = WriterProperties::builder()
-            .set_compression(config.codec.parquet())
-            .set_max_row_group_row_count(None)
-            .set_created_by(format!("group-loader {}", schema::TOOL_VERSION))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(
-                    schema::META_TOOL_VERSION.to_string(),
-                    schema::TOOL_VERSION.to_string(),
-                ),
-                KeyValue::new(
-                    schema::META_SCHEMA_VERSION.to_string(),
-                    schema::SCHEMA_VERSION.to_string(),
-                ),
-            ]));
+        let mut props = file_properties(config.codec);
         for col in NO_DICTIONARY {
             props = props.set_column_dictionary_enabled(ColumnPath::from(col.column().name), false);
         }
