@@ -10,28 +10,15 @@ use std::path::Path;
 
 use common::*;
 use group_loader::load::{LoadOptions, Mode, load as load_in_process};
-use group_loader::report::ProgressWhen;
-use group_loader::writer::{Codec, PartitionMode};
 use proptest::prelude::*;
 
+/// The common in-process options, with every event expected to load (a reject fails the run) and lines of
+/// any length the tests write.
 fn options(input: &Path, out: &Path) -> LoadOptions {
     LoadOptions {
-        inputs: vec![input.to_path_buf()],
-        output: out.to_path_buf(),
-        partition: PartitionMode::Day,
-        codec: Codec::Zstd,
-        mode: Mode::Append,
         max_reject_ratio: 0.0,
-        rejects: None,
-        report: None,
-        memory_limit: 256 << 20,
-        dedupe: true,
-        accounts: true,
-        accounts_budget: 128 << 20,
-        progress: ProgressWhen::Never,
-        quiet: true,
         max_line_bytes: 1 << 20,
-        threads: Some(2),
+        ..common::options(input, out)
     }
 }
 

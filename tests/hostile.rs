@@ -9,9 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use common::*;
-use group_loader::load::{LoadOptions, Mode, load as load_in_process};
-use group_loader::report::ProgressWhen;
-use group_loader::writer::{Codec, PartitionMode};
+use group_loader::load::load as load_in_process;
 use proptest::prelude::*;
 
 const OK: &str = r#""type":"group","groupId":"g","userId":"u","timestamp":"2024-01-01T00:00:00Z""#;
@@ -140,27 +138,6 @@ fn a_stale_lock_file_does_not_block_the_next_run() {
         &[fixtures().join("segment-docs.json").to_str().unwrap()],
     );
     assert_eq!(code, 0, "{stderr}");
-}
-
-fn options(input: &Path, out: &Path) -> LoadOptions {
-    LoadOptions {
-        inputs: vec![input.to_path_buf()],
-        output: out.to_path_buf(),
-        partition: PartitionMode::Day,
-        codec: Codec::Zstd,
-        mode: Mode::Append,
-        max_reject_ratio: 1.0,
-        rejects: None,
-        report: None,
-        memory_limit: 256 << 20,
-        dedupe: true,
-        accounts: true,
-        accounts_budget: 128 << 20,
-        progress: ProgressWhen::Never,
-        quiet: true,
-        max_line_bytes: 200,
-        threads: Some(2),
-    }
 }
 
 /// Lines made of JSON-ish fragments, so that some parse, some are Group calls, and many are broken.

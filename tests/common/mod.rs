@@ -171,3 +171,29 @@ pub fn micros(rfc3339: &str) -> i64 {
         .expect("test time")
         .timestamp_micros()
 }
+
+/// Options for an in-process run (`group_loader::load::load`): small limits so hostile inputs hit them, every
+/// line considered for the ratio (1.0: the run goes on), two threads. Tests change the fields they care about.
+pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
+    use group_loader::load::{LoadOptions, Mode};
+    use group_loader::report::ProgressWhen;
+    use group_loader::writer::{Codec, PartitionMode};
+    LoadOptions {
+        inputs: vec![input.to_path_buf()],
+        output: out.to_path_buf(),
+        partition: PartitionMode::Day,
+        codec: Codec::Zstd,
+        mode: Mode::Append,
+        max_reject_ratio: 1.0,
+        rejects: None,
+        report: None,
+        memory_limit: 256 << 20,
+        dedupe: true,
+        accounts: true,
+        accounts_budget: 128 << 20,
+        progress: ProgressWhen::Never,
+        quiet: true,
+        max_line_bytes: 200,
+        threads: Some(2),
+    }
+}
