@@ -64,6 +64,22 @@ fn visible_ids(out: &Path) -> Vec<String> {
     ids
 }
 
+/// Every file under `dir`, links followed.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// The visible accounts table, as sorted rows (each file read whole).
 fn visible_accounts(out: &Path) -> Vec<String> {
     let mut rows: Vec<String> = parquet_files(&out.join("accounts"))
@@ -210,8 +226,13 @@ fn killed_at_random_moments_never_half_publishes() {
                 published_when_killed += 1;
             }
         }
-        for f in parquet_files(&out.join("groups")) {
-            assert!(f.extension().is_some_and(|e| e == "parquet"));
+        // Nothing but finished Parquet files is visible (no `.partial` or temporary file leaks in).
+        for f in all_files(&out.join("groups")) {
+            assert!(
+                f.extension().is_some_and(|e| e == "parquet"),
+                "trial {trial}: {} visible",
+                f.display()
+            );
         }
     }
     eprintln!(
