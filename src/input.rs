@@ -67,20 +67,18 @@ impl Compression {
     }
 }
 
-/// True for a file name a directory walk picks up: `.json`, `.jsonl` or `.ndjson`, each optionally followed
-/// by `.gz` or `.zst` (ASCII case ignored), and not hidden.
+/// True for a file name a directory walk picks up (ASCII case ignored, hidden names never): `.json`,
+/// `.jsonl` or `.ndjson`, each optionally followed by `.gz` or `.zst`, and any `.gz` or `.zst` whatever comes
+/// before it (Segment's S3 export writes `<epoch-ms>.<uuid>.gz`).
 pub fn is_input_name(name: &str) -> bool {
     if name.starts_with('.') {
         return false;
     }
     let lower = name.to_ascii_lowercase();
-    let base = lower
-        .strip_suffix(".gz")
-        .or_else(|| lower.strip_suffix(".zst"))
-        .unwrap_or(&lower);
-    [".json", ".jsonl", ".ndjson"]
-        .iter()
-        .any(|ext| base.ends_with(ext) && base.len() > ext.len())
+    let has = |ext: &str| lower.ends_with(ext) && lower.len() > ext.len();
+    [".json", ".jsonl", ".ndjson", ".gz", ".zst"]
+        .into_iter()
+        .any(has)
 }
 
 fn path_bytes(p: &Path) -> Vec<u8> {
@@ -230,6 +228,11 @@ mod tests {
             "a.ndjson.zst",
             "A.JSONL.GZ",
             "x.y.json",
+            // Segment's S3 export: <epoch-ms>.<uuid>.gz
+            "1709254800000.2f9d6c1e-8e1f-4d2a-9c55-0c3f1e7b9a10.gz",
+            "a.gz",
+            "part-0001.zst",
+            "export.txt.gz",
         ] {
             assert!(is_input_name(ok), "{ok}");
         }
@@ -237,11 +240,13 @@ mod tests {
             ".a.json",
             "a.txt",
             "a.json.bz2",
-            "a.gz",
+            ".gz",
+            ".1709254800000.x.gz",
             "json",
             ".json",
             "a.json.gz.tmp",
             "a.jsonx",
+            "a.gzip",
         ] {
             assert!(!is_input_name(no), "{no}");
         }
