@@ -33,7 +33,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Input files or directories (walked for *.json, *.jsonl, *.ndjson, optionally .gz/.zst), or - for stdin.
+    /// Input files or directories, or - for stdin. Directories are walked for *.json, *.jsonl, *.ndjson
+    /// (optionally .gz/.zst) and any *.gz or *.zst (Segment's S3 export names its files <epoch-ms>.<uuid>.gz).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
@@ -58,6 +59,11 @@ pub struct LoadArgs {
     /// lines. Duplicates do not count.
     #[arg(long, value_name = "F", default_value_t = 0.05)]
     pub max_reject_ratio: f64,
+
+    /// Publish nothing and exit 5 when the run would load fewer rows than N (a nightly export that loads
+    /// nothing is usually broken, not a quiet day).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub min_rows: u64,
 
     /// Also copy the rejects file (one JSON object per rejected line) to PATH.
     #[arg(long, value_name = "PATH")]
@@ -159,6 +165,7 @@ impl LoadArgs {
             codec: self.compression,
             mode: self.mode,
             max_reject_ratio: self.max_reject_ratio,
+            min_rows: self.min_rows,
             rejects: self.rejects.clone(),
             report: self.report.clone(),
             memory_limit: self.memory_limit,

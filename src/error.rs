@@ -14,6 +14,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const REJECT_RATIO: u8 = 3;
     pub const LOCKED: u8 = 4;
+    pub const MIN_ROWS: u8 = 5;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum Error {
     InputNotFound(PathBuf),
 
     /// Directories were given but hold no input files.
-    #[error("no input files (*.json, *.jsonl, *.ndjson, optionally .gz or .zst) under {}", .0.display())]
+    #[error("no input files (*.json, *.jsonl, *.ndjson, *.gz, *.zst) under {}", .0.display())]
     NoInputs(PathBuf),
 
     /// An I/O error on a path, with what was being done.
@@ -73,9 +74,11 @@ pub enum Error {
     #[error("output {} is locked by another run ({holder}); nothing was changed", .path.display())]
     Locked { path: PathBuf, holder: String },
 
-    /// Too many rejected lines: nothing was published.
+    /// Too many rejected events: nothing was published. `hint` says what to do when an input looks like a JSON
+    /// array or pretty-printed JSON (the usual cause of a file rejected whole).
     #[error(
-        "{rejected} of {considered} lines rejected ({ratio:.4}), over --max-reject-ratio {max}; nothing was published (rejects: {rejects})"
+        "{rejected} of {considered} events rejected ({ratio:.4}), over --max-reject-ratio {max}; nothing was published (rejects: {rejects}){}",
+        .hint.as_deref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
     )]
     RejectRatio {
         rejected: u64,
@@ -83,6 +86,20 @@ pub enum Error {
         ratio: f64,
         max: f64,
         rejects: String,
+        hint: Option<String>,
+    },
+
+    /// Fewer rows than `--min-rows`: nothing was published (a nightly load of nothing is usually a broken
+    /// export, not a quiet day).
+    #[error(
+        "{rows} rows to load, fewer than --min-rows {min}; nothing was published (events {events}, skipped {skipped}, rejected {rejected})"
+    )]
+    MinRows {
+        rows: u64,
+        min: u64,
+        events: u64,
+        skipped: u64,
+        rejected: u64,
     },
 
     /// A report that could not be written as JSON.
@@ -100,6 +117,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::InputNotFound(_) | Error::NoInputs(_) => exit::USAGE,
             Error::RejectRatio { .. } => exit::REJECT_RATIO,
+            Error::MinRows { .. } => exit::MIN_ROWS,
             Error::Locked { .. } => exit::LOCKED,
             Error::Io { .. }
             | Error::Read { .. }
@@ -144,8 +162,23 @@ mod tests {
             ratio: 0.5,
             max: 0.05,
             rejects: "r".into(),
+            hint: Some("a.json looks like a JSON array".into()),
         };
         assert_eq!(ratio.exit_code(), 3);
+        assert!(
+            ratio
+                .to_string()
+                .ends_with("\nhint: a.json looks like a JSON array"),
+            "{ratio}"
+        );
+        let min = Error::MinRows {
+            rows: 0,
+            min: 1,
+            events: 3,
+            skipped: 3,
+            rejected: 0,
+        };
+        assert_eq!(min.exit_code(), 5);
         let io = Error::io("reading", "p")(io::Error::other("boom"));
         assert_eq!(io.exit_code(), 1);
         assert_eq!(io.to_string(), "reading p: boom");

@@ -8,9 +8,12 @@
 //! | [`input`] | which files, in which order, decompression | §1 |
 //! | [`lines`] | cutting streams into lines and chunks | §2 |
 //! | [`parse`] | one line -> blank / skipped / rejected / row | §2 |
+//! | [`batch`] | batch envelopes cut into events, envelope defaults merged | §2 |
 //! | [`values`] | the text and time rules | §3 |
 //! | [`mapping`] | the mapping tables: field -> column | §4, §5 |
 //! | [`schema`] | the output schemas (groups, accounts), in one place | §4, §9 |
+//! | [`run`] | outcomes applied in input order: counts, dedupe, rejects, rows | §2, §7 |
+//! | [`dedupe`] | which messageIds are already loaded | §6.3 |
 //! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
 //! | [`publish`] | lock, staging, atomic publish (version switch), crash recovery | §6.2 |
 //! | [`accounts`] | the accounts table: latest state per group, merged run after run | §9 |
@@ -20,7 +23,9 @@
 //! | [`error`] | the error type and its exit codes | §8 |
 
 pub mod accounts;
+pub mod batch;
 pub mod cli;
+pub mod dedupe;
 pub mod error;
 pub mod input;
 pub mod lines;
@@ -30,6 +35,7 @@ pub mod parse;
 pub mod publish;
 pub mod rejects;
 pub mod report;
+pub mod run;
 pub mod schema;
 pub mod values;
 pub mod writer;

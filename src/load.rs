@@ -11,26 +11,25 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs;
-use std::hash::BuildHasherDefault;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::time::Instant;
 
-use rayon::prelude::*;
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::accounts::{self, ACCOUNTS_DIR};
+use crate::dedupe::SeenIds;
 use crate::error::{Error, Result};
 use crate::input::{self, Compression, Source};
 use crate::lines::{Chunk, LineReader};
-use crate::parse::{self, Outcome, Reason, Reject};
 use crate::publish::{self, Plan, Staging};
 use crate::rejects::RejectsWriter;
 use crate::report::{
-    AccountsReport, Counts, FileReport, InputReport, Progress, ProgressWhen, Report,
+    AccountsReport, FileReport, InputReport, NotPublished, Phase, Progress, ProgressWhen, Report,
 };
+use crate::run::{Parsed, Run, parse_chunk};
 use crate::schema;
 use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
 
@@ -53,6 +52,8 @@ pub struct LoadOptions {
     pub codec: Codec,
     pub mode: Mode,
     pub max_reject_ratio: f64,
+    /// Publish nothing (exit 5) when the run would publish fewer rows than this.
+    pub min_rows: u64,
     pub rejects: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub memory_limit: u64,
@@ -118,140 +119,6 @@ impl LoadOptions {
             self.dedupe,
             self.max_line_bytes
         )
-    }
-}
-
-self_cell::self_cell!(
-    /// A chunk and the outcomes of its lines, which borrow from it.
-    struct Parsed {
-        owner: Chunk,
-        #[covariant]
-        dependent: Outcomes,
-    }
-);
-
-type Outcomes<'a> = Vec<Outcome<'a>>;
-
-/// Classifies every line of a chunk, in parallel on the pool.
-fn parse_chunk(chunk: Chunk, max_line_bytes: usize, pool: &rayon::ThreadPool) -> Parsed {
-    let limit = max_line_bytes as u64;
-    Parsed::new(chunk, |chunk| {
-        pool.install(|| {
-            chunk
-                .lines
-                .par_iter()
-                .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
-                .collect()
-        })
-    })
-}
-
-/// A hasher for keys that are already 128-bit hashes (xxh3 of the messageId): it folds them, nothing more.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl std::hash::Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
-/// The messageIds a run has accepted, as 128-bit xxh3 hashes (16 bytes each; a collision is as likely as
-/// nothing at all). The set is split into 256 tables so that growing one (which briefly holds the old and the
-/// new table) costs 1/256 of the set, not the whole set again: memory grows with the ids, smoothly.
-struct SeenIds {
-    shards: Vec<HashSet<u128, BuildHasherDefault<Prehashed>>>,
-}
-
-impl Default for SeenIds {
-    fn default() -> Self {
-        SeenIds {
-            shards: (0..256).map(|_| HashSet::default()).collect(),
-        }
-    }
-}
-
-impl SeenIds {
-    /// Adds an id; false if it was already there.
-    fn insert(&mut self, id: &str) -> bool {
-        let h = xxh3_128(id.as_bytes());
-        self.shards[(h >> 120) as usize].insert(h)
-    }
-}
-
-/// The state a run accumulates while it applies outcomes in input order.
-struct Run {
-    counts: Counts,
-    seen_ids: Option<SeenIds>,
-    rejects: RejectsWriter,
-    writer: GroupsWriter,
-}
-
-impl Run {
-    /// Applies one parsed chunk, in input order. Returns the chunk's buffer, for reuse.
-    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
-        let Some(mut p) = parsed else {
-            return Ok(None);
-        };
-        p.with_dependent_mut(|chunk, outcomes| {
-            self.apply_outcomes(file, chunk, std::mem::take(outcomes))
-        })?;
-        Ok(Some(p.into_owner().data))
-    }
-
-    fn apply_outcomes(
-        &mut self,
-        file: &str,
-        chunk: &Chunk,
-        outcomes: Vec<Outcome<'_>>,
-    ) -> Result<()> {
-        for (line, outcome) in chunk.lines.iter().zip(outcomes) {
-            self.counts.lines += 1;
-            let reject = match outcome {
-                Outcome::Blank => {
-                    self.counts.blank += 1;
-                    continue;
-                }
-                Outcome::Skipped(t) => {
-                    self.counts.skip(&t);
-                    continue;
-                }
-                Outcome::Rejected(r) => r,
-                Outcome::Row(row) => {
-                    let duplicate = match (&mut self.seen_ids, row.dedupe_key()) {
-                        (Some(seen), Some(id)) => !seen.insert(id),
-                        _ => false,
-                    };
-                    if !duplicate {
-                        self.counts.rows_written += 1;
-                        self.counts.shadowed_traits += u64::from(row.shadowed_traits);
-                        self.counts.invalid_times += u64::from(row.invalid_times);
-                        self.writer.append(&row);
-                        continue;
-                    }
-                    Reject::new(
-                        Reason::DuplicateMessageId,
-                        format!(
-                            "messageId {} is already loaded by this run",
-                            parse::json_quote(row.dedupe_key().unwrap_or(""))
-                        ),
-                    )
-                }
-            };
-            self.counts.reject(reject.reason);
-            self.rejects.write(file, line, chunk.bytes(line), &reject)?;
-        }
-        self.writer.flush_due()
     }
 }
 
@@ -376,33 +243,60 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         pool.build()
             .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))?,
     );
-    let result = ingest_and_publish(opts, &pool, &sources, &staging, started, started_at);
-    match result {
-        Ok((report, plan)) => {
-            // A run over the reject ratio publishes its report and rejects only (the plan holds nothing else).
-            publish::publish(out, staging, &plan)?;
-            copy_out(opts, &report)?;
-            if !opts.quiet {
-                eprint!("{}", report.summary());
-            }
-            if report.published {
-                Ok(report)
-            } else {
-                let c = &report.counts;
-                Err(Error::RejectRatio {
-                    rejected: c.rejected_for_ratio(),
-                    considered: c.considered(),
-                    ratio: report.reject_ratio,
-                    max: opts.max_reject_ratio,
-                    rejects: report.rejects_file.clone().unwrap_or_default(),
-                })
-            }
-        }
+    let total: Option<u64> = sources.iter().map(Source::size).sum();
+    let progress = Progress::new(opts.progress, opts.quiet, total);
+    let staged = stage(
+        opts,
+        &pool,
+        &sources,
+        &staging,
+        &progress,
+        (started, started_at),
+    );
+    let (report, plan) = match staged {
+        Ok(staged) => staged,
         Err(e) => {
+            progress.finish();
             // Nothing of this run is published; a failure to clean up is repaired by the next run.
             let _ = staging.discard();
-            Err(e)
+            return Err(e);
         }
+    };
+    progress.phase(
+        Phase::Publishing,
+        report.counts.rows_written,
+        report.counts.rejected_total(),
+    );
+    // A run that does not publish its rows still publishes its report and rejects (the plan holds only them).
+    let published = publish::publish(out, staging, &plan);
+    progress.finish();
+    published?;
+    copy_out(opts, &report)?;
+    if !opts.quiet {
+        eprint!("{}", report.summary());
+    }
+    let c = &report.counts;
+    match report.not_published {
+        None => Ok(report),
+        Some(NotPublished::RejectRatio) => Err(Error::RejectRatio {
+            rejected: c.rejected_for_ratio(),
+            considered: c.considered(),
+            ratio: report.reject_ratio,
+            max: opts.max_reject_ratio,
+            rejects: report
+                .rejects_file
+                .as_deref()
+                .map(|r| out.join(r).display().to_string())
+                .unwrap_or_default(),
+            hint: report.not_ndjson.first().map(|n| n.hint.clone()),
+        }),
+        Some(NotPublished::MinRows) => Err(Error::MinRows {
+            rows: c.rows_written,
+            min: opts.min_rows,
+            events: c.events,
+            skipped: c.skipped_total(),
+            rejected: c.rejected_total(),
+        }),
     }
 }
 
@@ -431,29 +325,21 @@ fn rel(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Reads every input into staged files, then decides what to publish: the whole run, or (ratio exceeded) only
-/// its report, saying `published: false`, and its rejects.
-fn ingest_and_publish(
+/// What reading the inputs gives: one report per input, and the run id (a hash of their content).
+struct InputsRead {
+    inputs: Vec<InputReport>,
+    run_id: String,
+}
+
+/// Reads every input, in order, through the run: readers decompress and cut chunks ahead on their own
+/// threads, each chunk is parsed on the pool while the previous one is applied in input order.
+fn read_inputs(
     opts: &LoadOptions,
     pool: &Arc<rayon::ThreadPool>,
     sources: &[Source],
-    staging: &Staging,
-    started: Instant,
-    started_at: String,
-) -> Result<(Report, Plan)> {
-    let out = opts.output.as_path();
-    let mut run = Run {
-        counts: Counts::default(),
-        seen_ids: opts.dedupe.then(SeenIds::default),
-        rejects: RejectsWriter::new(staging.dir().join("rejects.ndjson")),
-        writer: GroupsWriter::new(
-            staging.dir().join(GROUPS_DIR),
-            opts.writer_config(),
-            pool.clone(),
-        ),
-    };
-    let total: Option<u64> = sources.iter().map(Source::size).sum();
-    let progress = Progress::new(opts.progress, opts.quiet, total);
+    run: &mut Run,
+    progress: &Progress,
+) -> Result<InputsRead> {
     let mut run_hash = Xxh3::new();
     run_hash.update(opts.row_shaping().as_bytes());
     let mut inputs = Vec::with_capacity(sources.len());
@@ -476,7 +362,7 @@ fn ingest_and_publish(
         let Some((feed, recycle)) = readers.pop_front() else {
             break;
         };
-        let lines_before = run.counts.lines;
+        let (lines_before, events_before) = (run.counts.lines, run.counts.events);
         let name = source.name();
         let mut pending: Option<Parsed> = None;
         loop {
@@ -504,7 +390,8 @@ fn ingest_and_publish(
                         let _ = recycle.send(buf);
                     }
                     pending = Some(parsed?);
-                    progress.set(done + raw_read);
+                    let c = &run.counts;
+                    progress.read(done + raw_read, c.rows_written, c.rejected_total());
                 }
                 Ok(Feed::Done {
                     raw_bytes,
@@ -522,6 +409,7 @@ fn ingest_and_publish(
                         decompressed_bytes,
                         compression: compression.name(),
                         lines: run.counts.lines - lines_before,
+                        events: run.counts.events - events_before,
                     });
                     break;
                 }
@@ -538,12 +426,43 @@ fn ingest_and_publish(
             }
         }
     }
-    progress.finish();
-    let run_id = format!("{:016x}", run_hash.digest128() as u64);
+    Ok(InputsRead {
+        inputs,
+        run_id: format!("{:016x}", run_hash.digest128() as u64),
+    })
+}
+
+/// Reads every input into staged files, then decides what to publish: the whole run, or (reject ratio
+/// exceeded, fewer rows than `--min-rows`) only its report, saying `published: false`, and its rejects.
+fn stage(
+    opts: &LoadOptions,
+    pool: &Arc<rayon::ThreadPool>,
+    sources: &[Source],
+    staging: &Staging,
+    progress: &Progress,
+    (started, started_at): (Instant, String),
+) -> Result<(Report, Plan)> {
+    let out = opts.output.as_path();
+    let mut run = Run::new(
+        opts.dedupe.then(SeenIds::default),
+        RejectsWriter::new(staging.dir().join("rejects.ndjson")),
+        GroupsWriter::new(
+            staging.dir().join(GROUPS_DIR),
+            opts.writer_config(),
+            pool.clone(),
+        ),
+    );
+    let InputsRead { inputs, run_id } = read_inputs(opts, pool, sources, &mut run, progress)?;
+    progress.phase(
+        Phase::Writing,
+        run.counts.rows_written,
+        run.counts.rejected_total(),
+    );
     let Run {
         counts,
         rejects,
         writer,
+        not_ndjson,
         ..
     } = run;
     debug_assert!(counts.adds_up());
@@ -576,7 +495,14 @@ fn ingest_and_publish(
         *partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
     }
     let reject_ratio = counts.reject_ratio();
-    let published = reject_ratio <= opts.max_reject_ratio;
+    let not_published = if reject_ratio > opts.max_reject_ratio {
+        Some(NotPublished::RejectRatio)
+    } else if counts.rows_written < opts.min_rows {
+        Some(NotPublished::MinRows)
+    } else {
+        None
+    };
+    let published = not_published.is_none();
     let mut report = Report {
         run: run_id.clone(),
         tool_version: schema::TOOL_VERSION,
@@ -588,6 +514,7 @@ fn ingest_and_publish(
             "compression": opts.codec,
             "mode": opts.mode,
             "max_reject_ratio": opts.max_reject_ratio,
+            "min_rows": opts.min_rows,
             "dedupe": opts.dedupe,
             "memory_limit": opts.memory_limit,
             "max_line_bytes": opts.max_line_bytes,
@@ -597,6 +524,8 @@ fn ingest_and_publish(
         counts,
         reject_ratio,
         max_reject_ratio: opts.max_reject_ratio,
+        min_rows: opts.min_rows,
+        not_ndjson,
         partitions: if published {
             partitions
         } else {
@@ -617,6 +546,7 @@ fn ingest_and_publish(
         rejects_file: rejects_rel.as_deref().map(rel),
         elapsed_s: 0.0,
         published,
+        not_published,
         accounts: None,
     };
 
@@ -627,6 +557,11 @@ fn ingest_and_publish(
         }
         plan.removes
             .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
+        progress.phase(
+            Phase::Accounts,
+            report.counts.rows_written,
+            report.counts.rejected_total(),
+        );
         report.accounts = update_accounts(opts, pool, staging, &staged, &mut plan)?;
     }
     match (&staged_rejects, &rejects_rel) {

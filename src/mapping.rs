@@ -25,6 +25,9 @@ enum Top {
     Time(Col),
     Context,
     Traits,
+    /// Stays in `extra` (like any unmapped field) and also fills the column when nothing else gave it a value:
+    /// RudderStack records the client's address as `request_ip`, not `context.ip` (SPEC §5.4).
+    Fallback(Col),
 }
 
 /// Top-level fields, matched exactly (SPEC §4). Any other top-level field goes whole to `extra`.
@@ -44,6 +47,7 @@ const TOP_LEVEL: &[(&str, Top)] = &[
     ("channel", Top::Text(Col::Channel)),
     ("context", Top::Context),
     ("traits", Top::Traits),
+    ("request_ip", Top::Fallback(Col::ContextIp)),
 ];
 
 /// Where a reserved trait goes.
@@ -238,9 +242,10 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
     let mut extra = ObjectWriter::default();
     let mut extra_traits = ObjectWriter::default();
     let mut extra_context = ObjectWriter::default();
+    let mut fallbacks: Vec<(Col, &'a str)> = Vec::new();
 
     for (key, value) in &entries.0 {
-        let value: &'a str = value.get();
+        let value: &'a str = value;
         let target = TOP_LEVEL
             .iter()
             .find(|(name, _)| name == key)
@@ -284,6 +289,16 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
                 JsonKind::Null => {}
                 _ => extra.member(key, value),
             },
+            Some(Top::Fallback(col)) => {
+                extra.member(key, value);
+                fallbacks.push((col, value));
+            }
+        }
+    }
+    // Fallbacks fill only what the walk left empty (whatever the key order was).
+    for (col, value) in fallbacks {
+        if let (Cell::Null, TextValue::Text(t)) = (row.get(col), values::text(value)) {
+            row.set(col, Cell::Text(t));
         }
     }
 
@@ -798,6 +813,43 @@ mod tests {
         assert_eq!(
             text(&row, Col::Extra).as_deref(),
             Some(r#"{"context":"ctx"}"#)
+        );
+    }
+
+    #[test]
+    fn request_ip_fills_context_ip_when_context_has_none_and_stays_in_extra() {
+        // RudderStack: no context.ip, the client's address in request_ip (before or after context).
+        for fields in [
+            r#""request_ip":"5.6.7.8","context":{"locale":"en"}"#,
+            r#""context":{"ip":null},"request_ip":"5.6.7.8""#,
+            r#""context":{"ip":{"v4":"1"}},"request_ip":"5.6.7.8""#,
+            r#""request_ip":"5.6.7.8""#,
+        ] {
+            let row = map(&with(fields));
+            assert_eq!(
+                text(&row, Col::ContextIp).as_deref(),
+                Some("5.6.7.8"),
+                "{fields}"
+            );
+            assert!(
+                text(&row, Col::Extra)
+                    .unwrap()
+                    .contains(r#""request_ip":"5.6.7.8""#),
+                "{fields}"
+            );
+        }
+        // context.ip wins when it holds text, "" included; a request_ip that is not text fills nothing.
+        let row = map(&with(
+            r#""request_ip":"5.6.7.8","context":{"ip":"1.2.3.4"}"#,
+        ));
+        assert_eq!(text(&row, Col::ContextIp).as_deref(), Some("1.2.3.4"));
+        let row = map(&with(r#""context":{"ip":""},"request_ip":"5.6.7.8""#));
+        assert_eq!(text(&row, Col::ContextIp).as_deref(), Some(""));
+        let row = map(&with(r#""request_ip":["5.6.7.8"]"#));
+        assert_eq!(row.get(Col::ContextIp), &Cell::Null);
+        assert_eq!(
+            text(&row, Col::Extra).as_deref(),
+            Some(r#"{"request_ip":["5.6.7.8"]}"#)
         );
     }
 

@@ -5,6 +5,9 @@
 //! into an ordered list of top-level `(key, raw value)` pairs that borrow from the line: duplicate keys stay
 //! visible, key order is kept for the extras columns, and every value keeps its exact text. The mapping of a
 //! valid Group call to a row lives in [`crate::mapping`].
+//!
+//! A line may also be a batch envelope (`{"batch": [...], "context": {...}, "sentAt": ...}`, what Segment's
+//! libraries send to `/v1/batch`): [`crate::batch`] cuts it into events, each classified here like a line.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +16,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::mapping::{self, Row};
+use crate::values::{self, JsonKind};
 
 /// Why a line was rejected (SPEC §2), in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,6 +25,7 @@ pub enum Reason {
     InvalidUtf8,
     InvalidJson,
     NotAnObject,
+    InvalidBatch,
     MissingType,
     DuplicateKey,
     MissingGroupId,
@@ -33,11 +38,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::LineTooLong,
         Reason::InvalidUtf8,
         Reason::InvalidJson,
         Reason::NotAnObject,
+        Reason::InvalidBatch,
         Reason::MissingType,
         Reason::DuplicateKey,
         Reason::MissingGroupId,
@@ -55,6 +61,7 @@ impl Reason {
             Reason::InvalidUtf8 => "invalid_utf8",
             Reason::InvalidJson => "invalid_json",
             Reason::NotAnObject => "not_an_object",
+            Reason::InvalidBatch => "invalid_batch",
             Reason::MissingType => "missing_type",
             Reason::DuplicateKey => "duplicate_key",
             Reason::MissingGroupId => "missing_group_id",
@@ -95,27 +102,61 @@ impl Reject {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome<'a> {
-    /// Empty or only white space.
+    /// Empty or only white space: not an event.
     Blank,
-    /// A JSON object of another event type (`track`, `identify`, ...): skipped, counted per type.
+    /// A line that is one event.
+    Event(Verdict<'a>),
+    /// A batch envelope: one verdict per element of its `batch` array, in order; or, for an envelope that
+    /// cannot be cut into events (`invalid_batch`), the reject of the line as one event.
+    Batch(Result<Vec<BatchEvent<'a>>, Reject>),
+}
+
+/// What one event became.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// A JSON object of another event type (`track`, `identify`, ...): skipped, counted per type as written.
     Skipped(Cow<'a, str>),
     Rejected(Reject),
     Row(Row<'a>),
 }
 
+impl Outcome<'_> {
+    fn rejected(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome::Event(Verdict::Rejected(Reject::new(reason, message)))
+    }
+}
+
+/// One element of a batch envelope.
+#[derive(Debug)]
+pub struct BatchEvent<'a> {
+    /// The element's text as written in the line (what the rejects file records for it).
+    pub raw: &'a str,
+    pub verdict: Verdict<'a>,
+}
+
 /// The top-level (or nested) members of a JSON object, in document order, duplicates included. Keys are
 /// decoded (borrowed when they have no escapes); values keep their raw JSON text.
 #[derive(Debug, Default)]
-pub struct Entries<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+pub struct Entries<'a>(pub Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'a> Entries<'a> {
-    /// Parses the text of a JSON object. The text must be a whole object (trailing white space allowed).
+    /// Parses (and validates) the text of a JSON object. The text must be a whole object (trailing white
+    /// space allowed).
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
+    /// The members of an object whose text was already validated (an element of a batch): the light
+    /// scanner, no second validation. `None` when the text is not an object.
+    pub fn scan(text: &'a str) -> Option<Self> {
+        let mut out = Vec::with_capacity(16);
+        for_each_member(text, |k, v| out.push((k, v))).ok()?;
+        Some(Entries(out))
+    }
+
     /// The first value under `key`, matched exactly.
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
@@ -174,7 +215,7 @@ impl<'de> Deserialize<'de> for Entries<'de> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
                 while let Some(Key(k)) = map.next_key()? {
                     let v: &'de RawValue = map.next_value()?;
-                    out.push((k, v));
+                    out.push((k, v.get()));
                 }
                 Ok(Entries(out))
             }
@@ -224,6 +265,30 @@ pub fn for_each_member<'a>(
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
             Some(b'}') => return Ok(()),
+            _ => return Err(NotAnObject),
+        }
+    }
+}
+
+/// Calls `f` with the raw text of each element of the JSON array `text`, in order. Like [`for_each_member`],
+/// a light scanner for text that was already validated.
+pub fn for_each_element<'a>(text: &'a str, mut f: impl FnMut(&'a str)) -> Result<(), NotAnObject> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return Err(NotAnObject);
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b']') {
+        return Ok(());
+    }
+    loop {
+        let end = value_end(b, i)?;
+        f(text.get(i..end).ok_or(NotAnObject)?);
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b']') => return Ok(()),
             _ => return Err(NotAnObject),
         }
     }
@@ -308,10 +373,10 @@ fn invalid_json(e: &serde_json::Error) -> Reject {
 /// went over the line limit (then `line` is only its first bytes).
 pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
     if let Some((len, limit)) = too_long {
-        return Outcome::Rejected(Reject::new(
+        return Outcome::rejected(
             Reason::LineTooLong,
             format!("line is {len} bytes, over the line limit of {limit} bytes"),
-        ));
+        );
     }
     if line.iter().all(u8::is_ascii_whitespace) {
         return Outcome::Blank;
@@ -321,10 +386,10 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
         Ok(t) => t,
         Err(Ok(t)) => t,
         Err(Err(e)) => {
-            return Outcome::Rejected(Reject::new(
+            return Outcome::rejected(
                 Reason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
-            ));
+            );
         }
     };
     // JSON text that is valid UTF-8 can still escape a lone surrogate ("\ud800"), which no string type can
@@ -332,50 +397,58 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
     if may_hold_surrogate_escape(text)
         && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
     {
-        return Outcome::Rejected(invalid_json(&e));
+        return Outcome::Event(Verdict::Rejected(invalid_json(&e)));
     }
     let first = text
         .trim_start_matches([' ', '\t', '\n', '\r'])
         .as_bytes()
         .first();
     if first != Some(&b'{') {
-        return Outcome::Rejected(match serde_json::from_str::<&RawValue>(text) {
-            Ok(_) => Reject::new(
-                Reason::NotAnObject,
-                "the line is valid JSON but not an object",
-            ),
-            Err(e) => invalid_json(&e),
-        });
+        return Outcome::Event(Verdict::Rejected(
+            match serde_json::from_str::<&RawValue>(text) {
+                Ok(_) => Reject::new(
+                    Reason::NotAnObject,
+                    "the line is valid JSON but not an object",
+                ),
+                Err(e) => invalid_json(&e),
+            },
+        ));
     }
     let entries = match Entries::parse(text) {
         Ok(e) => e,
-        Err(e) => return Outcome::Rejected(invalid_json(&e)),
+        Err(e) => return Outcome::Event(Verdict::Rejected(invalid_json(&e))),
     };
-    let event_type = match entries
-        .get("type")
-        .map(|v| (v.get(), crate::values::kind(v.get())))
-    {
-        Some((v, crate::values::JsonKind::String)) => crate::values::decode_str(v),
+    if crate::batch::is_envelope(&entries) {
+        return crate::batch::split(&entries);
+    }
+    Outcome::Event(classify_event(&entries))
+}
+
+/// The checks from `missing_type` on, for one event: a line, or an element of a batch envelope.
+pub fn classify_event<'a>(entries: &Entries<'a>) -> Verdict<'a> {
+    let event_type = match entries.get("type").map(|v| (v, values::kind(v))) {
+        Some((v, JsonKind::String)) => values::decode_str(v),
         _ => None,
     };
     let Some(event_type) = event_type else {
-        return Outcome::Rejected(Reject::new(
+        return Verdict::Rejected(Reject::new(
             Reason::MissingType,
             "no \"type\", or \"type\" is not a string",
         ));
     };
-    if event_type != "group" {
-        return Outcome::Skipped(event_type);
+    // Case-insensitively: RudderStack writes "GROUP", Segment "group".
+    if !event_type.eq_ignore_ascii_case("group") {
+        return Verdict::Skipped(event_type);
     }
     if let Some(k) = entries.duplicate_key() {
-        return Outcome::Rejected(Reject::new(
+        return Verdict::Rejected(Reject::new(
             Reason::DuplicateKey,
             format!("top-level key {} appears more than once", json_quote(k)),
         ));
     }
-    match mapping::map_group(&entries) {
-        Ok(row) => Outcome::Row(row),
-        Err(reject) => Outcome::Rejected(reject),
+    match mapping::map_group(entries) {
+        Ok(row) => Verdict::Row(row),
+        Err(reject) => Verdict::Rejected(reject),
     }
 }
 
@@ -404,7 +477,7 @@ mod tests {
 
     fn reason(line: &str) -> Reason {
         match classify(line.as_bytes(), None) {
-            Outcome::Rejected(r) => r.reason,
+            Outcome::Event(Verdict::Rejected(r)) => r.reason,
             other => panic!("{line}: expected a reject, got {other:?}"),
         }
     }
@@ -420,7 +493,7 @@ mod tests {
     fn a_valid_group_call_is_a_row() {
         assert!(matches!(
             classify(obj(OK).as_bytes(), None),
-            Outcome::Row(_)
+            Outcome::Event(Verdict::Row(_))
         ));
     }
 
@@ -437,17 +510,28 @@ mod tests {
     #[test]
     fn other_event_types_are_skipped_with_their_type() {
         match classify(br#"{"type":"track","event":"x"}"#, None) {
-            Outcome::Skipped(t) => assert_eq!(t, "track"),
+            Outcome::Event(Verdict::Skipped(t)) => assert_eq!(t, "track"),
             other => panic!("{other:?}"),
         }
-        // Case matters: only "group" is a Group call.
+        // Types are matched case-insensitively ("GROUP" is RudderStack's spelling); a skipped type is
+        // counted as written.
+        for t in ["Group", "GROUP", "gRoUp"] {
+            let line = format!(r#"{{"type":"{t}","groupId":"g","userId":"u","timestamp":0}}"#);
+            assert!(matches!(
+                classify(line.as_bytes(), None),
+                Outcome::Event(Verdict::Row(_))
+            ));
+        }
         assert!(
-            matches!(classify(br#"{"type":"Group"}"#, None), Outcome::Skipped(t) if t == "Group")
+            matches!(classify(br#"{"type":"Track"}"#, None), Outcome::Event(Verdict::Skipped(t)) if t == "Track")
+        );
+        assert!(
+            matches!(classify(br#"{"type":"groups"}"#, None), Outcome::Event(Verdict::Skipped(t)) if t == "groups")
         );
         // A skipped type wins over problems the reject table lists later (duplicate keys, no groupId).
         assert!(matches!(
             classify(br#"{"type":"track","a":1,"a":2}"#, None),
-            Outcome::Skipped(_)
+            Outcome::Event(Verdict::Skipped(_))
         ));
     }
 
@@ -455,14 +539,14 @@ mod tests {
     fn each_reject_reason() {
         assert_eq!(
             match classify(b"{}", Some((20_000_000, 16 << 20))) {
-                Outcome::Rejected(r) => r.reason,
+                Outcome::Event(Verdict::Rejected(r)) => r.reason,
                 _ => unreachable!(),
             },
             Reason::LineTooLong
         );
         assert_eq!(
             match classify(b"{\"type\":\"group\xff\"}", None) {
-                Outcome::Rejected(r) => r.reason,
+                Outcome::Event(Verdict::Rejected(r)) => r.reason,
                 _ => unreachable!(),
             },
             Reason::InvalidUtf8
@@ -566,7 +650,7 @@ mod tests {
         assert_eq!(reason(r#"{"a":1,"a":2}"#), Reason::MissingType);
         // Invalid UTF-8 beats invalid JSON.
         assert!(
-            matches!(classify(b"{\xff", None), Outcome::Rejected(r) if r.reason == Reason::InvalidUtf8)
+            matches!(classify(b"{\xff", None), Outcome::Event(Verdict::Rejected(r)) if r.reason == Reason::InvalidUtf8)
         );
     }
 
@@ -585,7 +669,7 @@ mod tests {
                 obj(&format!(r#"{OK},"traits":{{"name":"\ud83d\ude00"}}"#)).as_bytes(),
                 None
             ),
-            Outcome::Row(_)
+            Outcome::Event(Verdict::Row(_))
         ));
     }
 
@@ -598,7 +682,7 @@ mod tests {
         );
         // Loaded by the rules, the deep value kept whole in `extra`; never a stack overflow.
         match classify(deep.as_bytes(), None) {
-            Outcome::Row(row) => {
+            Outcome::Event(Verdict::Row(row)) => {
                 let extra = row.text(crate::schema::Col::Extra).expect("extra");
                 assert!(extra.starts_with("{\"properties\":[[[") && extra.ends_with("]]]}"));
                 assert_eq!(extra.len(), "{\"properties\":}".len() + 200_000);
@@ -665,7 +749,7 @@ mod tests {
                 .unwrap()
                 .0
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.get().to_string()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             let mut got = Vec::new();
             for_each_member(&text, |k, v| got.push((k.into_owned(), v.to_string()))).unwrap();

@@ -20,9 +20,13 @@ struct Record<'a> {
     file: &'a str,
     line: u64,
     offset: u64,
+    /// For an event of a batch envelope: its index in the `batch` array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
     reason: &'a str,
     message: &'a str,
-    /// The line as written (without its `\n` / `\r\n` and a leading BOM), when it is UTF-8.
+    /// The line as written (without its `\n` / `\r\n` and a leading BOM), when it is UTF-8; for an event of
+    /// a batch, the element as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<&'a str>,
     /// The line's bytes in standard base64, when they are not UTF-8.
@@ -49,8 +53,16 @@ impl RejectsWriter {
         }
     }
 
-    /// Records one rejected line. `bytes` is the line (for `line_too_long`, its kept prefix).
-    pub fn write(&mut self, file: &str, line: &Line, bytes: &[u8], reject: &Reject) -> Result<()> {
+    /// Records one rejected event: a line (`bytes` is the line; for `line_too_long`, its kept prefix), or the
+    /// element `index` of a batch envelope on that line (`bytes` is the element).
+    pub fn write(
+        &mut self,
+        file: &str,
+        line: &Line,
+        index: Option<usize>,
+        bytes: &[u8],
+        reject: &Reject,
+    ) -> Result<()> {
         let (raw, raw_base64) = match std::str::from_utf8(bytes) {
             Ok(s) => (Some(s), None),
             // A too-long line's prefix may end inside a character: cut it there rather than go base64.
@@ -66,6 +78,7 @@ impl RejectsWriter {
             file,
             line: line.number,
             offset: line.offset,
+            index,
             reason: reject.reason.as_str(),
             message: &reject.message,
             raw,
@@ -122,6 +135,7 @@ mod tests {
             w.write(
                 "in.json",
                 &line(*too_long),
+                None,
                 bytes,
                 &Reject::new(*reason, "msg"),
             )
@@ -141,6 +155,20 @@ mod tests {
         assert_eq!(
             r[0],
             serde_json::json!({"file":"in.json","line":12,"offset":40960,"reason":"missing_group_id","message":"msg","raw":"{\"type\":\"group\"}"})
+        );
+    }
+
+    #[test]
+    fn an_event_of_a_batch_names_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RejectsWriter::new(dir.path().join("r.ndjson"));
+        let reject = Reject::new(Reason::NotAnObject, "msg");
+        w.write("in.json", &line(None), Some(3), b"7", &reject)
+            .unwrap();
+        let text = std::fs::read_to_string(w.finish().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\"file\":\"in.json\",\"line\":12,\"offset\":40960,\"index\":3,\"reason\":\"not_an_object\",\"message\":\"msg\",\"raw\":\"7\"}\n"
         );
     }
 

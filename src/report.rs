@@ -1,12 +1,14 @@
 //! Counting, the run report, the stderr summary and the progress bar (SPEC §8).
 //!
 //! Why this module exists: a nightly job is monitored through its report, so the counts must add up
-//! (`lines = blank + skipped + rejected + rows_written`, checked in the tests) and keep the same keys every
-//! night. Counting lives here, next to the report it feeds.
+//! (`events = skipped + rejected + rows_written`, and `lines = blank + events` less what batch envelopes
+//! hold beyond one event a line; checked in the tests) and keep the same keys every night. Counting lives here,
+//! next to the report it feeds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -15,11 +17,15 @@ use crate::parse::Reason;
 /// At most this many distinct skipped event types are counted by name; the rest count as `(other)`.
 pub const MAX_SKIPPED_TYPES: usize = 1000;
 
-/// What happened to the lines of a run.
+/// What happened to the lines (and events) of a run.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Counts {
     pub lines: u64,
+    /// Each non-blank line is one event, but a batch envelope is as many as its `batch` array holds.
+    pub events: u64,
     pub blank: u64,
+    /// Batch envelopes: the lines that were envelopes, and the events they held.
+    pub batches: Batches,
     /// Event type -> lines skipped.
     pub skipped: BTreeMap<String, u64>,
     /// Reject reason -> lines (every reason listed, duplicates included).
@@ -29,11 +35,20 @@ pub struct Counts {
     pub invalid_times: u64,
 }
 
+/// Lines that were batch envelopes (SPEC §2), and the events they held (an envelope rejected whole is one).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Batches {
+    pub lines: u64,
+    pub events: u64,
+}
+
 impl Default for Counts {
     fn default() -> Self {
         Counts {
             lines: 0,
+            events: 0,
             blank: 0,
+            batches: Batches::default(),
             skipped: BTreeMap::new(),
             rejected: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
             rows_written: 0,
@@ -58,6 +73,14 @@ impl Counts {
         *self.rejected.entry(reason.as_str()).or_default() += 1;
     }
 
+    /// Events dropped because their messageId was already loaded (SPEC §6.3).
+    pub fn duplicates(&self) -> u64 {
+        self.rejected
+            .get(Reason::DuplicateMessageId.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
     }
@@ -66,19 +89,14 @@ impl Counts {
         self.rejected.values().sum()
     }
 
-    /// Rejected lines that count against `--max-reject-ratio` (duplicates do not).
+    /// Rejected events that count against `--max-reject-ratio` (duplicates do not).
     pub fn rejected_for_ratio(&self) -> u64 {
-        self.rejected_total()
-            - self
-                .rejected
-                .get(Reason::DuplicateMessageId.as_str())
-                .copied()
-                .unwrap_or(0)
+        self.rejected_total() - self.duplicates()
     }
 
-    /// The lines the ratio is taken over: not blank, not skipped.
+    /// The events the ratio is taken over: not skipped (blank lines are not events).
     pub fn considered(&self) -> u64 {
-        self.lines - self.blank - self.skipped_total()
+        self.events - self.skipped_total()
     }
 
     pub fn reject_ratio(&self) -> f64 {
@@ -88,9 +106,11 @@ impl Counts {
         }
     }
 
-    /// The counting rule of SPEC §7.
+    /// The counting rules of SPEC §7: `events = skipped + rejected + rows_written`, and every non-blank line
+    /// is one event except batch envelopes, which hold `batches.events` events in `batches.lines` lines.
     pub fn adds_up(&self) -> bool {
-        self.lines == self.blank + self.skipped_total() + self.rejected_total() + self.rows_written
+        self.events == self.skipped_total() + self.rejected_total() + self.rows_written
+            && self.lines + self.batches.events == self.blank + self.events + self.batches.lines
     }
 }
 
@@ -103,6 +123,7 @@ pub struct InputReport {
     pub decompressed_bytes: u64,
     pub compression: &'static str,
     pub lines: u64,
+    pub events: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +132,26 @@ pub struct FileReport {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+}
+
+/// An input that looks like a JSON array or pretty-printed JSON rather than NDJSON (SPEC §2).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotNdjson {
+    pub path: String,
+    /// `json_array` or `pretty_printed_json`.
+    pub looks_like: &'static str,
+    /// What to do about it (also added to the message of the file's rejects).
+    pub hint: String,
+}
+
+/// Why a run published no rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotPublished {
+    /// More rejected events than `--max-reject-ratio` allows (exit 3).
+    RejectRatio,
+    /// Fewer rows than `--min-rows` (exit 5).
+    MinRows,
 }
 
 /// The run report written to `OUT/_runs/<run>.json` (and `--report`).
@@ -127,6 +168,9 @@ pub struct Report {
     pub counts: Counts,
     pub reject_ratio: f64,
     pub max_reject_ratio: f64,
+    pub min_rows: u64,
+    /// Inputs that look like a JSON array or pretty-printed JSON (their rejects say how to convert them).
+    pub not_ndjson: Vec<NotNdjson>,
     /// Partition path -> rows written.
     pub partitions: BTreeMap<String, u64>,
     pub files: Vec<FileReport>,
@@ -134,6 +178,8 @@ pub struct Report {
     pub rejects_file: Option<String>,
     pub elapsed_s: f64,
     pub published: bool,
+    /// Why nothing was published (null when the run published).
+    pub not_published: Option<NotPublished>,
     /// The `accounts` snapshot this run published (absent with `--no-accounts` or when nothing was published).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<AccountsReport>,
@@ -151,7 +197,7 @@ pub struct AccountsReport {
     pub rebuilt: bool,
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -163,42 +209,176 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn listing(map: &BTreeMap<String, u64>) -> String {
-    map.iter()
-        .map(|(k, v)| format!("{k} {}", thousands(*v)))
+/// Bytes for people: `812 B`, `1.2 MB`, `4.4 GB` (powers of 1000).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn listing<'a>(items: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    items
+        .into_iter()
+        .map(|(k, v)| format!("{k} {}", thousands(v)))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// The inputs of a run, for the summary: their paths when there are few, else how many and the folder they
+/// share.
+pub fn describe_inputs(inputs: &[InputReport]) -> String {
+    let name = |p: &str| {
+        if p == "-" {
+            "standard input".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    let files = match inputs.len() {
+        0 => return "no inputs".to_string(),
+        1..=3 => inputs
+            .iter()
+            .map(|i| name(&i.path))
+            .collect::<Vec<_>>()
+            .join(", "),
+        n => match common_folder(inputs.iter().map(|i| i.path.as_str())) {
+            Some(dir) => format!("{n} files under {dir}"),
+            None => format!("{n} files"),
+        },
+    };
+    let bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
+    let lines: u64 = inputs.iter().map(|i| i.lines).sum();
+    format!(
+        "{files} ({}, {} lines)",
+        human_bytes(bytes),
+        thousands(lines)
+    )
+}
+
+/// The longest folder prefix (whole `/`-separated parts) that every path shares.
+fn common_folder<'a>(paths: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut common: Option<Vec<&str>> = None;
+    for p in paths {
+        let parts: Vec<&str> = p.split('/').collect();
+        let folder = &parts[..parts.len().saturating_sub(1)];
+        common = Some(match common {
+            None => folder.to_vec(),
+            Some(c) => c
+                .iter()
+                .zip(folder)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
+    }
+    let c = common?.join("/");
+    match c.as_str() {
+        "" => None,
+        _ => Some(format!("{c}/")),
+    }
+}
+
 impl Report {
-    /// The short human summary printed to stderr.
+    /// The short human summary printed to stderr: what was loaded where, from what, and what was not.
     pub fn summary(&self) -> String {
         let c = &self.counts;
         let mut s = String::new();
-        let verb = if self.published {
-            "loaded"
+        let headline = match self.not_published {
+            None => format!(
+                "loaded {} rows into {} ({} partitions, {} files)",
+                thousands(c.rows_written),
+                self.output,
+                self.partitions.len(),
+                self.files.len()
+            ),
+            Some(NotPublished::RejectRatio) => format!(
+                "published nothing into {}: {} of {} events rejected ({:.4}, over --max-reject-ratio {})",
+                self.output,
+                thousands(c.rejected_for_ratio()),
+                thousands(c.considered()),
+                self.reject_ratio,
+                self.max_reject_ratio
+            ),
+            Some(NotPublished::MinRows) => format!(
+                "published nothing into {}: {} rows, fewer than --min-rows {}",
+                self.output,
+                thousands(c.rows_written),
+                thousands(self.min_rows)
+            ),
+        };
+        let _ = writeln!(s, "group-loader: {headline}");
+        let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
+        let batches = if c.batches.lines > 0 {
+            format!(
+                " ({} in {} batch envelopes)",
+                thousands(c.batches.events),
+                thousands(c.batches.lines)
+            )
         } else {
-            "did not publish"
+            String::new()
+        };
+        let duplicates = match c.duplicates() {
+            0 => String::new(),
+            n => format!(" ({} of them duplicates)", thousands(n)),
         };
         let _ = writeln!(
             s,
-            "group-loader: {verb} {} rows into {} partitions ({} files) from {} inputs in {:.2}s (run {})",
+            "  events {}{batches}: {} rows, {} skipped, {} rejected{duplicates}; {} blank lines",
+            thousands(c.events),
             thousands(c.rows_written),
-            self.partitions.len(),
-            self.files.len(),
-            self.inputs.len(),
-            self.elapsed_s,
-            self.run
-        );
-        let _ = writeln!(
-            s,
-            "  lines {} = blank {} + skipped {} + rejected {} + rows {}",
-            thousands(c.lines),
-            thousands(c.blank),
             thousands(c.skipped_total()),
             thousands(c.rejected_total()),
-            thousands(c.rows_written)
+            thousands(c.blank),
         );
+        if c.skipped_total() > 0 {
+            let skipped = c.skipped.iter().map(|(k, v)| (k.as_str(), *v));
+            let _ = writeln!(s, "  skipped (other event types): {}", listing(skipped));
+        }
+        if c.rejected_for_ratio() > 0 {
+            let rejected = Reason::ALL
+                .iter()
+                .filter(|r| **r != Reason::DuplicateMessageId)
+                .filter_map(|r| {
+                    let n = c.rejected.get(r.as_str()).copied().unwrap_or(0);
+                    (n > 0).then_some((r.as_str(), n))
+                });
+            let _ = writeln!(
+                s,
+                "  rejected: {}; reject ratio {:.4} (max {})",
+                listing(rejected),
+                self.reject_ratio,
+                self.max_reject_ratio
+            );
+        }
+        if c.duplicates() > 0 {
+            let _ = writeln!(
+                s,
+                "  deduplicated: {} events whose messageId was already loaded by this run were not loaded again",
+                thousands(c.duplicates())
+            );
+        }
+        // Over the reject ratio, the error message that follows gives the hint (once).
+        if self.not_published != Some(NotPublished::RejectRatio) {
+            for n in &self.not_ndjson {
+                let _ = writeln!(s, "  note: {}", n.hint);
+            }
+        }
+        if let Some(rejects) = &self.rejects_file {
+            let _ = writeln!(
+                s,
+                "  rejects: {}",
+                Path::new(&self.output).join(rejects).display()
+            );
+        }
         if let Some(a) = &self.accounts {
             let _ = writeln!(
                 s,
@@ -209,31 +389,6 @@ impl Report {
                 if a.rebuilt { "rebuilt" } else { "merged" }
             );
         }
-        if c.skipped_total() > 0 {
-            let _ = writeln!(s, "  skipped: {}", listing(&c.skipped));
-        }
-        if c.rejected_total() > 0 {
-            let rejected: Vec<String> = Reason::ALL
-                .iter()
-                .filter_map(|r| {
-                    c.rejected
-                        .get(r.as_str())
-                        .filter(|n| **n > 0)
-                        .map(|n| format!("{r} {}", thousands(*n)))
-                })
-                .collect();
-            let _ = writeln!(s, "  rejected: {}", rejected.join(", "));
-            let _ = writeln!(
-                s,
-                "  reject ratio {:.4} (max {}){}",
-                self.reject_ratio,
-                self.max_reject_ratio,
-                self.rejects_file
-                    .as_deref()
-                    .map(|p| format!("; rejects in {p}"))
-                    .unwrap_or_default()
-            );
-        }
         if c.shadowed_traits > 0 || c.invalid_times > 0 {
             let _ = writeln!(
                 s,
@@ -242,6 +397,7 @@ impl Report {
                 thousands(c.invalid_times)
             );
         }
+        let _ = writeln!(s, "  run {} in {:.2}s", self.run, self.elapsed_s);
         s
     }
 }
@@ -255,34 +411,59 @@ pub enum ProgressWhen {
     Never,
 }
 
-/// Progress of input bytes read, on stderr: a bar on a terminal; with `--progress always` and no terminal
-/// (a log file), a plain line every 10 seconds instead.
+/// What a run is doing, for the progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Reading,
+    /// Encoding the last row groups and closing files.
+    Writing,
+    /// Merging the run into the `accounts` table.
+    Accounts,
+    Publishing,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Reading => "reading",
+            Phase::Writing => "writing files",
+            Phase::Accounts => "accounts",
+            Phase::Publishing => "publishing",
+        }
+    }
+}
+
+/// Progress on stderr. On a terminal, a bar of input bytes read of the bytes known (a spinner with the bytes
+/// read where the total is unknown, as on stdin), the rows and rejects so far, then a spinner naming the phase
+/// after reading, so the screen is never silent. With `--progress always` and no terminal (a log file), a plain
+/// line every 10 seconds and at each phase instead.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     lines: Option<LineProgress>,
+    total: Option<u64>,
 }
 
 const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const TICK: std::time::Duration = std::time::Duration::from_millis(120);
 
 struct LineProgress {
-    total: Option<u64>,
     last: std::cell::Cell<std::time::Instant>,
+}
+
+/// The rows and rejects so far, as the bar shows them.
+fn tally(rows: u64, rejected: u64) -> String {
+    format!("{} rows, {} rejected", thousands(rows), thousands(rejected))
 }
 
 impl Progress {
     pub fn new(when: ProgressWhen, quiet: bool, total_bytes: Option<u64>) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let none = Progress {
-            bar: None,
-            lines: None,
-        };
         match when {
-            ProgressWhen::Never => none,
-            ProgressWhen::Auto if quiet || !terminal => none,
+            ProgressWhen::Never => Self::none(),
+            ProgressWhen::Auto if quiet || !terminal => Self::none(),
             ProgressWhen::Always if !terminal => Progress {
                 bar: None,
                 lines: Some(LineProgress {
-                    total: total_bytes,
                     // Due at once: the first report comes with the first chunk.
                     last: std::cell::Cell::new(
                         std::time::Instant::now()
@@ -290,43 +471,87 @@ impl Progress {
                             .unwrap_or_else(std::time::Instant::now),
                     ),
                 }),
+                total: total_bytes,
             },
             ProgressWhen::Auto | ProgressWhen::Always => {
-                let bar = indicatif::ProgressBar::with_draw_target(
-                    total_bytes,
-                    indicatif::ProgressDrawTarget::stderr(),
-                );
-                if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{spinner} {binary_bytes}/{binary_total_bytes} {wide_bar} {binary_bytes_per_sec} eta {eta}",
-                ) {
-                    bar.set_style(style);
-                }
-                Progress {
-                    bar: Some(bar),
-                    lines: None,
-                }
+                Self::on(indicatif::ProgressDrawTarget::stderr(), total_bytes)
             }
         }
     }
 
-    /// Reports `bytes` of input read so far.
-    pub fn set(&self, bytes: u64) {
+    fn none() -> Self {
+        Progress {
+            bar: None,
+            lines: None,
+            total: None,
+        }
+    }
+
+    /// A bar drawn on `target` (stderr, or an in-memory terminal in tests).
+    pub fn on(target: indicatif::ProgressDrawTarget, total_bytes: Option<u64>) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(total_bytes, target);
+        let template = match total_bytes {
+            Some(_) => {
+                "{spinner} {prefix}: {binary_bytes}/{binary_total_bytes} [{wide_bar}] {binary_bytes_per_sec}, eta {eta}, {msg}"
+            }
+            None => "{spinner} {prefix}: {binary_bytes} ({binary_bytes_per_sec}), {msg}",
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(Phase::Reading.label());
+        bar.set_message(tally(0, 0));
+        bar.enable_steady_tick(TICK);
+        Progress {
+            bar: Some(bar),
+            lines: None,
+            total: total_bytes,
+        }
+    }
+
+    /// Reports `bytes` of input read so far, and the rows and rejected events so far.
+    pub fn read(&self, bytes: u64, rows: u64, rejected: u64) {
         if let Some(b) = &self.bar {
             b.set_position(bytes);
+            b.set_message(tally(rows, rejected));
         }
         if let Some(l) = &self.lines
             && l.last.get().elapsed() >= LINE_EVERY
         {
             l.last.set(std::time::Instant::now());
-            match l.total {
-                Some(t) if t > 0 => eprintln!(
-                    "group-loader: read {} of {} bytes ({:.0}%)",
+            let read = match self.total {
+                Some(t) if t > 0 => format!(
+                    "{} of {} bytes ({:.0}%)",
                     thousands(bytes),
                     thousands(t),
                     bytes as f64 * 100.0 / t as f64
                 ),
-                _ => eprintln!("group-loader: read {} bytes", thousands(bytes)),
+                _ => format!("{} bytes", thousands(bytes)),
+            };
+            eprintln!("group-loader: reading: {read}, {}", tally(rows, rejected));
+        }
+    }
+
+    /// Reading is over: from now on the display names `phase` (with a spinner, as its length is unknown).
+    pub fn phase(&self, phase: Phase, rows: u64, rejected: u64) {
+        if let Some(b) = &self.bar {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix}: {msg} (input {binary_bytes} read in {elapsed})",
+            ) {
+                b.set_style(style);
             }
+            b.set_prefix(phase.label());
+            b.set_message(tally(rows, rejected));
+        }
+        if self.lines.is_some() {
+            eprintln!("group-loader: {}: {}", phase.label(), tally(rows, rejected));
+        }
+    }
+
+    /// Forces a draw now (the bar otherwise redraws on its own tick).
+    pub fn draw(&self) {
+        if let Some(b) = &self.bar {
+            b.force_draw();
         }
     }
 
@@ -345,6 +570,7 @@ mod tests {
     fn counting_rule_and_ratio() {
         let mut c = Counts {
             lines: 10,
+            events: 9,
             blank: 1,
             ..Counts::default()
         };
@@ -356,9 +582,20 @@ mod tests {
         assert!(c.adds_up());
         assert_eq!(c.considered(), 7);
         assert_eq!(c.rejected_for_ratio(), 1);
+        assert_eq!(c.duplicates(), 1);
         assert!((c.reject_ratio() - 1.0 / 7.0).abs() < 1e-12);
         c.rows_written = 4;
         assert!(!c.adds_up());
+        // Two of the lines are batch envelopes holding 3 and 2 events: 3 more events than lines say.
+        c.rows_written = 8;
+        c.events = 12;
+        c.batches = Batches {
+            lines: 2,
+            events: 5,
+        };
+        assert!(c.adds_up());
+        c.batches.events = 4;
+        assert!(!c.adds_up(), "lines no longer add up");
         assert_eq!(Counts::default().reject_ratio(), 0.0);
         // Every reason is listed, so monitoring can rely on the keys.
         assert_eq!(Counts::default().rejected.len(), Reason::ALL.len());
@@ -373,6 +610,95 @@ mod tests {
         assert_eq!(c.skipped.len(), MAX_SKIPPED_TYPES + 1);
         assert_eq!(c.skipped["(other)"], 5);
         assert_eq!(c.skipped_total(), (MAX_SKIPPED_TYPES + 5) as u64);
+    }
+
+    fn input(path: &str, bytes: u64, lines: u64) -> InputReport {
+        InputReport {
+            path: path.into(),
+            bytes,
+            decompressed_bytes: bytes,
+            compression: "none",
+            lines,
+            events: lines,
+        }
+    }
+
+    #[test]
+    fn inputs_are_named_or_counted_with_their_folder() {
+        assert_eq!(
+            describe_inputs(&[input("-", 10, 1)]),
+            "standard input (10 B, 1 lines)"
+        );
+        assert_eq!(
+            describe_inputs(&[input("a/x.gz", 1500, 3), input("b.json", 0, 0)]),
+            "a/x.gz, b.json (1.5 kB, 3 lines)"
+        );
+        let many: Vec<InputReport> = (0..4)
+            .map(|i| {
+                input(
+                    &format!("logs/src/{}/f{i}.gz", 1000 + i % 2),
+                    2_000_000,
+                    1000,
+                )
+            })
+            .collect();
+        assert_eq!(
+            describe_inputs(&many),
+            "4 files under logs/src/ (8.0 MB, 4,000 lines)"
+        );
+        let apart: Vec<InputReport> = ["a/1", "b/2", "c/3", "d/4"]
+            .iter()
+            .map(|p| input(p, 1, 1))
+            .collect();
+        assert_eq!(describe_inputs(&apart), "4 files (4 B, 4 lines)");
+    }
+
+    /// Drives the progress display on an in-memory terminal (no real one needed): the bar while reading,
+    /// with bytes of a known total, rows and rejects; a spinner with bytes and rows when the total is unknown;
+    /// and the phase after reading.
+    #[test]
+    fn progress_shows_bytes_rows_rejects_and_the_phase() {
+        use indicatif::{InMemoryTerm, ProgressDrawTarget};
+        let term = InMemoryTerm::new(4, 120);
+        let p = Progress::on(
+            ProgressDrawTarget::term_like(Box::new(term.clone())),
+            Some(8 << 20),
+        );
+        p.read(2 << 20, 12_345, 7);
+        p.draw();
+        let shown = term.contents();
+        assert!(shown.contains("reading: 2.00 MiB/8.00 MiB"), "{shown}");
+        assert!(shown.contains("12,345 rows, 7 rejected"), "{shown}");
+        assert!(shown.contains('['), "a bar: {shown}");
+        p.phase(Phase::Writing, 20_000, 9);
+        p.draw();
+        let shown = term.contents();
+        assert!(
+            shown.contains("writing files: 20,000 rows, 9 rejected"),
+            "{shown}"
+        );
+        p.phase(Phase::Publishing, 20_000, 9);
+        p.draw();
+        assert!(
+            term.contents().contains("publishing"),
+            "{}",
+            term.contents()
+        );
+        p.finish();
+
+        // Standard input: no total, so no bar, no total and no eta; the bytes read and the rows so far.
+        let term = InMemoryTerm::new(4, 120);
+        let p = Progress::on(ProgressDrawTarget::term_like(Box::new(term.clone())), None);
+        p.read(3 << 20, 500, 0);
+        p.draw();
+        let shown = term.contents();
+        assert!(shown.contains("reading: 3.00 MiB ("), "{shown}");
+        assert!(shown.contains("500 rows, 0 rejected"), "{shown}");
+        assert!(
+            !shown.contains('[') && !shown.contains("eta") && !shown.contains("MiB/"),
+            "{shown}"
+        );
+        p.finish();
     }
 
     #[test]

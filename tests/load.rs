@@ -347,16 +347,25 @@ fn whole_fixtures_folder_loads_with_default_options() {
         .iter()
         .map(|p| p.rsplit('/').next().unwrap())
         .collect();
+    // Byte-wise sorted paths: `batch.ndjson` < `edge-cases.jsonl` < `export/...` < `pretty-array.json` < ...
+    // < `segment-logs/...` (Segment's <epoch-ms>.<uuid>.gz files, picked up by their .gz alone).
     assert_eq!(
         names,
         [
+            "batch.ndjson",
             "edge-cases.jsonl",
             "2024-03-01.ndjson.gz",
             "2024-03-02.ndjson.gz",
-            "segment-docs.json"
+            "pretty-array.json",
+            "rudderstack.jsonl",
+            "segment-docs.json",
+            "1709434800000.a19abc09-ae74-47f7-a7fb-8ca4f14dbd32.gz",
+            "1709478000000.0f6d013b-6016-41c7-a4d5-a16eed2d8304.gz",
+            "1709521200000.153655eb-70c3-4f69-860e-a4c8fc6d3326.gz",
+            "1709564400000.5f12cd0a-f7cc-44d3-8e7f-d3925c5516e0.gz",
         ]
     );
-    assert_eq!(r["inputs"][1]["compression"], "gzip");
+    assert_eq!(r["inputs"][2]["compression"], "gzip");
     let rows = read_dataset(out.path());
     assert_eq!(rows.len() as u64, r["rows_written"].as_u64().unwrap());
     let per_partition: BTreeMap<String, u64> =

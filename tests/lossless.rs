@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use group_loader::mapping::{Cell, Row};
-use group_loader::parse::{Outcome, classify};
+use group_loader::parse::{Outcome, Verdict, classify};
 use group_loader::schema::COLUMNS;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -476,8 +476,8 @@ proptest! {
         });
         let outcome = classify(line.as_bytes(), None);
         let row = match outcome {
-            Outcome::Row(row) => row,
-            Outcome::Rejected(r) => {
+            Outcome::Event(Verdict::Row(row)) => row,
+            Outcome::Event(Verdict::Rejected(r)) => {
                 prop_assert!(!has_time, "rejected {:?} although a time is valid: {}", r, line);
                 prop_assert_eq!(r.reason.as_str(), "missing_time");
                 return Ok(());

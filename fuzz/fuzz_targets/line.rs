@@ -3,13 +3,25 @@
 //! are never null.
 #![no_main]
 
-use group_loader::mapping::Cell;
-use group_loader::parse::{Outcome, classify};
+use group_loader::mapping::{Cell, Row};
+use group_loader::parse::{Outcome, Verdict, classify};
 use group_loader::schema::{COLUMNS, Kind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Outcome::Row(row) = classify(data, None) {
+    let rows: Vec<Row<'_>> = match classify(data, None) {
+        Outcome::Event(Verdict::Row(row)) => vec![row],
+        // A batch envelope's events: rows built from its elements and the envelope's defaults.
+        Outcome::Batch(Ok(events)) => events
+            .into_iter()
+            .filter_map(|e| match e.verdict {
+                Verdict::Row(row) => Some(row),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for row in rows {
         // Grammar only: numbers beyond f64 (`1e400`) are valid JSON and load as text (SPEC §3), though
         // serde_json::Value refuses them — the first finding of this fuzzer was that oracle, not the loader.
         assert!(

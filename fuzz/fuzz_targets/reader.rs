@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         codec: Codec::Zstd,
         mode: Mode::Append,
         max_reject_ratio: 1.0,
+        min_rows: 0,
         rejects: None::<PathBuf>,
         report: None,
         memory_limit: 256 << 20,

@@ -148,7 +148,8 @@ pub fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(&runs[0]).unwrap()).unwrap()
 }
 
-/// Checks `lines = blank + skipped + rejected + rows_written` in a report.
+/// Checks the counting rules of SPEC §7 in a report: `events = skipped + rejected + rows_written`, and each
+/// non-blank line is one event except batch envelopes (`lines = blank + events` when there are none).
 pub fn assert_counts_add_up(r: &serde_json::Value) {
     let sum = |v: &serde_json::Value| {
         v.as_object()
@@ -157,12 +158,28 @@ pub fn assert_counts_add_up(r: &serde_json::Value) {
             .map(|x| x.as_u64().unwrap())
             .sum::<u64>()
     };
-    let lines = r["lines"].as_u64().unwrap();
-    let total = r["blank"].as_u64().unwrap()
-        + sum(&r["skipped"])
-        + sum(&r["rejected"])
-        + r["rows_written"].as_u64().unwrap();
-    assert_eq!(lines, total, "counting rule broken: {r:#}");
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("report key {k}: {r:#}"))
+    };
+    let events = n("events");
+    assert_eq!(
+        events,
+        sum(&r["skipped"]) + sum(&r["rejected"]) + n("rows_written"),
+        "events = skipped + rejected + rows: {r:#}"
+    );
+    let (batch_lines, batch_events) = (
+        r["batches"]["lines"].as_u64().unwrap(),
+        r["batches"]["events"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        n("lines"),
+        n("blank") + events - batch_events + batch_lines,
+        "lines = blank + one event a line, batch envelopes aside: {r:#}"
+    );
+    if batch_lines == 0 {
+        assert_eq!(n("lines"), n("blank") + events);
+    }
 }
 
 /// Microseconds of an RFC 3339 time, via chrono (an independent parser from the loader's).
@@ -185,6 +202,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         codec: Codec::Zstd,
         mode: Mode::Append,
         max_reject_ratio: 1.0,
+        min_rows: 0,
         rejects: None,
         report: None,
         memory_limit: 256 << 20,

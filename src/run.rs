@@ -1,0 +1,294 @@
+//! Applying parsed lines in input order: counts, dedupe, rejects, rows into the writer (SPEC §2, §6.3, §7).
+//!
+//! Why this module exists: lines are parsed in parallel, but everything a run decides about them — which of
+//! two events with one messageId is kept, the order of rows in a partition, the order of the rejects file, the
+//! counts of the report — must follow input order, whatever the thread count. This is the one place that walks
+//! the outcomes in that order, one line (or one event of a batch) at a time.
+
+use rayon::prelude::*;
+
+use crate::dedupe::SeenIds;
+use crate::error::Result;
+use crate::lines::{Chunk, Line};
+use crate::parse::{self, Outcome, Reason, Reject, Verdict};
+use crate::rejects::RejectsWriter;
+use crate::report::{Counts, NotNdjson};
+use crate::writer::GroupsWriter;
+
+self_cell::self_cell!(
+    /// A chunk and the outcomes of its lines, which borrow from it.
+    pub struct Parsed {
+        owner: Chunk,
+        #[covariant]
+        dependent: Outcomes,
+    }
+);
+
+type Outcomes<'a> = Vec<Outcome<'a>>;
+
+/// Classifies every line of a chunk, in parallel on the pool.
+pub fn parse_chunk(chunk: Chunk, max_line_bytes: usize, pool: &rayon::ThreadPool) -> Parsed {
+    let limit = max_line_bytes as u64;
+    Parsed::new(chunk, |chunk| {
+        pool.install(|| {
+            chunk
+                .lines
+                .par_iter()
+                .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
+                .collect()
+        })
+    })
+}
+
+/// The state a run accumulates while it applies outcomes in input order.
+pub struct Run {
+    pub counts: Counts,
+    pub seen_ids: Option<SeenIds>,
+    pub rejects: RejectsWriter,
+    pub writer: GroupsWriter,
+    /// Inputs that look like a JSON array or pretty-printed JSON rather than NDJSON.
+    pub not_ndjson: Vec<NotNdjson>,
+    /// The input being applied: whether its first non-blank line was seen, and what it looks like.
+    file: Option<FileState>,
+}
+
+struct FileState {
+    name: String,
+    first_seen: bool,
+    shape: Option<Shape>,
+}
+
+/// What a file that is not NDJSON looks like, from its first non-blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Starts with `[`: a JSON array (on one line or pretty-printed).
+    Array,
+    /// Starts with a line holding only `{`: pretty-printed JSON object(s).
+    Pretty,
+}
+
+impl Shape {
+    /// The hint added to the rejects of such a file (and, once, to the exit-3 message).
+    pub fn hint(self, file: &str) -> String {
+        let (what, filter) = match self {
+            Shape::Array => ("a JSON array", "'.[]'"),
+            Shape::Pretty => ("pretty-printed JSON", "."),
+        };
+        format!(
+            "{file} looks like {what}, not NDJSON (one JSON object per line); convert it with: jq -c {filter} {} > converted.ndjson",
+            shell_quote(file)
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Array => "json_array",
+            Shape::Pretty => "pretty_printed_json",
+        }
+    }
+
+    /// The shape of a file whose first non-blank line is `line` and was rejected with `reason`.
+    fn of_first_line(line: &[u8], reason: Reason) -> Option<Shape> {
+        if !matches!(reason, Reason::InvalidJson | Reason::NotAnObject) {
+            return None;
+        }
+        let trimmed = line.trim_ascii();
+        if trimmed.starts_with(b"[") {
+            Some(Shape::Array)
+        } else if trimmed == b"{" {
+            Some(Shape::Pretty)
+        } else {
+            None
+        }
+    }
+}
+
+/// `s` as one shell word (quoted only when it needs to be).
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./-+:@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Where an event sits: its line, and its index in a batch envelope.
+struct At<'l> {
+    file: &'l str,
+    line: &'l Line,
+    index: Option<usize>,
+}
+
+impl Run {
+    pub fn new(seen_ids: Option<SeenIds>, rejects: RejectsWriter, writer: GroupsWriter) -> Self {
+        Run {
+            counts: Counts::default(),
+            seen_ids,
+            rejects,
+            writer,
+            not_ndjson: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// Applies one parsed chunk of input `file`, in input order. Returns the chunk's buffer, for reuse.
+    pub fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+        let Some(mut p) = parsed else {
+            return Ok(None);
+        };
+        if self.file.as_ref().is_none_or(|f| f.name != file) {
+            self.file = Some(FileState {
+                name: file.to_string(),
+                first_seen: false,
+                shape: None,
+            });
+        }
+        p.with_dependent_mut(|chunk, outcomes| {
+            self.apply_outcomes(file, chunk, std::mem::take(outcomes))
+        })?;
+        Ok(Some(p.into_owner().data))
+    }
+
+    fn apply_outcomes(
+        &mut self,
+        file: &str,
+        chunk: &Chunk,
+        outcomes: Vec<Outcome<'_>>,
+    ) -> Result<()> {
+        for (line, outcome) in chunk.lines.iter().zip(outcomes) {
+            self.counts.lines += 1;
+            let bytes = chunk.bytes(line);
+            match outcome {
+                Outcome::Blank => self.counts.blank += 1,
+                Outcome::Event(verdict) => {
+                    let rejected = match &verdict {
+                        Verdict::Rejected(r) => Some(r.reason),
+                        _ => None,
+                    };
+                    self.note_first_line(bytes, rejected);
+                    let at = At {
+                        file,
+                        line,
+                        index: None,
+                    };
+                    self.event(&at, bytes, verdict)?;
+                }
+                Outcome::Batch(Ok(events)) => {
+                    self.note_first_line(bytes, None);
+                    self.counts.batches.lines += 1;
+                    self.counts.batches.events += events.len() as u64;
+                    for (i, e) in events.into_iter().enumerate() {
+                        let at = At {
+                            file,
+                            line,
+                            index: Some(i),
+                        };
+                        self.event(&at, e.raw.as_bytes(), e.verdict)?;
+                    }
+                }
+                Outcome::Batch(Err(reject)) => {
+                    // An envelope that cannot be cut into events is one event, rejected with its line.
+                    self.note_first_line(bytes, None);
+                    self.counts.batches.lines += 1;
+                    self.counts.batches.events += 1;
+                    let at = At {
+                        file,
+                        line,
+                        index: None,
+                    };
+                    self.event(&at, bytes, Verdict::Rejected(reject))?;
+                }
+            }
+        }
+        self.writer.flush_due()
+    }
+
+    /// Looks at the first non-blank line of a file (`rejected`: its reject reason, if it was rejected as one
+    /// event): does the file look like NDJSON?
+    fn note_first_line(&mut self, bytes: &[u8], rejected: Option<Reason>) {
+        let Some(state) = self.file.as_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut state.first_seen, true) {
+            return;
+        }
+        if let Some(reason) = rejected {
+            state.shape = Shape::of_first_line(bytes, reason);
+            if let Some(shape) = state.shape {
+                self.not_ndjson.push(NotNdjson {
+                    path: state.name.clone(),
+                    looks_like: shape.name(),
+                    hint: shape.hint(&state.name),
+                });
+            }
+        }
+    }
+
+    /// Applies one event: a line, or an element of a batch (`raw` is its text).
+    fn event(&mut self, at: &At<'_>, raw: &[u8], verdict: Verdict<'_>) -> Result<()> {
+        self.counts.events += 1;
+        let mut reject = match verdict {
+            Verdict::Skipped(t) => {
+                self.counts.skip(&t);
+                return Ok(());
+            }
+            Verdict::Rejected(r) => r,
+            Verdict::Row(row) => {
+                let duplicate = match (&mut self.seen_ids, row.dedupe_key()) {
+                    (Some(seen), Some(id)) => !seen.insert(id),
+                    _ => false,
+                };
+                if !duplicate {
+                    self.counts.rows_written += 1;
+                    self.counts.shadowed_traits += u64::from(row.shadowed_traits);
+                    self.counts.invalid_times += u64::from(row.invalid_times);
+                    self.writer.append(&row);
+                    return Ok(());
+                }
+                Reject::new(
+                    Reason::DuplicateMessageId,
+                    format!(
+                        "messageId {} is already loaded by this run",
+                        parse::json_quote(row.dedupe_key().unwrap_or(""))
+                    ),
+                )
+            }
+        };
+        if let Some(shape) = self.file.as_ref().and_then(|f| f.shape)
+            && matches!(reject.reason, Reason::InvalidJson | Reason::NotAnObject)
+        {
+            reject.message = format!("{}; {}", reject.message, shape.hint(at.file));
+        }
+        self.counts.reject(reject.reason);
+        self.rejects.write(at.file, at.line, at.index, raw, &reject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_of_files_that_are_not_ndjson() {
+        let shape = |line: &str, reason| Shape::of_first_line(line.as_bytes(), reason);
+        assert_eq!(shape("[", Reason::InvalidJson), Some(Shape::Array));
+        assert_eq!(
+            shape(" [{\"a\":1},", Reason::InvalidJson),
+            Some(Shape::Array)
+        );
+        assert_eq!(
+            shape("[{\"a\":1}]", Reason::NotAnObject),
+            Some(Shape::Array)
+        );
+        assert_eq!(shape("{", Reason::InvalidJson), Some(Shape::Pretty));
+        assert_eq!(shape("{\"a\":", Reason::InvalidJson), None);
+        assert_eq!(shape("[", Reason::MissingType), None);
+        assert_eq!(
+            Shape::Pretty.hint("my export.json"),
+            "my export.json looks like pretty-printed JSON, not NDJSON (one JSON object per line); \
+             convert it with: jq -c . 'my export.json' > converted.ndjson"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}
