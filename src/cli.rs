@@ -86,9 +86,14 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_line_bytes: u64,
 
-    /// Keep every event, even when its messageId was already loaded by this run.
+    /// Keep every event, even when its messageId was already loaded (by this run or an earlier one).
     #[arg(long)]
     pub no_dedupe: bool,
+
+    /// An event is a duplicate when its messageId is already loaded in a partition within this duration of
+    /// its own (7d: the 7 days before and after), or earlier in this run. 0: within this run only.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::dedupe::parse_duration)]
+    pub dedupe_window: std::time::Duration,
 
     /// Do not maintain OUTPUT/accounts/ (the latest state of each group). The snapshot is removed, so it is
     /// never stale; the next run without this flag rebuilds it from every groups file.
@@ -170,6 +175,7 @@ impl LoadArgs {
             report: self.report.clone(),
             memory_limit: self.memory_limit,
             dedupe: !self.no_dedupe,
+            dedupe_window: self.dedupe_window,
             accounts: !self.no_accounts,
             accounts_budget: self.memory_limit / 2,
             progress: self.progress,

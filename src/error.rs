@@ -89,6 +89,20 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// The ids already loaded within `--dedupe-window` need more memory than `--memory-limit` gives them.
+    #[error(
+        "the partitions within --dedupe-window hold {ids} ids already loaded, needing {} MiB to compare against, \
+         more than the {} MiB (a quarter of --memory-limit {limit}) they may take; raise --memory-limit or \
+         shorten --dedupe-window. Nothing was published",
+        .needed >> 20, .budget >> 20
+    )]
+    DedupeWindow {
+        ids: u64,
+        needed: u64,
+        budget: u64,
+        limit: String,
+    },
+
     /// Fewer rows than `--min-rows`: nothing was published (a nightly load of nothing is usually a broken
     /// export, not a quiet day).
     #[error(
@@ -115,7 +129,10 @@ impl Error {
     /// The process exit code for this error (SPEC §8).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InputNotFound(_) | Error::NoInputs(_) => exit::USAGE,
+            Error::Usage(_)
+            | Error::InputNotFound(_)
+            | Error::NoInputs(_)
+            | Error::DedupeWindow { .. } => exit::USAGE,
             Error::RejectRatio { .. } => exit::REJECT_RATIO,
             Error::MinRows { .. } => exit::MIN_ROWS,
             Error::Locked { .. } => exit::LOCKED,

@@ -19,13 +19,15 @@ use crate::error::{Error, Result};
 pub enum Source {
     Stdin,
     File(PathBuf),
+    /// Standard input, kept in a file of the run's staging folder to be read more than once.
+    SpooledStdin(PathBuf),
 }
 
 impl Source {
     /// The name used in the report and the rejects file: the path as given, or `-`.
     pub fn name(&self) -> String {
         match self {
-            Source::Stdin => "-".to_string(),
+            Source::Stdin | Source::SpooledStdin(_) => "-".to_string(),
             Source::File(p) => p.display().to_string(),
         }
     }
@@ -34,7 +36,25 @@ impl Source {
     pub fn size(&self) -> Option<u64> {
         match self {
             Source::Stdin => None,
-            Source::File(p) => fs::metadata(p).ok().map(|m| m.len()),
+            Source::File(p) | Source::SpooledStdin(p) => fs::metadata(p).ok().map(|m| m.len()),
+        }
+    }
+
+    /// What identifies this input's content before reading it, for the run id: a file's path, size and
+    /// modification time (what `make` and `rsync` trust). `None` for standard input, which is identified by a
+    /// hash of its content once read.
+    pub fn identity(&self) -> Option<String> {
+        match self {
+            Source::Stdin | Source::SpooledStdin(_) => None,
+            Source::File(p) => {
+                let meta = fs::metadata(p).ok()?;
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                Some(format!("file {} {} {mtime}", p.display(), meta.len()))
+            }
         }
     }
 }
@@ -155,6 +175,18 @@ pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
     Ok(sources)
 }
 
+/// Replaces standard input among `sources` by a copy of it in `dir`, so that it can be read more than once.
+pub fn spool_stdin(sources: &mut [Source], dir: &Path) -> Result<()> {
+    for s in sources.iter_mut().filter(|s| **s == Source::Stdin) {
+        let path = dir.join("stdin");
+        let mut file = File::create(&path).map_err(Error::io("creating", &path))?;
+        io::copy(&mut io::stdin().lock(), &mut file)
+            .map_err(Error::io("copying standard input to", &path))?;
+        *s = Source::SpooledStdin(path);
+    }
+    Ok(())
+}
+
 /// Counts the bytes read through it (compressed bytes, for progress and error offsets).
 pub struct CountingReader<R> {
     inner: R,
@@ -181,7 +213,9 @@ pub struct Opened {
 pub fn open(source: &Source) -> Result<Opened> {
     let raw: Box<dyn Read + Send> = match source {
         Source::Stdin => Box::new(io::stdin()),
-        Source::File(p) => Box::new(File::open(p).map_err(Error::io("opening", p))?),
+        Source::File(p) | Source::SpooledStdin(p) => {
+            Box::new(File::open(p).map_err(Error::io("opening", p))?)
+        }
     };
     let count = Arc::new(AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(

@@ -12,9 +12,11 @@
 //! | [`values`] | the text and time rules | §3 |
 //! | [`mapping`] | the mapping tables: field -> column | §4, §5 |
 //! | [`schema`] | the output schemas (groups, accounts), in one place | §4, §9 |
+//! | [`ingest`] | reader threads, chunks parsed on the pool, applied in input order | §10 |
 //! | [`run`] | outcomes applied in input order: counts, dedupe, rejects, rows | §2, §7 |
 //! | [`dedupe`] | which messageIds are already loaded | §6.3 |
 //! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
+//! | [`dataset`] | the published dataset: its shape, partitions, files, runs | §1, §6 |
 //! | [`publish`] | lock, staging, atomic publish (version switch), crash recovery | §6.2 |
 //! | [`accounts`] | the accounts table: latest state per group, merged run after run | §9 |
 //! | [`rejects`] | the rejects file | §7 |
@@ -25,8 +27,10 @@
 pub mod accounts;
 pub mod batch;
 pub mod cli;
+pub mod dataset;
 pub mod dedupe;
 pub mod error;
+pub mod ingest;
 pub mod input;
 pub mod lines;
 pub mod load;

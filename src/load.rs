@@ -6,30 +6,34 @@
 //!
 //! Determinism: lines are cut into chunks by bytes, parsed in parallel, and applied strictly in input order;
 //! row groups are flushed only between chunks. So rows, row groups and file names do not depend on
-//! `--threads`. The run id is a hash of the inputs' decompressed content and of the options that shape rows,
-//! so re-running the same command on the same inputs writes the same file names, replacing (not adding).
+//! `--threads`.
+//!
+//! The run id is a hash of the options that shape rows and of each input's identity (a file's path, size and
+//! modification time; standard input's content hash), so it is known before reading: a run whose id was
+//! already published (a retried cron job) has nothing to do, and says so.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::accounts::{self, ACCOUNTS_DIR};
-use crate::dedupe::SeenIds;
+use crate::dataset::{self, Format, Shape};
+pub use crate::dataset::{GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+use crate::dedupe::{EarlierIds, Reach, SeenIds};
 use crate::error::{Error, Result};
-use crate::input::{self, Compression, Source};
-use crate::lines::{Chunk, LineReader};
+use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
+use crate::input::{self, Source};
 use crate::publish::{self, Plan, Staging};
 use crate::rejects::RejectsWriter;
 use crate::report::{
-    AccountsReport, FileReport, InputReport, NotPublished, Phase, Progress, ProgressWhen, Report,
+    AccountsReport, DedupeReport, FileReport, NotPublished, Phase, Progress, ProgressWhen, Report,
 };
-use crate::run::{Parsed, Run, parse_chunk};
+use crate::run::{PartitionsSeen, Run};
 use crate::schema;
 use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
 
@@ -37,7 +41,7 @@ use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Add this run's files; other runs' files stay. Re-running the same inputs replaces its own files.
+    /// Add this run's files; other runs' files stay.
     Append,
     /// Replace every file in the partitions this run writes.
     Overwrite,
@@ -57,7 +61,10 @@ pub struct LoadOptions {
     pub rejects: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub memory_limit: u64,
+    /// Deduplicate on messageId at all (`--no-dedupe` turns it off).
     pub dedupe: bool,
+    /// How far from an event's partition earlier runs' ids count (`--dedupe-window`; zero: this run only).
+    pub dedupe_window: Duration,
     /// Maintain the `accounts` table (SPEC §9).
     pub accounts: bool,
     /// Bytes the `accounts` merge may hold (the command line gives it half of `memory_limit`: by then the
@@ -69,11 +76,6 @@ pub struct LoadOptions {
     /// Worker threads for parsing and encoding (default: one per core).
     pub threads: Option<usize>,
 }
-
-/// Sub-folders of the output.
-pub const GROUPS_DIR: &str = "groups";
-pub const REJECTS_DIR: &str = "_rejects";
-pub const RUNS_DIR: &str = "_runs";
 
 /// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
 const MAX_CHUNK_BYTES: usize = 8 << 20;
@@ -99,7 +101,8 @@ impl LoadOptions {
         let reading = (readers * (PREFETCH_CHUNKS + 1) + 2) * 2 * self.chunk_bytes();
         // A baseline for what no buffer counts: open writers' state, thread stacks, the program itself.
         let baseline = 32 << 20;
-        let budget = (limit.saturating_sub(reading + baseline) / 5).max(1 << 20);
+        let dedupe = usize::try_from(self.dedupe_budget()).unwrap_or(usize::MAX);
+        let budget = (limit.saturating_sub(reading + baseline + dedupe) / 5).max(1 << 20);
         WriterConfig {
             partition: self.partition,
             codec: self.codec,
@@ -110,113 +113,50 @@ impl LoadOptions {
         }
     }
 
+    /// What the ids already loaded within the dedupe window may take: a quarter of `--memory-limit`.
+    fn dedupe_budget(&self) -> u64 {
+        if self.reach() == Reach::Nothing {
+            0
+        } else {
+            self.memory_limit / 4
+        }
+    }
+
+    /// How far earlier runs' ids count.
+    fn reach(&self) -> Reach {
+        if self.dedupe {
+            Reach::new(self.dedupe_window, self.partition)
+        } else {
+            Reach::Nothing
+        }
+    }
+
     /// The options that shape which rows exist and where (hashed into the run id).
     fn row_shaping(&self) -> String {
         format!(
-            "schema={} partition={:?} dedupe={} max_line_bytes={}",
+            "schema={} partition={:?} dedupe={} window={:?} max_line_bytes={}",
             schema::SCHEMA_VERSION,
             self.partition,
             self.dedupe,
+            self.reach(),
             self.max_line_bytes
         )
     }
-}
 
-/// Hashes what passes through it (the decompressed input), for the run id.
-struct Hashing<R> {
-    inner: R,
-    hasher: Xxh3,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+    /// The run id from what identifies each input (see the module doc).
+    fn run_id<I: AsRef<[u8]>>(&self, identities: impl IntoIterator<Item = I>) -> String {
+        let mut h = Xxh3::new();
+        h.update(self.row_shaping().as_bytes());
+        for i in identities {
+            let i = i.as_ref();
+            h.update(&(i.len() as u64).to_le_bytes());
+            h.update(i);
+        }
+        format!("{:016x}", h.digest128() as u64)
     }
 }
 
-/// What a reader thread sends for one input, in order: chunks, then `Done` (or `Failed`).
-enum Feed {
-    Chunk {
-        chunk: Chunk,
-        raw_read: u64,
-    },
-    Done {
-        raw_bytes: u64,
-        decompressed_bytes: u64,
-        hash: u128,
-        compression: Compression,
-    },
-    Failed(Error),
-}
-
-/// Chunks a reader may read ahead of the parser, per input.
-const PREFETCH_CHUNKS: usize = 2;
-
-/// Reads (and decompresses) one input on its own thread, cutting it into chunks of lines. Chunk buffers sent
-/// back on the returned sender are reused.
-fn spawn_reader(
-    source: Source,
-    max_line_bytes: usize,
-    chunk_bytes: usize,
-) -> (Receiver<Feed>, Sender<Vec<u8>>) {
-    let (tx, rx) = sync_channel(PREFETCH_CHUNKS);
-    let (recycle, recycled) = channel();
-    std::thread::spawn(move || {
-        let read = || -> Result<Feed> {
-            let opened = input::open(&source)?;
-            let raw = opened.raw_bytes_read.clone();
-            let raw_read = || raw.load(std::sync::atomic::Ordering::Relaxed);
-            let hashing = Hashing {
-                inner: opened.reader,
-                hasher: Xxh3::new(),
-                bytes: 0,
-            };
-            let mut reader =
-                LineReader::new(hashing, max_line_bytes, chunk_bytes).with_recycling(recycled);
-            loop {
-                match reader.next_chunk() {
-                    Ok(Some(chunk)) => {
-                        if tx
-                            .send(Feed::Chunk {
-                                chunk,
-                                raw_read: raw_read(),
-                            })
-                            .is_err()
-                        {
-                            // The run stopped (an error elsewhere): nothing left to do.
-                            return Err(Error::Usage("cancelled".into()));
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(source_err) => {
-                        return Err(Error::Read {
-                            path: source.name(),
-                            offset: raw_read(),
-                            line: reader.next_line_number(),
-                            source: source_err,
-                        });
-                    }
-                }
-            }
-            let hashing = reader.into_inner();
-            Ok(Feed::Done {
-                raw_bytes: raw_read(),
-                decompressed_bytes: hashing.bytes,
-                hash: hashing.hasher.digest128(),
-                compression: opened.compression,
-            })
-        };
-        let last = read().unwrap_or_else(Feed::Failed);
-        let _ = tx.send(last);
-    });
-    (rx, recycle)
-}
-
-/// Runs `group-loader load`. On success returns the report of the published run.
+/// Runs `group-loader load`. Returns the run's report (also when its inputs were already loaded).
 pub fn load(opts: &LoadOptions) -> Result<Report> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -228,31 +168,46 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     }
     let sources = input::discover(&opts.inputs, &opts.output)?;
     let out = opts.output.as_path();
+    let shape = Shape {
+        format: Format::Hive,
+        partition: opts.partition,
+    };
+    // A run asking for another layout is refused before anything is touched (and again under the lock).
+    publish::check_output(out)?;
+    dataset::check_shape(out, shape)?;
     let _lock = publish::lock(out)?;
+    dataset::check_shape(out, shape)?;
     let discarded = publish::recover(out)?;
     if !opts.quiet && discarded > 0 {
         eprintln!("group-loader: recovered the output: removed {discarded} unpublished run(s)");
     }
     publish::prepare(out)?;
+    dataset::record_shape(out, shape)?;
+    let pool = thread_pool(opts)?;
+    // Known before reading when every input has an identity (files do; standard input does not).
+    let upfront_id = sources
+        .iter()
+        .map(Source::identity)
+        .collect::<Option<Vec<_>>>()
+        .map(|ids| opts.run_id(ids));
     let staging = Staging::create(out)?;
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = opts.threads {
-        pool = pool.num_threads(n);
-    }
-    let pool = Arc::new(
-        pool.build()
-            .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))?,
-    );
     let total: Option<u64> = sources.iter().map(Source::size).sum();
     let progress = Progress::new(opts.progress, opts.quiet, total);
-    let staged = stage(
-        opts,
-        &pool,
-        &sources,
-        &staging,
-        &progress,
-        (started, started_at),
-    );
+    let staged = match upfront_id
+        .as_deref()
+        .and_then(|id| already_loaded(opts, id, &started_at, &pool))
+    {
+        // A retried job: nothing to read.
+        Some(report) => accounts_only(opts, &pool, &staging, report),
+        None => stage(
+            opts,
+            &pool,
+            sources,
+            &staging,
+            &progress,
+            (started, started_at),
+        ),
+    };
     let (report, plan) = match staged {
         Ok(staged) => staged,
         Err(e) => {
@@ -262,6 +217,11 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             return Err(e);
         }
     };
+    if plan.is_empty() {
+        progress.finish();
+        let _ = staging.discard();
+        return finish(opts, report);
+    }
     progress.phase(
         Phase::Publishing,
         report.counts.rows_written,
@@ -271,13 +231,28 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let published = publish::publish(out, staging, &plan);
     progress.finish();
     published?;
+    finish(opts, report)
+}
+
+fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = opts.threads {
+        pool = pool.num_threads(n);
+    }
+    pool.build()
+        .map(Arc::new)
+        .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))
+}
+
+/// After the run: the copies asked for, the summary, and the outcome the report calls for (SPEC §8).
+fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
     copy_out(opts, &report)?;
     if !opts.quiet {
         eprint!("{}", report.summary());
     }
     let c = &report.counts;
     match report.not_published {
-        None => Ok(report),
+        None | Some(NotPublished::AlreadyLoaded) => Ok(report),
         Some(NotPublished::RejectRatio) => Err(Error::RejectRatio {
             rejected: c.rejected_for_ratio(),
             considered: c.considered(),
@@ -286,7 +261,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             rejects: report
                 .rejects_file
                 .as_deref()
-                .map(|r| out.join(r).display().to_string())
+                .map(|r| opts.output.join(r).display().to_string())
                 .unwrap_or_default(),
             hint: report.not_ndjson.first().map(|n| n.hint.clone()),
         }),
@@ -297,6 +272,86 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             skipped: c.skipped_total(),
             rejected: c.rejected_total(),
         }),
+    }
+}
+
+/// The report of a run whose inputs a published run with the same id already loaded (a retried job): it
+/// has nothing to do. `--mode overwrite` always processes its inputs again.
+fn already_loaded(
+    opts: &LoadOptions,
+    run_id: &str,
+    started_at: &str,
+    pool: &rayon::ThreadPool,
+) -> Option<Report> {
+    if opts.mode != Mode::Append {
+        return None;
+    }
+    let earlier = dataset::published_run(&opts.output, run_id)?;
+    let mut report = new_report(opts, run_id, started_at.to_string(), pool);
+    report.published = false;
+    report.not_published = Some(NotPublished::AlreadyLoaded);
+    report.already_loaded = earlier["started_at"].as_str().map(str::to_string);
+    Some(report)
+}
+
+/// What a run with nothing to load still publishes: `accounts` kept as the options ask (removed with
+/// `--no-accounts`, rebuilt from `groups` when missing). Usually nothing.
+fn accounts_only(
+    opts: &LoadOptions,
+    pool: &rayon::ThreadPool,
+    staging: &Staging,
+    mut report: Report,
+) -> Result<(Report, Plan)> {
+    let mut plan = Plan::default();
+    report.accounts = update_accounts(opts, pool, staging, &[], &mut plan)?;
+    Ok((report, plan))
+}
+
+/// A report with the run's identity and options, and nothing counted yet.
+fn new_report(
+    opts: &LoadOptions,
+    run_id: &str,
+    started_at: String,
+    pool: &rayon::ThreadPool,
+) -> Report {
+    Report {
+        run: run_id.to_string(),
+        tool_version: schema::TOOL_VERSION,
+        schema_version: schema::SCHEMA_VERSION,
+        started_at,
+        output: opts.output.display().to_string(),
+        options: serde_json::json!({
+            "partition": opts.partition,
+            "compression": opts.codec,
+            "mode": opts.mode,
+            "max_reject_ratio": opts.max_reject_ratio,
+            "min_rows": opts.min_rows,
+            "dedupe": opts.dedupe,
+            "dedupe_window": humantime::format_duration(opts.dedupe_window).to_string(),
+            "memory_limit": opts.memory_limit,
+            "max_line_bytes": opts.max_line_bytes,
+            "threads": pool.current_num_threads(),
+        }),
+        inputs: Vec::new(),
+        counts: Default::default(),
+        reject_ratio: 0.0,
+        max_reject_ratio: opts.max_reject_ratio,
+        min_rows: opts.min_rows,
+        not_ndjson: Vec::new(),
+        dedupe: DedupeReport {
+            window: humantime::format_duration(opts.dedupe_window).to_string(),
+            partitions_read: 0,
+            ids_read: 0,
+        },
+        partitions: BTreeMap::new(),
+        files: Vec::new(),
+        replaced: BTreeMap::new(),
+        rejects_file: None,
+        elapsed_s: 0.0,
+        published: false,
+        not_published: None,
+        already_loaded: None,
+        accounts: None,
     }
 }
 
@@ -325,124 +380,34 @@ fn rel(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// What reading the inputs gives: one report per input, and the run id (a hash of their content).
-struct InputsRead {
-    inputs: Vec<InputReport>,
-    run_id: String,
-}
-
-/// Reads every input, in order, through the run: readers decompress and cut chunks ahead on their own
-/// threads, each chunk is parsed on the pool while the previous one is applied in input order.
-fn read_inputs(
-    opts: &LoadOptions,
-    pool: &Arc<rayon::ThreadPool>,
-    sources: &[Source],
-    run: &mut Run,
-    progress: &Progress,
-) -> Result<InputsRead> {
-    let mut run_hash = Xxh3::new();
-    run_hash.update(opts.row_shaping().as_bytes());
-    let mut inputs = Vec::with_capacity(sources.len());
-    let mut done = 0;
-    // Inputs are read (and decompressed) up to `pool threads` at a time, consumed strictly in order.
-    let ahead = pool.current_num_threads().max(1);
-    // With one thread, parse and apply take turns; with more, they overlap.
-    let overlap = pool.current_num_threads() > 1;
-    let mut readers: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)> = VecDeque::new();
-    let mut spawned = 0;
-    for source in sources {
-        while spawned < sources.len() && readers.len() < ahead {
-            readers.push_back(spawn_reader(
-                sources[spawned].clone(),
-                opts.max_line_bytes,
-                opts.chunk_bytes(),
-            ));
-            spawned += 1;
-        }
-        let Some((feed, recycle)) = readers.pop_front() else {
-            break;
-        };
-        let (lines_before, events_before) = (run.counts.lines, run.counts.events);
-        let name = source.name();
-        let mut pending: Option<Parsed> = None;
-        loop {
-            match feed.recv() {
-                Ok(Feed::Chunk { chunk, raw_read }) => {
-                    let previous = pending.take();
-                    let (parsed, applied) = if overlap {
-                        // Parse this chunk on the pool while the previous one is applied here.
-                        let (parsed, applied) = std::thread::scope(|s| {
-                            let parser = s.spawn(|| parse_chunk(chunk, opts.max_line_bytes, pool));
-                            let applied = run.apply(&name, previous);
-                            (parser.join(), applied)
-                        });
-                        let parsed = parsed.map_err(|_| Error::Io {
-                            action: "parsing",
-                            path: name.clone().into(),
-                            source: std::io::Error::other("internal: the parser thread panicked"),
-                        });
-                        (parsed, applied)
-                    } else {
-                        let applied = run.apply(&name, previous);
-                        (Ok(parse_chunk(chunk, opts.max_line_bytes, pool)), applied)
-                    };
-                    if let Some(buf) = applied? {
-                        let _ = recycle.send(buf);
-                    }
-                    pending = Some(parsed?);
-                    let c = &run.counts;
-                    progress.read(done + raw_read, c.rows_written, c.rejected_total());
-                }
-                Ok(Feed::Done {
-                    raw_bytes,
-                    decompressed_bytes,
-                    hash,
-                    compression,
-                }) => {
-                    run.apply(&name, pending.take())?;
-                    done += raw_bytes;
-                    run_hash.update(&hash.to_le_bytes());
-                    run_hash.update(&decompressed_bytes.to_le_bytes());
-                    inputs.push(InputReport {
-                        path: name,
-                        bytes: raw_bytes,
-                        decompressed_bytes,
-                        compression: compression.name(),
-                        lines: run.counts.lines - lines_before,
-                        events: run.counts.events - events_before,
-                    });
-                    break;
-                }
-                Ok(Feed::Failed(e)) => return Err(e),
-                Err(_) => {
-                    return Err(Error::Io {
-                        action: "reading",
-                        path: name.into(),
-                        source: std::io::Error::other(
-                            "internal: the reader thread ended without answering",
-                        ),
-                    });
-                }
-            }
-        }
-    }
-    Ok(InputsRead {
-        inputs,
-        run_id: format!("{:016x}", run_hash.digest128() as u64),
-    })
-}
-
 /// Reads every input into staged files, then decides what to publish: the whole run, or (reject ratio
 /// exceeded, fewer rows than `--min-rows`) only its report, saying `published: false`, and its rejects.
 fn stage(
     opts: &LoadOptions,
     pool: &Arc<rayon::ThreadPool>,
-    sources: &[Source],
+    mut sources: Vec<Source>,
     staging: &Staging,
     progress: &Progress,
     (started, started_at): (Instant, String),
 ) -> Result<(Report, Plan)> {
-    let out = opts.output.as_path();
+    let reading = Reading {
+        max_line_bytes: opts.max_line_bytes,
+        chunk_bytes: opts.chunk_bytes(),
+        pool,
+        partition: opts.partition,
+    };
+    // Overwrite: the partitions this run's rows fall in are being replaced, so their rows are not "already
+    // loaded". A first pass finds them (standard input is kept in the staging folder to be read twice).
+    let mut being_replaced = BTreeSet::new();
+    if opts.mode == Mode::Overwrite && opts.reach() != Reach::Nothing {
+        input::spool_stdin(&mut sources, staging.dir())?;
+        let mut seen = PartitionsSeen::new(opts.partition);
+        progress.reading(Phase::FirstPass);
+        read_inputs(&reading, &sources, &mut seen, None, progress)?;
+        progress.reading(Phase::Reading);
+        being_replaced = seen.buckets;
+    }
+    let mut earlier = earlier_ids(opts, &being_replaced)?;
     let mut run = Run::new(
         opts.dedupe.then(SeenIds::default),
         RejectsWriter::new(staging.dir().join("rejects.ndjson")),
@@ -452,7 +417,16 @@ fn stage(
             pool.clone(),
         ),
     );
-    let InputsRead { inputs, run_id } = read_inputs(opts, pool, sources, &mut run, progress)?;
+    let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;
+    let run_id = opts.run_id(&read.identities);
+    if let Some(report) = already_loaded(opts, &run_id, &started_at, pool) {
+        // Standard input, identified only now, repeats a published run.
+        return accounts_only(opts, pool, staging, report);
+    }
+    let mut report = new_report(opts, &run_id, started_at, pool);
+    report.inputs = read.inputs;
+    report.dedupe.partitions_read = earlier.partitions_loaded;
+    report.dedupe.ids_read = earlier.ids_loaded;
     progress.phase(
         Phase::Writing,
         run.counts.rows_written,
@@ -480,95 +454,36 @@ fn stage(
         });
     }
     let staged_rejects = rejects.finish()?;
-
-    let final_file = |f: &StagedFile| {
-        Path::new(GROUPS_DIR)
-            .join(&f.partition)
-            .join(format!("part-{run_id}-{:05}.parquet", f.seq))
-    };
-    let rejects_rel = staged_rejects
-        .as_ref()
-        .map(|_| Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson")));
-    let report_rel = Path::new(RUNS_DIR).join(format!("{run_id}.json"));
-    let mut partitions = BTreeMap::new();
-    for f in &staged {
-        *partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
-    }
-    let reject_ratio = counts.reject_ratio();
-    let not_published = if reject_ratio > opts.max_reject_ratio {
+    report.reject_ratio = counts.reject_ratio();
+    report.not_published = if report.reject_ratio > opts.max_reject_ratio {
         Some(NotPublished::RejectRatio)
     } else if counts.rows_written < opts.min_rows {
         Some(NotPublished::MinRows)
     } else {
         None
     };
-    let published = not_published.is_none();
-    let mut report = Report {
-        run: run_id.clone(),
-        tool_version: schema::TOOL_VERSION,
-        schema_version: schema::SCHEMA_VERSION,
-        started_at,
-        output: opts.output.display().to_string(),
-        options: serde_json::json!({
-            "partition": opts.partition,
-            "compression": opts.codec,
-            "mode": opts.mode,
-            "max_reject_ratio": opts.max_reject_ratio,
-            "min_rows": opts.min_rows,
-            "dedupe": opts.dedupe,
-            "memory_limit": opts.memory_limit,
-            "max_line_bytes": opts.max_line_bytes,
-            "threads": pool.current_num_threads(),
-        }),
-        inputs,
-        counts,
-        reject_ratio,
-        max_reject_ratio: opts.max_reject_ratio,
-        min_rows: opts.min_rows,
-        not_ndjson,
-        partitions: if published {
-            partitions
-        } else {
-            BTreeMap::new()
-        },
-        files: if published {
-            staged
-                .iter()
-                .map(|f| FileReport {
-                    path: rel(&final_file(f)),
-                    rows: f.rows,
-                    bytes: f.bytes,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
-        rejects_file: rejects_rel.as_deref().map(rel),
-        elapsed_s: 0.0,
-        published,
-        not_published,
-        accounts: None,
-    };
-
+    report.published = report.not_published.is_none();
+    report.counts = counts;
+    report.not_ndjson = not_ndjson;
     let mut plan = Plan::default();
-    if published {
-        for f in &staged {
-            plan.adds.push((f.staged.clone(), final_file(f)));
-        }
-        plan.removes
-            .extend(replaced_files(out, opts.mode, &run_id, &plan)?);
-        progress.phase(
-            Phase::Accounts,
-            report.counts.rows_written,
-            report.counts.rejected_total(),
-        );
-        report.accounts = update_accounts(opts, pool, staging, &staged, &mut plan)?;
+    if report.published {
+        plan_rows(
+            opts,
+            pool,
+            staging,
+            &staged,
+            &mut report,
+            &mut plan,
+            progress,
+        )?;
     }
-    match (&staged_rejects, &rejects_rel) {
-        (Some(from), Some(to)) => plan.adds.push((from.clone(), to.clone())),
-        _ => plan
-            .removes
-            .push(Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson"))),
+    let rejects_rel = Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson"));
+    match staged_rejects {
+        Some(from) => {
+            report.rejects_file = Some(rel(&rejects_rel));
+            plan.adds.push((from, rejects_rel));
+        }
+        None => plan.removes.push(rejects_rel),
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     let staged_report = staging.dir().join("report.json");
@@ -577,8 +492,73 @@ fn stage(
     f.write_all(&report_json(&report)?)
         .and_then(|()| f.sync_all())
         .map_err(Error::io("writing report", &staged_report))?;
-    plan.adds.push((staged_report, report_rel));
+    plan.adds.push((
+        staged_report,
+        Path::new(RUNS_DIR).join(format!("{run_id}.json")),
+    ));
     Ok((report, plan))
+}
+
+/// The ids that count as already loaded: every partition of the dataset (within the window, as the run meets
+/// partitions) but those being replaced.
+fn earlier_ids(opts: &LoadOptions, being_replaced: &BTreeSet<i64>) -> Result<EarlierIds> {
+    let reach = opts.reach();
+    let partitions = match reach {
+        Reach::Nothing => Vec::new(),
+        _ => dataset::partitions(&opts.output, opts.partition)?,
+    };
+    Ok(EarlierIds::new(
+        reach,
+        partitions
+            .into_iter()
+            .filter(|p| !being_replaced.contains(&p.bucket))
+            .map(|p| (p.bucket, p.files)),
+        opts.dedupe_budget(),
+        format!("{} MiB", opts.memory_limit >> 20),
+    ))
+}
+
+/// Adds a published run's rows to the plan: its files, the files they replace (counted in the report's
+/// `replaced`), and the new `accounts` snapshot.
+fn plan_rows(
+    opts: &LoadOptions,
+    pool: &Arc<rayon::ThreadPool>,
+    staging: &Staging,
+    staged: &[StagedFile],
+    report: &mut Report,
+    plan: &mut Plan,
+    progress: &Progress,
+) -> Result<()> {
+    let out = opts.output.as_path();
+    for f in staged {
+        let to = Path::new(GROUPS_DIR)
+            .join(&f.partition)
+            .join(format!("part-{}-{:05}.parquet", report.run, f.seq));
+        *report.partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
+        report.files.push(FileReport {
+            path: rel(&to),
+            rows: f.rows,
+            bytes: f.bytes,
+        });
+        plan.adds.push((f.staged.clone(), to));
+    }
+    let replaced = replaced_files(out, opts.mode, &report.run, plan)?;
+    for path in &replaced {
+        let partition = path
+            .parent()
+            .and_then(|p| p.strip_prefix(GROUPS_DIR).ok())
+            .map(rel)
+            .unwrap_or_default();
+        *report.replaced.entry(partition).or_insert(0) += dataset::file_rows(&out.join(path))?;
+    }
+    plan.removes.extend(replaced);
+    progress.phase(
+        Phase::Accounts,
+        report.counts.rows_written,
+        report.counts.rejected_total(),
+    );
+    report.accounts = update_accounts(opts, pool, staging, staged, plan)?;
+    Ok(())
 }
 
 /// Adds the new `accounts` snapshot to the plan (SPEC §9): this run's staged files merged into the current

@@ -81,11 +81,13 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A rejected line: its reason and a message for people.
+/// A rejected event: its reason and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub reason: Reason,
     pub message: String,
+    /// For `duplicate_message_id`: the messageId (the rejects file then records it instead of the raw line).
+    pub id: Option<String>,
 }
 
 impl Reject {
@@ -93,6 +95,16 @@ impl Reject {
         Reject {
             reason,
             message: message.into(),
+            id: None,
+        }
+    }
+
+    /// An event whose messageId is already loaded (SPEC §6.3).
+    pub fn duplicate(id: &str, message: String) -> Self {
+        Reject {
+            reason: Reason::DuplicateMessageId,
+            message,
+            id: Some(id.to_string()),
         }
     }
 }

@@ -46,14 +46,20 @@ pub struct Lock {
     _file: File,
 }
 
-/// Takes the output's lock, or fails at once with [`Error::Locked`]. Creates the output folder if needed.
-pub fn lock(out: &Path) -> Result<Lock> {
+/// Refuses an `--output` that exists and is not a directory.
+pub fn check_output(out: &Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
         return Err(Error::Usage(format!(
             "--output {} exists and is not a directory",
             out.display()
         )));
     }
+    Ok(())
+}
+
+/// Takes the output's lock, or fails at once with [`Error::Locked`]. Creates the output folder if needed.
+pub fn lock(out: &Path) -> Result<Lock> {
+    check_output(out)?;
     let state = out.join(STATE_DIR);
     fs::create_dir_all(&state).map_err(Error::io("creating output directory", &state))?;
     let path = state.join(LOCK_FILE);
@@ -183,6 +189,13 @@ pub struct Plan {
     pub adds: Vec<(PathBuf, PathBuf)>,
     /// Files of the current version that the new version leaves out.
     pub removes: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// True when publishing would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty() && self.removes.is_empty()
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsynced, renamed over `path`.

@@ -35,6 +35,10 @@ struct Record<'a> {
     /// For `line_too_long`: the line's full length in bytes (`raw` then holds its first 64 KiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     length: Option<u64>,
+    /// For `duplicate_message_id`: the messageId, in place of the raw line (a night that repeats a whole export
+    /// must not write it out again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 /// Appends reject records to a file, created on the first reject.
@@ -64,6 +68,7 @@ impl RejectsWriter {
         reject: &Reject,
     ) -> Result<()> {
         let (raw, raw_base64) = match std::str::from_utf8(bytes) {
+            _ if reject.id.is_some() => (None, None),
             Ok(s) => (Some(s), None),
             // A too-long line's prefix may end inside a character: cut it there rather than go base64.
             Err(e) if line.too_long.is_some() && e.error_len().is_none() => {
@@ -84,6 +89,7 @@ impl RejectsWriter {
             raw,
             raw_base64,
             length: line.too_long,
+            id: reject.id.as_deref(),
         };
         if self.out.is_none() {
             let f =
@@ -155,6 +161,26 @@ mod tests {
         assert_eq!(
             r[0],
             serde_json::json!({"file":"in.json","line":12,"offset":40960,"reason":"missing_group_id","message":"msg","raw":"{\"type\":\"group\"}"})
+        );
+    }
+
+    #[test]
+    fn duplicates_name_their_id_and_hold_no_raw_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RejectsWriter::new(dir.path().join("r.ndjson"));
+        let reject = Reject::duplicate("m-1", "already loaded by this run".into());
+        w.write(
+            "in.json",
+            &line(None),
+            Some(2),
+            b"{\"a very\":\"long line\"}",
+            &reject,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(w.finish().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\"file\":\"in.json\",\"line\":12,\"offset\":40960,\"index\":2,\"reason\":\"duplicate_message_id\",\"message\":\"already loaded by this run\",\"id\":\"m-1\"}\n"
         );
     }
 

@@ -31,8 +31,17 @@ pub struct Counts {
     /// Reject reason -> lines (every reason listed, duplicates included).
     pub rejected: BTreeMap<&'static str, u64>,
     pub rows_written: u64,
+    /// Events dropped because their messageId was already loaded (also in `rejected`).
+    pub duplicates: Duplicates,
     pub shadowed_traits: u64,
     pub invalid_times: u64,
+}
+
+/// Duplicates (SPEC §6.3), by who loaded the messageId first.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Duplicates {
+    pub this_run: u64,
+    pub earlier_runs: u64,
 }
 
 /// Lines that were batch envelopes (SPEC §2), and the events they held (an envelope rejected whole is one).
@@ -52,6 +61,7 @@ impl Default for Counts {
             skipped: BTreeMap::new(),
             rejected: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
             rows_written: 0,
+            duplicates: Duplicates::default(),
             shadowed_traits: 0,
             invalid_times: 0,
         }
@@ -152,6 +162,18 @@ pub enum NotPublished {
     RejectRatio,
     /// Fewer rows than `--min-rows` (exit 5).
     MinRows,
+    /// A published run with the same id already loaded these inputs: nothing to do (exit 0).
+    AlreadyLoaded,
+}
+
+/// What the dedupe window read (SPEC §6.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct DedupeReport {
+    /// `--dedupe-window`, as a duration (`7days`, `12h`, `0s`).
+    pub window: String,
+    /// Partitions of earlier runs whose `id` column was read, and the ids they held.
+    pub partitions_read: usize,
+    pub ids_read: u64,
 }
 
 /// The run report written to `OUT/_runs/<run>.json` (and `--report`).
@@ -171,15 +193,20 @@ pub struct Report {
     pub min_rows: u64,
     /// Inputs that look like a JSON array or pretty-printed JSON (their rejects say how to convert them).
     pub not_ndjson: Vec<NotNdjson>,
+    pub dedupe: DedupeReport,
     /// Partition path -> rows written.
     pub partitions: BTreeMap<String, u64>,
     pub files: Vec<FileReport>,
+    /// `--mode overwrite`: partition path -> rows of earlier runs removed.
+    pub replaced: BTreeMap<String, u64>,
     /// Path of the rejects file, relative to the output folder, or null when nothing was rejected.
     pub rejects_file: Option<String>,
     pub elapsed_s: f64,
     pub published: bool,
     /// Why nothing was published (null when the run published).
     pub not_published: Option<NotPublished>,
+    /// When these inputs were already loaded (the `started_at` of the run that loaded them), if they were.
+    pub already_loaded: Option<String>,
     /// The `accounts` snapshot this run published (absent with `--no-accounts` or when nothing was published).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<AccountsReport>,
@@ -292,8 +319,20 @@ impl Report {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         let mut s = String::new();
+        if self.not_published == Some(NotPublished::AlreadyLoaded) {
+            let _ = writeln!(
+                s,
+                "group-loader: nothing to do: these inputs were already loaded into {} by run {} (started {}); \
+                 --mode overwrite loads them again",
+                self.output,
+                self.run,
+                self.already_loaded.as_deref().unwrap_or("earlier")
+            );
+            let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
+            return s;
+        }
         let headline = match self.not_published {
-            None => format!(
+            None | Some(NotPublished::AlreadyLoaded) => format!(
                 "loaded {} rows into {} ({} partitions, {} files)",
                 thousands(c.rows_written),
                 self.output,
@@ -360,10 +399,26 @@ impl Report {
             );
         }
         if c.duplicates() > 0 {
+            let d = c.duplicates;
             let _ = writeln!(
                 s,
-                "  deduplicated: {} events whose messageId was already loaded by this run were not loaded again",
-                thousands(c.duplicates())
+                "  deduplicated: {} events not loaded again, their messageId already loaded ({} by this run, {} by \
+                 earlier runs within --dedupe-window {})",
+                thousands(c.duplicates()),
+                thousands(d.this_run),
+                thousands(d.earlier_runs),
+                self.dedupe.window
+            );
+        }
+        if !self.replaced.is_empty() {
+            let removed: u64 = self.replaced.values().sum();
+            let each = self.replaced.iter().map(|(k, v)| (k.as_str(), *v));
+            let _ = writeln!(
+                s,
+                "  replaced (--mode overwrite): {} partitions, {} rows of earlier runs removed: {}",
+                self.replaced.len(),
+                thousands(removed),
+                listing(each)
             );
         }
         // Over the reject ratio, the error message that follows gives the hint (once).
@@ -414,6 +469,8 @@ pub enum ProgressWhen {
 /// What a run is doing, for the progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `--mode overwrite`'s first pass: which partitions the run's rows fall in.
+    FirstPass,
     Reading,
     /// Encoding the last row groups and closing files.
     Writing,
@@ -425,6 +482,7 @@ pub enum Phase {
 impl Phase {
     pub fn label(self) -> &'static str {
         match self {
+            Phase::FirstPass => "first pass (partitions to replace)",
             Phase::Reading => "reading",
             Phase::Writing => "writing files",
             Phase::Accounts => "accounts",
@@ -479,7 +537,8 @@ impl Progress {
         }
     }
 
-    fn none() -> Self {
+    /// No display at all.
+    pub fn none() -> Self {
         Progress {
             bar: None,
             lines: None,
@@ -529,6 +588,17 @@ impl Progress {
                 _ => format!("{} bytes", thousands(bytes)),
             };
             eprintln!("group-loader: reading: {read}, {}", tally(rows, rejected));
+        }
+    }
+
+    /// A reading phase: the bar of bytes read, named `phase`, from zero.
+    pub fn reading(&self, phase: Phase) {
+        if let Some(b) = &self.bar {
+            b.set_prefix(phase.label());
+            b.reset();
+        }
+        if self.lines.is_some() {
+            eprintln!("group-loader: {}", phase.label());
         }
     }
 
@@ -694,8 +764,12 @@ mod tests {
         let shown = term.contents();
         assert!(shown.contains("reading: 3.00 MiB ("), "{shown}");
         assert!(shown.contains("500 rows, 0 rejected"), "{shown}");
+        // "B/" only as in a rate ("MiB/s"), never as in "read/total".
+        let no_total = shown
+            .match_indices("B/")
+            .all(|(i, _)| shown[i + 2..].starts_with('s'));
         assert!(
-            !shown.contains('[') && !shown.contains("eta") && !shown.contains("MiB/"),
+            !shown.contains('[') && !shown.contains("eta") && no_total,
             "{shown}"
         );
         p.finish();

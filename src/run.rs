@@ -5,15 +5,18 @@
 //! counts of the report — must follow input order, whatever the thread count. This is the one place that walks
 //! the outcomes in that order, one line (or one event of a batch) at a time.
 
+use std::collections::BTreeSet;
+
 use rayon::prelude::*;
 
-use crate::dedupe::SeenIds;
-use crate::error::Result;
+use crate::dedupe::{EarlierIds, SeenIds};
+use crate::error::{Error, Result};
 use crate::lines::{Chunk, Line};
+use crate::mapping::Row;
 use crate::parse::{self, Outcome, Reason, Reject, Verdict};
 use crate::rejects::RejectsWriter;
 use crate::report::{Counts, NotNdjson};
-use crate::writer::GroupsWriter;
+use crate::writer::{GroupsWriter, PartitionMode};
 
 self_cell::self_cell!(
     /// A chunk and the outcomes of its lines, which borrow from it.
@@ -26,18 +29,131 @@ self_cell::self_cell!(
 
 type Outcomes<'a> = Vec<Outcome<'a>>;
 
-/// Classifies every line of a chunk, in parallel on the pool.
-pub fn parse_chunk(chunk: Chunk, max_line_bytes: usize, pool: &rayon::ThreadPool) -> Parsed {
+/// Classifies every line of a chunk, in parallel on the pool. With `earlier`, rows whose messageId an earlier
+/// run loaded within the dedupe window become `duplicate_message_id` rejects here, in parallel too (first
+/// loading the ids of the partitions the chunk's rows reach, where that was not done yet).
+pub fn parse_chunk(
+    chunk: Chunk,
+    max_line_bytes: usize,
+    pool: &rayon::ThreadPool,
+    earlier: Option<&mut EarlierIds>,
+    mode: PartitionMode,
+) -> Result<Parsed> {
     let limit = max_line_bytes as u64;
-    Parsed::new(chunk, |chunk| {
+    Parsed::try_new(chunk, |chunk| {
         pool.install(|| {
-            chunk
+            let mut outcomes: Vec<Outcome<'_>> = chunk
                 .lines
                 .par_iter()
                 .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
-                .collect()
+                .collect();
+            if let Some(earlier) = earlier.filter(|e| !e.is_empty()) {
+                let buckets: BTreeSet<i64> = outcomes
+                    .iter()
+                    .flat_map(rows)
+                    .map(|r| mode.bucket(r.partition_time()))
+                    .collect();
+                earlier.ensure(buckets)?;
+                let earlier = &*earlier;
+                outcomes.par_iter_mut().for_each(|o| match o {
+                    Outcome::Event(v) => mark_earlier(v, earlier, mode),
+                    Outcome::Batch(Ok(events)) => {
+                        for e in events {
+                            mark_earlier(&mut e.verdict, earlier, mode);
+                        }
+                    }
+                    Outcome::Blank | Outcome::Batch(Err(_)) => {}
+                });
+            }
+            Ok::<_, Error>(outcomes)
         })
     })
+}
+
+/// The rows of one line's outcome.
+fn rows<'o, 'a>(outcome: &'o Outcome<'a>) -> Box<dyn Iterator<Item = &'o Row<'a>> + 'o> {
+    let row = |v: &'o Verdict<'a>| match v {
+        Verdict::Row(r) => Some(r),
+        _ => None,
+    };
+    match outcome {
+        Outcome::Event(v) => Box::new(row(v).into_iter()),
+        Outcome::Batch(Ok(events)) => Box::new(events.iter().filter_map(move |e| row(&e.verdict))),
+        Outcome::Blank | Outcome::Batch(Err(_)) => Box::new(std::iter::empty()),
+    }
+}
+
+/// Turns a row whose messageId an earlier run loaded within the window into its duplicate reject.
+fn mark_earlier(verdict: &mut Verdict<'_>, earlier: &EarlierIds, mode: PartitionMode) {
+    let Verdict::Row(row) = verdict else {
+        return;
+    };
+    let Some(id) = row.dedupe_key() else {
+        return;
+    };
+    if let Some(b) = earlier.find(id, mode.bucket(row.partition_time())) {
+        let at = match mode.path_of_bucket(b) {
+            p if p.is_empty() => String::new(),
+            p => format!(" in {p}"),
+        };
+        *verdict = Verdict::Rejected(Reject::duplicate(
+            id,
+            format!("already loaded{at} by an earlier run"),
+        ));
+    }
+}
+
+/// Where parsed chunks go, in input order: the run itself, or what the overwrite pre-pass collects.
+pub trait Sink {
+    /// Applies one parsed chunk of input `file`. Returns the chunk's buffer, for reuse.
+    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>>;
+    /// Rows and rejected events so far, for the progress display.
+    fn tally(&self) -> (u64, u64);
+    /// Lines and events so far, for the per-input report.
+    fn seen(&self) -> (u64, u64);
+}
+
+/// The partitions the run's rows fall in, before any dedupe: what `--mode overwrite` may replace, collected by
+/// a first pass so that the dedupe window never counts rows that the run is about to remove.
+pub struct PartitionsSeen {
+    mode: PartitionMode,
+    pub buckets: BTreeSet<i64>,
+    lines: u64,
+}
+
+impl PartitionsSeen {
+    pub fn new(mode: PartitionMode) -> Self {
+        PartitionsSeen {
+            mode,
+            buckets: BTreeSet::new(),
+            lines: 0,
+        }
+    }
+}
+
+impl Sink for PartitionsSeen {
+    fn apply(&mut self, _file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+        let Some(p) = parsed else {
+            return Ok(None);
+        };
+        let mode = self.mode;
+        p.with_dependent(|chunk, outcomes| {
+            self.lines += chunk.lines.len() as u64;
+            for o in outcomes {
+                self.buckets
+                    .extend(rows(o).map(|r| mode.bucket(r.partition_time())));
+            }
+        });
+        Ok(Some(p.into_owner().data))
+    }
+
+    fn tally(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn seen(&self) -> (u64, u64) {
+        (self.lines, 0)
+    }
 }
 
 /// The state a run accumulates while it applies outcomes in input order.
@@ -131,9 +247,19 @@ impl Run {
             file: None,
         }
     }
+}
+
+impl Sink for Run {
+    fn tally(&self) -> (u64, u64) {
+        (self.counts.rows_written, self.counts.rejected_total())
+    }
+
+    fn seen(&self) -> (u64, u64) {
+        (self.counts.lines, self.counts.events)
+    }
 
     /// Applies one parsed chunk of input `file`, in input order. Returns the chunk's buffer, for reuse.
-    pub fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
         let Some(mut p) = parsed else {
             return Ok(None);
         };
@@ -149,7 +275,9 @@ impl Run {
         })?;
         Ok(Some(p.into_owner().data))
     }
+}
 
+impl Run {
     fn apply_outcomes(
         &mut self,
         file: &str,
@@ -233,7 +361,13 @@ impl Run {
                 self.counts.skip(&t);
                 return Ok(());
             }
-            Verdict::Rejected(r) => r,
+            Verdict::Rejected(r) => {
+                // Duplicates of earlier runs were found while parsing (see `parse_chunk`).
+                if r.reason == Reason::DuplicateMessageId {
+                    self.counts.duplicates.earlier_runs += 1;
+                }
+                r
+            }
             Verdict::Row(row) => {
                 let duplicate = match (&mut self.seen_ids, row.dedupe_key()) {
                     (Some(seen), Some(id)) => !seen.insert(id),
@@ -246,12 +380,10 @@ impl Run {
                     self.writer.append(&row);
                     return Ok(());
                 }
-                Reject::new(
-                    Reason::DuplicateMessageId,
-                    format!(
-                        "messageId {} is already loaded by this run",
-                        parse::json_quote(row.dedupe_key().unwrap_or(""))
-                    ),
+                self.counts.duplicates.this_run += 1;
+                Reject::duplicate(
+                    row.dedupe_key().unwrap_or(""),
+                    "already loaded by this run".into(),
                 )
             }
         };

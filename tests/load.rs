@@ -130,6 +130,12 @@ fn edge_cases_line_by_line() {
             "{rec}"
         );
         assert_eq!(rec["file"].as_str().unwrap(), edge_cases());
+        if rec["reason"] == "duplicate_message_id" {
+            // Duplicates are listed with their id, without the raw line (SPEC §6.3).
+            assert_eq!(rec["id"], "m-dup");
+            assert!(rec.get("raw").is_none() && rec.get("raw_base64").is_none());
+            continue;
+        }
         let end = starts[line] - 1; // no rejected line is the last one
         let raw_line = &bytes[starts[line - 1]..end];
         match rec.get("raw") {

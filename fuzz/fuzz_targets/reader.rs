@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         report: None,
         memory_limit: 256 << 20,
         dedupe: true,
+        dedupe_window: std::time::Duration::from_secs(7 * 86_400),
         accounts: true,
         accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,

@@ -207,6 +207,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         report: None,
         memory_limit: 256 << 20,
         dedupe: true,
+        dedupe_window: std::time::Duration::from_secs(7 * 86_400),
         accounts: true,
         accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,

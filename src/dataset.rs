@@ -1,0 +1,267 @@
+//! The local (hive) dataset as it stands: the shape it was created with, its partitions and their files, and
+//! the runs it holds (SPEC §1, §6).
+//!
+//! Why this module exists: several decisions of a run depend on what earlier runs left — whether `--partition`
+//! matches the layout already there, which partitions hold ids a new event may duplicate, whether these very
+//! inputs were already loaded, how many rows an overwrite removes. They all read the published version through
+//! the links `OUT/groups` and `OUT/_runs`, in one place.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::publish::{self, STATE_DIR};
+use crate::writer::PartitionMode;
+
+/// The table folders (links into the current version).
+pub const GROUPS_DIR: &str = "groups";
+pub const REJECTS_DIR: &str = "_rejects";
+pub const RUNS_DIR: &str = "_runs";
+/// Where the shape is recorded (in the tool's state folder).
+const SHAPE_FILE: &str = "dataset.json";
+
+/// The options that decide a dataset's layout, recorded by its first run (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub format: Format,
+    pub partition: PartitionMode,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A Hive-partitioned folder of Parquet files (local output only).
+    Hive,
+    /// Delta Lake tables.
+    Delta,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Hive => "hive",
+            Format::Delta => "delta",
+        }
+    }
+}
+
+fn partition_name(p: PartitionMode) -> &'static str {
+    match p {
+        PartitionMode::Day => "day",
+        PartitionMode::Hour => "hour",
+        PartitionMode::None => "none",
+    }
+}
+
+/// The shape recorded in `out`, or inferred from the partition folders of a dataset written before shapes
+/// were recorded. `None` for a new (or empty) dataset.
+pub fn recorded_shape(out: &Path) -> Result<Option<Shape>> {
+    let path = out.join(STATE_DIR).join(SHAPE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Dataset {
+                path,
+                message: format!("unreadable dataset record: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(infer_partition(out)?.map(|partition| Shape {
+                format: Format::Hive,
+                partition,
+            }))
+        }
+        Err(e) => Err(Error::io("reading", path)(e)),
+    }
+}
+
+/// The partitioning of an existing `groups` folder, from its first data file's place.
+fn infer_partition(out: &Path) -> Result<Option<PartitionMode>> {
+    let groups = out.join(GROUPS_DIR);
+    let Some(first) = parquet_files(&groups)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let rel = first
+        .parent()
+        .and_then(|p| p.strip_prefix(&groups).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(
+        [PartitionMode::Day, PartitionMode::Hour, PartitionMode::None]
+            .into_iter()
+            .find(|m| m.bucket_of_path(&rel).is_some()),
+    )
+}
+
+/// Refuses (exit 2, naming the recorded value) a run whose shape differs from the one the dataset was
+/// created with, before anything is touched. A recorded shape with no data behind it (the first run failed)
+/// does not bind.
+pub fn check_shape(out: &Path, wanted: Shape) -> Result<()> {
+    let Some(recorded) = recorded_shape(out)? else {
+        return Ok(());
+    };
+    if recorded == wanted || parquet_files(&out.join(GROUPS_DIR))?.is_empty() {
+        return Ok(());
+    }
+    let (option, was, now) = if recorded.format != wanted.format {
+        ("--format", recorded.format.name(), wanted.format.name())
+    } else {
+        (
+            "--partition",
+            partition_name(recorded.partition),
+            partition_name(wanted.partition),
+        )
+    };
+    Err(Error::Usage(format!(
+        "{} was created with {option} {was}; this run asks for {option} {now}. A dataset keeps one layout \
+         (mixing them breaks every reader): run with {option} {was}, or load into a new --output",
+        out.display()
+    )))
+}
+
+/// Records the shape (call with the lock held, after [`check_shape`]).
+pub fn record_shape(out: &Path, shape: Shape) -> Result<()> {
+    let path = out.join(STATE_DIR).join(SHAPE_FILE);
+    if recorded_shape(out)? == Some(shape) && path.exists() {
+        return Ok(());
+    }
+    let mut bytes = serde_json::to_vec_pretty(&shape).map_err(|source| Error::Json {
+        what: "serialising the dataset record".into(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    publish::write_atomic(&path, &bytes)
+}
+
+/// One partition of the published `groups` table.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// `dt=...[/hr=...]`, or empty with `--partition none`.
+    pub path: String,
+    pub bucket: i64,
+    pub files: Vec<PathBuf>,
+}
+
+/// The partitions of the published `groups` table that follow `mode`'s layout, in bucket order.
+pub fn partitions(out: &Path, mode: PartitionMode) -> Result<Vec<Partition>> {
+    let groups = out.join(GROUPS_DIR);
+    let mut by_path: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for f in parquet_files(&groups)? {
+        let rel = f
+            .parent()
+            .and_then(|p| p.strip_prefix(&groups).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        by_path.entry(rel).or_default().push(f);
+    }
+    let mut parts: Vec<Partition> = by_path
+        .into_iter()
+        .filter_map(|(path, files)| {
+            mode.bucket_of_path(&path).map(|bucket| Partition {
+                path,
+                bucket,
+                files,
+            })
+        })
+        .collect();
+    parts.sort_by_key(|p| p.bucket);
+    Ok(parts)
+}
+
+/// Every `*.parquet` file under `dir` (links followed, hidden entries skipped), sorted.
+pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    walk(dir, &mut found)?;
+    found.sort();
+    Ok(found)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading directory", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("reading directory", dir))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = fs::metadata(&path).map_err(Error::io("reading", &path))?;
+        if meta.is_dir() {
+            walk(&path, found)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The number of rows of a Parquet file, from its footer.
+pub fn file_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::Dataset {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// The published report of run `run_id`, if that run published its rows (the same inputs were loaded).
+pub fn published_run(out: &Path, run_id: &str) -> Option<serde_json::Value> {
+    let bytes = fs::read(out.join(RUNS_DIR).join(format!("{run_id}.json"))).ok()?;
+    let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    (report["published"] == true).then_some(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hive(partition: PartitionMode) -> Shape {
+        Shape {
+            format: Format::Hive,
+            partition,
+        }
+    }
+
+    #[test]
+    fn the_first_shape_binds_once_there_is_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // A new dataset: anything goes, and recording it twice is fine.
+        check_shape(out, hive(PartitionMode::Hour)).unwrap();
+        fs::create_dir_all(out.join(STATE_DIR)).unwrap();
+        record_shape(out, hive(PartitionMode::Hour)).unwrap();
+        record_shape(out, hive(PartitionMode::Hour)).unwrap();
+        // Recorded but no data yet (the first run failed): another shape may still be chosen.
+        check_shape(out, hive(PartitionMode::Day)).unwrap();
+        // With data, the other shape is refused, naming the recorded value.
+        let part = out.join("groups/dt=2024-03-01/hr=07");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(part.join("part-x-00000.parquet"), b"").unwrap();
+        let err = check_shape(out, hive(PartitionMode::Day)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--partition hour"), "{err}");
+        check_shape(out, hive(PartitionMode::Hour)).unwrap();
+    }
+
+    #[test]
+    fn a_dataset_from_before_shapes_were_recorded_is_inferred_from_its_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let part = out.join("groups/dt=2024-03-01");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(part.join("part-x-00000.parquet"), b"").unwrap();
+        assert_eq!(recorded_shape(out).unwrap(), Some(hive(PartitionMode::Day)));
+        assert!(check_shape(out, hive(PartitionMode::None)).is_err());
+        let parts = partitions(out, PartitionMode::Day).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].path, "dt=2024-03-01");
+        assert_eq!(parts[0].files.len(), 1);
+    }
+}
