@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Deterministic generator of realistic Segment Group events for the benchmark.
 
-    python3 bench/gen.py N OUT.ndjson [--seed S] [--distinct-groups]
+    python3 bench/gen.py N OUT.ndjson [--seed S] [--distinct-groups] [--start YYYY-MM-DD --days D]
 
 About 850 bytes a line: reserved traits in both spellings (name/Name, createdAt/created_at, email/e-mail ...),
 addresses (postalCode/postal_code, leftover line2), custom traits, context with library, integrations and
-_metadata extras, and 30 days of receivedAt. Same N and seed, same bytes. Events fall on 100,000 groups, or with
---distinct-groups each event has its own group (for the accounts benchmark: N events, N groups).
+_metadata extras, and 30 days of receivedAt from 2026-10-01 (or D days from --start, for nights of a nightly
+job; their messageIds then carry the start day, so nights never share one). Same arguments, same bytes. Events
+fall on 100,000 groups, or with --distinct-groups each event has its own group (for the accounts benchmark: N
+events, N groups).
 """
 import json
 import random
@@ -31,12 +33,12 @@ def iso(t_ms):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
 
 
-def event(rng, i, distinct_groups=False):
+def event(rng, i, distinct_groups=False, base=BASE, days=30, id_prefix=""):
     g = rng.randrange(100_000)
     if distinct_groups:
         g = i
     city, country = rng.choice(CITIES)
-    recv = BASE * 1000 + rng.randrange(30 * 86_400_000)
+    recv = base * 1000 + rng.randrange(days * 86_400_000)
     sent = recv - rng.randrange(50, 2000)
     orig = sent - rng.randrange(0, 50)
     alt = rng.random() < 0.5  # the other spelling of reserved traits
@@ -60,7 +62,7 @@ def event(rng, i, distinct_groups=False):
     lib = rng.choice(LIBS)
     ev = {
         "type": "group",
-        "messageId": f"{i:09d}-{rng.randrange(16**8):08x}",
+        "messageId": f"{id_prefix}{i:09d}-{rng.randrange(16**8):08x}",
         "groupId": f"grp-{g:06d}",
         "userId": f"user-{rng.randrange(10**7):07d}",
         "anonymousId": f"{rng.randrange(16**12):012x}",
@@ -88,10 +90,18 @@ def main():
     out = sys.argv[2]
     seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1
     distinct = "--distinct-groups" in sys.argv
+    base, days, prefix = BASE, 30, ""
+    if "--start" in sys.argv:
+        import calendar
+        import time
+        start = sys.argv[sys.argv.index("--start") + 1]
+        base = calendar.timegm(time.strptime(start, "%Y-%m-%d"))
+        days = int(sys.argv[sys.argv.index("--days") + 1]) if "--days" in sys.argv else 1
+        prefix = start + "-"
     rng = random.Random(seed)
     with open(out, "w", buffering=1 << 20) as f:
         for i in range(n):
-            f.write(event(rng, i, distinct))
+            f.write(event(rng, i, distinct, base, days, prefix))
             f.write("\n")
 
 

@@ -9,7 +9,10 @@ plus group-loader with --threads 1 (scaling), with --memory-limit 512MiB, and wi
 for comparison. DuckDB's job writes the groups table only, so group-loader runs with --no-accounts against it;
 the plain case also shows group-loader with its accounts table (the full default job). Then the accounts case:
 N events on N distinct groups (a million groups by default) at --memory-limit 1GiB and 512MiB, and a second run
-merging N/10 more events into that snapshot, against the limit (--skip-accounts to leave it out). Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
+merging N/10 more events into that snapshot, against the limit (--skip-accounts to leave it out). And the nights
+case (--skip-nights to leave it out): a night of N events received on one day loaded into an empty dataset, then
+the same into a dataset already holding the 7 previous nights (N events each), so the dedupe window reads 7N ids:
+wall time and peak RSS of the second against the first. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
 ru_maxrss; each is run --repeat times (default 3, 1 for the 5N case) and the fastest run is kept, for both
 tools alike (this machine is shared and noisy). Inputs are read once before timing so both tools start from
 the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
@@ -84,6 +87,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-accounts", action="store_true")
+    ap.add_argument("--skip-nights", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.data, exist_ok=True)
     n, big = args.events, args.big
@@ -151,6 +155,8 @@ def main():
         print(f"peak RSS, {big:,} events with --no-dedupe vs {n:,} events: {nd['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
     if not args.skip_accounts:
         accounts_case(args, n, out, get)
+    if not args.skip_nights:
+        nights_case(args, n, out)
     print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
 
 
@@ -194,6 +200,55 @@ def accounts_case(args, n, out, get):
         lim = 2**30 if limit == "1GiB" else 2**29
         print(f"| {limit} | {w1:.2f} | {r1 / 1e6:.0f} | {r1 / lim:.2f} | {w1 / base[0]:.2f}x time | "
               f"{w2:.2f} | {r2 / 1e6:.0f} |")
+
+
+def nights_case(args, n, out):
+    """Night 8 of a nightly job: N events into a dataset holding 7 nights of N events, against night 1."""
+    import datetime
+    import multiprocessing
+    start = datetime.date(2026, 10, 1)
+    nights = []
+    for k in range(8):
+        day = (start + datetime.timedelta(days=k)).isoformat()
+        nights.append((os.path.join(args.data, f"night-{n}-{day}.ndjson"), n,
+                       None, ["--start", day, "--days", "1", "--seed", str(100 + k)]))
+    missing = [a for a in nights if not os.path.exists(a[0])]
+    if missing:
+        with multiprocessing.Pool(os.cpu_count()) as pool:
+            pool.starmap(ensure_input, missing)
+    for path, *_ in nights:
+        warm(path)
+    history = os.path.join(args.data, "seven-nights")
+    if not os.path.isdir(history):
+        shutil.rmtree(history + ".tmp", ignore_errors=True)
+        for path, *_ in nights[:7]:
+            run([LOADER, "load", path, "-o", history + ".tmp", "-q"])
+        os.rename(history + ".tmp", history)
+    import duckdb
+    held = duckdb.sql(f"SELECT count(*) FROM read_parquet('{history}/groups/*/*.parquet')").fetchall()[0][0]
+    assert held == 7 * n, f"the 7 nights hold {held} rows, expected {7 * n}"
+    last = nights[7][0]
+    first = second = None
+    for _ in range(args.repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        r = run([LOADER, "load", last, "-o", out, "-q"])
+        first = r if first is None or r[0] < first[0] else first
+        shutil.rmtree(out, ignore_errors=True)
+        # A copy of the 7 nights made of hard links (files are never modified in place, only replaced).
+        subprocess.run(["cp", "-al", history, out], check=True)
+        r = run([LOADER, "load", last, "-o", out, "-q"])
+        second = r if second is None or r[0] < second[0] else second
+    report = json.load(open(os.path.join(out, "_runs", sorted(os.listdir(os.path.join(out, "_runs")))[-1])))
+    shutil.rmtree(out, ignore_errors=True)
+    limit = 2**30
+    print(f"\nNights: {n:,} events received on one day, into an empty dataset and into one holding the 7 previous "
+          f"nights ({7 * n:,} rows; the second run read {report['dedupe']['ids_read']:,} ids of "
+          f"{report['dedupe']['partitions_read']} partitions), default --memory-limit 1GiB, best of {args.repeat}.\n")
+    print("| run | wall (s) | peak RSS (MB) | RSS / limit | vs first night |")
+    print("|---|---|---|---|---|")
+    print(f"| first night (empty dataset) | {first[0]:.2f} | {first[1] / 1e6:.0f} | {first[1] / limit:.2f} | 1.00x |")
+    print(f"| eighth night (7 nights held) | {second[0]:.2f} | {second[1] / 1e6:.0f} | {second[1] / limit:.2f} "
+          f"| {second[0] / first[0]:.2f}x |")
 
 
 if __name__ == "__main__":
