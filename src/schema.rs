@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// Bumped whenever a column is added, removed, renamed or retyped.
-pub const SCHEMA_VERSION: &str = "1";
+/// Bumped whenever a column is added, removed, renamed or retyped (2: the extras columns became Parquet JSON).
+pub const SCHEMA_VERSION: &str = "2";
 
 /// The tool version written into every Parquet file's key/value metadata.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -63,7 +63,8 @@ impl Kind {
     /// The Parquet physical and logical type the column is written as.
     pub fn parquet_type(self) -> &'static str {
         match self {
-            Kind::Text | Kind::Json => "BYTE_ARRAY (STRING)",
+            Kind::Text => "BYTE_ARRAY (STRING)",
+            Kind::Json => "BYTE_ARRAY (JSON)",
             Kind::Time => "INT64 (TIMESTAMP(MICROS, isAdjustedToUTC=true))",
         }
     }
@@ -273,10 +274,7 @@ pub fn accounts_schema() -> SchemaRef {
 }
 
 fn arrow_schema(columns: &[Column]) -> SchemaRef {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|c| Field::new(c.name, c.kind.arrow_type(), c.nullable))
-        .collect();
+    let fields: Vec<Field> = columns.iter().map(Column::arrow_field).collect();
     let metadata: std::collections::HashMap<String, String> = [
         (META_TOOL_VERSION.to_string(), TOOL_VERSION.to_string()),
         (META_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
@@ -284,6 +282,19 @@ fn arrow_schema(columns: &[Column]) -> SchemaRef {
     .into_iter()
     .collect();
     Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+impl Column {
+    /// The column as an Arrow field. JSON columns carry Arrow's canonical JSON extension type, which the Parquet
+    /// writer turns into Parquet's `JSON` logical type (DuckDB and BigQuery type them as JSON; readers that do
+    /// not know it read text).
+    pub fn arrow_field(&self) -> Field {
+        let field = Field::new(self.name, self.kind.arrow_type(), self.nullable);
+        match self.kind {
+            Kind::Json => field.with_extension_type(arrow_schema::extension::Json::default()),
+            Kind::Text | Kind::Time => field,
+        }
+    }
 }
 
 impl Col {

@@ -629,7 +629,7 @@ fn parquet_files_carry_schema_types_and_metadata() {
         kv["group_loader.version"].as_deref(),
         Some(env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(kv["group_loader.schema_version"].as_deref(), Some("1"));
+    assert_eq!(kv["group_loader.schema_version"].as_deref(), Some("2"));
     assert!(kv.contains_key("ARROW:schema"), "Arrow schema embedded");
     let schema = meta.schema_descr();
     assert_eq!(schema.num_columns(), 32);
@@ -651,6 +651,12 @@ fn parquet_files_carry_schema_types_and_metadata() {
         {
             assert!(
                 printed.contains(&format!("INT64 {name} (TIMESTAMP(MICROS,true))")),
+                "{printed}"
+            );
+        } else if name.starts_with("extra") {
+            // The extras columns carry Parquet's JSON logical type (SPEC §4).
+            assert!(
+                printed.contains(&format!("BYTE_ARRAY {name} (JSON)")),
                 "{printed}"
             );
         } else {

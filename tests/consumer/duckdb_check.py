@@ -25,6 +25,8 @@ def main(out):
     expected_types = {c: "VARCHAR" for c in types}
     for c in ("received_at", "sent_at", "original_timestamp", "timestamp", "created_at"):
         expected_types[c] = "TIMESTAMP WITH TIME ZONE"
+    for c in ("extra_traits", "extra_context", "extra"):
+        expected_types[c] = "JSON"  # Parquet's JSON logical type (SPEC 4)
     expected_types["dt"] = "DATE"
     assert types == expected_types, f"column types: {types}"
     assert len(types) == 33, f"32 columns + the dt partition key, got {len(types)}"
@@ -66,6 +68,8 @@ def main(out):
     atypes = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE accounts)").fetchall())
     for c in ("created_at", "first_seen_at", "last_seen_at"):
         assert atypes.pop(c) == "TIMESTAMP WITH TIME ZONE", c
+    for c in ("extra_traits", "trait_versions"):
+        assert atypes.pop(c) == "JSON", c
     assert set(atypes.values()) == {"VARCHAR"}, atypes
     (n_accounts, n_distinct) = con.execute(
         "SELECT (SELECT count(*) FROM accounts), (SELECT count(DISTINCT group_id) FROM accounts)").fetchone()
