@@ -53,6 +53,20 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A request to object storage failed (after the store's retries): no such bucket, access denied, a
+    /// network failure.
+    #[error("{action} {url}: {source}")]
+    ObjectStore {
+        action: &'static str,
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Committing to a Delta table failed.
+    #[error("committing to the Delta table {url}: {message}")]
+    Delta { url: String, message: String },
+
     /// Encoding Parquet failed.
     #[error("writing Parquet file {}: {source}", .path.display())]
     Parquet {
@@ -137,6 +151,8 @@ impl Error {
             Error::MinRows { .. } => exit::MIN_ROWS,
             Error::Locked { .. } => exit::LOCKED,
             Error::Io { .. }
+            | Error::ObjectStore { .. }
+            | Error::Delta { .. }
             | Error::Read { .. }
             | Error::Parquet { .. }
             | Error::Dataset { .. }

@@ -1,8 +1,10 @@
-//! Input discovery and reading (SPEC §1): which files a run reads, in which order, and how they decompress.
+//! Input discovery and reading (SPEC §1, §10): which files and objects a run reads, in which order, and how
+//! they decompress.
 //!
-//! Why this module exists: a nightly export is a folder of mixed files, some gzipped, some not, some named
-//! wrongly. Deciding what is an input (and in a deterministic order) and sniffing compression from the first
-//! bytes rather than the name belong together, apart from parsing.
+//! Why this module exists: a nightly export is a folder (or a bucket prefix) of mixed files, some gzipped, some
+//! not, some named wrongly. Deciding what is an input (and in a deterministic order) and sniffing compression
+//! from the first bytes rather than the name belong together, apart from parsing. Local files, standard input
+//! and object-store objects are one [`Source`] type, so the pipeline does not know where bytes come from.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
@@ -13,14 +15,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::store::{self, Location};
 
 /// Where lines come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     Stdin,
     File(PathBuf),
     /// Standard input, kept in a file of the run's staging folder to be read more than once.
     SpooledStdin(PathBuf),
+    /// An object in object storage (`s3://`, `gs://`, `az://`), streamed.
+    Object {
+        location: Location,
+        size: u64,
+        /// The store's version tag of the object (its ETag), for the run id.
+        e_tag: Option<String>,
+    },
 }
 
 impl Source {
@@ -29,6 +39,7 @@ impl Source {
         match self {
             Source::Stdin | Source::SpooledStdin(_) => "-".to_string(),
             Source::File(p) => p.display().to_string(),
+            Source::Object { location, .. } => location.url.clone(),
         }
     }
 
@@ -37,12 +48,13 @@ impl Source {
         match self {
             Source::Stdin => None,
             Source::File(p) | Source::SpooledStdin(p) => fs::metadata(p).ok().map(|m| m.len()),
+            Source::Object { size, .. } => Some(*size),
         }
     }
 
     /// What identifies this input's content before reading it, for the run id: a file's path, size and
-    /// modification time (what `make` and `rsync` trust). `None` for standard input, which is identified by a
-    /// hash of its content once read.
+    /// modification time (what `make` and `rsync` trust), an object's URL, size and ETag. `None` for standard
+    /// input, which is identified by a hash of its content once read.
     pub fn identity(&self) -> Option<String> {
         match self {
             Source::Stdin | Source::SpooledStdin(_) => None,
@@ -55,6 +67,15 @@ impl Source {
                     .map_or(0, |d| d.as_nanos());
                 Some(format!("file {} {} {mtime}", p.display(), meta.len()))
             }
+            Source::Object {
+                location,
+                size,
+                e_tag,
+            } => Some(format!(
+                "object {} {size} {}",
+                location.url,
+                e_tag.as_deref().unwrap_or("")
+            )),
         }
     }
 }
@@ -140,15 +161,21 @@ fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Expands the command-line inputs into the list of sources, in the order a run reads them: standard input
-/// first (if `-` is given), then every file, in byte-wise sorted path order, each once. Directory walks never
-/// enter `output` (the dataset folder), so `load data/ -o data/out` does not read its own reports and rejects.
+/// first (if `-` is given), then every file and object, in byte-wise sorted path (or URL) order, each once.
+/// Directory and prefix walks never enter `output` (the dataset), so `load data/ -o data/out` does not read
+/// its own reports and rejects.
 pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
     let skip = fs::canonicalize(output).ok();
     let mut stdin = false;
     let mut files = Vec::new();
+    let mut objects = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
             stdin = true;
+            continue;
+        }
+        if let Some(url) = arg.to_str().filter(|a| store::is_url(a)) {
+            objects.extend(discover_objects(url, output.to_str())?);
             continue;
         }
         let meta = fs::metadata(arg).map_err(|e| match e.kind() {
@@ -165,19 +192,65 @@ pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
             files.push(arg.clone());
         }
     }
-    files.sort_by_key(|p| path_bytes(p));
-    files.dedup();
-    let mut sources: Vec<Source> = Vec::with_capacity(files.len() + 1);
+    let mut named: Vec<(Vec<u8>, Source)> = files
+        .into_iter()
+        .map(|p| (path_bytes(&p), Source::File(p)))
+        .chain(objects.into_iter().map(|o| (o.name().into_bytes(), o)))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.dedup_by(|a, b| a.0 == b.0);
+    let mut sources: Vec<Source> = Vec::with_capacity(named.len() + 1);
     if stdin {
         sources.push(Source::Stdin);
     }
-    sources.extend(files.into_iter().map(Source::File));
+    sources.extend(named.into_iter().map(|(_, s)| s));
     Ok(sources)
+}
+
+/// The objects a URL names: the object itself, or (a prefix, like a folder) every object under it whose name a
+/// directory walk would take, hidden names skipped, never under `output`.
+fn discover_objects(url: &str, output: Option<&str>) -> Result<Vec<Source>> {
+    let location = Location::parse(url)?;
+    let as_object = |location: Location, meta: object_store::ObjectMeta| Source::Object {
+        location,
+        size: meta.size,
+        e_tag: meta.e_tag,
+    };
+    if !url.ends_with('/')
+        && let Some(meta) = location.head()?
+    {
+        return Ok(vec![as_object(location, meta)]);
+    }
+    let base = location.path.as_ref().to_string();
+    let skip = output
+        .filter(|o| store::is_url(o))
+        .map(|o| format!("{}/", o.trim_end_matches('/')));
+    let mut found = Vec::new();
+    for meta in location.list()? {
+        let rel = meta
+            .location
+            .as_ref()
+            .strip_prefix(base.as_str())
+            .unwrap_or(meta.location.as_ref())
+            .trim_start_matches('/')
+            .to_string();
+        let hidden = rel.split('/').any(|part| part.starts_with('.'));
+        let name = rel.rsplit('/').next().unwrap_or_default();
+        let object = location.join(&rel);
+        let in_output = skip.as_ref().is_some_and(|s| object.url.starts_with(s));
+        if !hidden && !in_output && is_input_name(name) {
+            found.push(as_object(object, meta));
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::NoInputs(PathBuf::from(url)));
+    }
+    Ok(found)
 }
 
 /// Replaces standard input among `sources` by a copy of it in `dir`, so that it can be read more than once.
 pub fn spool_stdin(sources: &mut [Source], dir: &Path) -> Result<()> {
-    for s in sources.iter_mut().filter(|s| **s == Source::Stdin) {
+    for s in sources.iter_mut().filter(|s| matches!(s, Source::Stdin)) {
         let path = dir.join("stdin");
         let mut file = File::create(&path).map_err(Error::io("creating", &path))?;
         io::copy(&mut io::stdin().lock(), &mut file)
@@ -216,6 +289,7 @@ pub fn open(source: &Source) -> Result<Opened> {
         Source::File(p) | Source::SpooledStdin(p) => {
             Box::new(File::open(p).map_err(Error::io("opening", p))?)
         }
+        Source::Object { location, .. } => Box::new(location.open_stream()?),
     };
     let count = Arc::new(AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(

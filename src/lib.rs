@@ -5,7 +5,8 @@
 //! | module | responsibility | SPEC |
 //! |---|---|---|
 //! | [`cli`] | command line, exit codes | §1, §8 |
-//! | [`input`] | which files, in which order, decompression | §1 |
+//! | [`input`] | which files and objects, in which order, decompression | §1 |
+//! | [`store`] | object storage: URLs to stores, blocking reads and writes | §10 |
 //! | [`lines`] | cutting streams into lines and chunks | §2 |
 //! | [`parse`] | one line -> blank / skipped / rejected / row | §2 |
 //! | [`batch`] | batch envelopes cut into events, envelope defaults merged | §2 |
@@ -41,6 +42,7 @@ pub mod rejects;
 pub mod report;
 pub mod run;
 pub mod schema;
+pub mod store;
 pub mod values;
 pub mod writer;
 
