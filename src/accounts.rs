@@ -42,12 +42,11 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use compact_str::CompactString;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::mapping::Cell;
 use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
@@ -354,50 +353,48 @@ fn bucket(group_id: &str, n: u32) -> u32 {
     (group_hash(group_id) & u64::from(n - 1)) as u32
 }
 
-fn file_name(b: u32, n: u32) -> String {
-    format!("part-{b:05}-of-{n:05}.parquet")
-}
-
-/// Parses `part-BBBBB-of-NNNNN.parquet`.
-fn parse_file_name(name: &str) -> Option<(u32, u32)> {
-    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    let (b, n) = rest.split_once("-of-")?;
-    let (b, n) = (b.parse().ok()?, n.parse().ok()?);
-    (n > 0 && b < n && u32::is_power_of_two(n)).then_some((b, n))
-}
-
-fn dataset_err(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |message| Error::Dataset {
-        path: path.to_path_buf(),
-        message,
+/// `part-BBBBB-of-NNNNN.parquet`, or with a suffix (`part-BBBBB-of-NNNNN-<suffix>.parquet`) where a table
+/// must never reuse a name (Delta: a file of the current version is never overwritten).
+fn file_name(b: u32, n: u32, suffix: Option<&str>) -> String {
+    match suffix {
+        Some(s) => format!("part-{b:05}-of-{n:05}-{s}.parquet"),
+        None => format!("part-{b:05}-of-{n:05}.parquet"),
     }
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
+/// Parses `part-BBBBB-of-NNNNN[-suffix].parquet`.
+pub fn parse_file_name(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (b, rest) = rest.split_once("-of-")?;
+    let n = rest.split('-').next()?;
+    let (b, n): (u32, u32) = (b.parse().ok()?, n.parse().ok()?);
+    (b.to_string().len() <= 5 && n > 0 && b < n && u32::is_power_of_two(n)).then_some((b, n))
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &DataFile) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| dataset_err(path)(format!("no column {name} of the expected type")))
+        .ok_or_else(|| file.error(format!("no column {name} of the expected type")))
 }
 
 /// The trait columns of a `groups` or `accounts` batch, in schema order.
-fn trait_columns<'a>(batch: &'a RecordBatch, path: &Path) -> Result<Vec<&'a ArrayRef>> {
+fn trait_columns<'a>(batch: &'a RecordBatch, file: &DataFile) -> Result<Vec<&'a ArrayRef>> {
     TRAIT_COLS
         .map(|c| batch.column_by_name(COLUMNS[c].name))
         .collect::<Option<_>>()
-        .ok_or_else(|| dataset_err(path)("missing a trait column".into()))
+        .ok_or_else(|| file.error("missing a trait column".into()))
 }
 
 fn open_parquet(
-    path: &Path,
+    file: &DataFile,
     columns: &[&str],
 ) -> Result<(
     parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     Option<String>,
 )> {
-    let file = File::open(path).map_err(Error::io("opening", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| dataset_err(path)(e.to_string()))?;
+    let path = file;
+    let builder = file.reader()?;
     let cleared = builder
         .metadata()
         .file_metadata()
@@ -413,16 +410,14 @@ fn open_parquet(
         .filter_map(|name| fields.iter().position(|f| f.name() == name))
         .collect();
     if indices.len() != columns.len() {
-        return Err(dataset_err(path)(format!(
-            "expected the columns {columns:?}"
-        )));
+        return Err(path.error(format!("expected the columns {columns:?}")));
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     let reader = builder
         .with_projection(mask)
         .with_batch_size(8192)
         .build()
-        .map_err(|e| dataset_err(path)(e.to_string()))?;
+        .map_err(|e| path.error(e.to_string()))?;
     Ok((reader, cleared))
 }
 
@@ -440,13 +435,13 @@ fn groups_columns() -> Vec<&'static str> {
 }
 
 /// Reads the events of one `groups` file whose group falls in bucket `b` of `n`, calling `f` with each.
-fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>)) -> Result<()> {
+fn read_events(path: &DataFile, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>)) -> Result<()> {
     let (reader, cleared) = open_parquet(path, &groups_columns())?;
     // Row -> bit mask of cleared trait columns (bit i: trait column i).
     let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
     if let Some(json) = cleared {
         let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(&json)
-            .map_err(|e| dataset_err(path)(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
+            .map_err(|e| path.error(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
         for (name, rows) in by_col {
             let Some(i) = TRAIT_COLS.clone().position(|c| COLUMNS[c].name == name) else {
                 continue;
@@ -458,7 +453,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>))
     }
     let mut row_base = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| dataset_err(path)(e.to_string()))?;
+        let batch = batch.map_err(|e| path.error(e.to_string()))?;
         let gid = column::<StringArray>(&batch, Col::GroupId.column().name, path)?;
         let ts = column::<TimestampMicrosecondArray>(&batch, Col::Timestamp.column().name, path)?;
         let rcv = column::<TimestampMicrosecondArray>(&batch, Col::ReceivedAt.column().name, path)?;
@@ -467,7 +462,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>))
         let traits = trait_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
             if gid.is_null(r) || ts.is_null(r) {
-                return Err(dataset_err(path)("null group_id or timestamp".into()));
+                return Err(path.error("null group_id or timestamp".into()));
             }
             let group = gid.value(r);
             if bucket(group, n) != b {
@@ -491,9 +486,7 @@ fn read_events(path: &Path, b: u32, n: u32, f: &mut dyn FnMut(&str, &Event<'_>))
                     extra_list.push((k, (v.trim() != "null").then_some(v)));
                 });
                 if ok.is_err() {
-                    return Err(dataset_err(path)(
-                        "extra_traits is not a JSON object".into(),
-                    ));
+                    return Err(path.error("extra_traits is not a JSON object".into()));
                 }
             }
             let event = Event {
@@ -543,10 +536,10 @@ impl Bucket {
 }
 
 /// Reads the accounts of one snapshot file whose group falls in bucket `b` of `n`.
-fn read_snapshot(path: &Path, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
+fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
     let names: Vec<&str> = ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
     let (reader, _) = open_parquet(path, &names)?;
-    let err = dataset_err(path);
+    let err = |message: String| path.error(message);
     for batch in reader {
         let batch = batch.map_err(|e| err(e.to_string()))?;
         let gid = column::<StringArray>(&batch, "group_id", path)?;
@@ -632,7 +625,7 @@ fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
         source,
     };
     let mut writer =
-        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
+        crate::writer::arrow_writer(file, schema.clone(), props).map_err(parquet_err)?;
     let n = rows.len() as u64;
     for chunk in rows.chunks_mut(BATCH_ROWS) {
         let mut gid = StringBuilder::new();
@@ -681,21 +674,32 @@ fn register_cell(i: usize, reg: Option<&Register>) -> Cell<'_> {
     }
 }
 
+/// One file of the current `accounts` snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub bucket: u32,
+    /// The bucket count of the snapshot it belongs to.
+    pub of: u32,
+    pub file: DataFile,
+    /// Its path relative to the output (`accounts/part-...parquet`).
+    pub rel: PathBuf,
+}
+
 /// What the merge needs to know about the run.
 pub struct Merge<'a> {
-    /// The output folder (the current version is read through `OUT/groups` and `OUT/accounts`).
-    pub out: &'a Path,
     /// Where to write the new snapshot files (inside the run's staging folder).
     pub staging: &'a Path,
     /// The current snapshot's files ([`snapshot_files`]).
-    pub snapshot: &'a [(u32, u32, PathBuf)],
-    /// This run's staged `groups` files.
-    pub run_files: Vec<PathBuf>,
+    pub snapshot: &'a [SnapshotFile],
+    /// This run's `groups` files (staged, or committed by the runs being merged).
+    pub run_files: Vec<DataFile>,
     /// Rebuild from every `groups` file of the new version (`kept_files` + `run_files`) instead of merging
     /// into the current snapshot.
     pub rebuild: bool,
     /// The current version's `groups` files that the new version keeps (read only when rebuilding).
-    pub kept_files: Vec<PathBuf>,
+    pub kept_files: Vec<DataFile>,
+    /// Added to new file names where a table must never reuse one (Delta).
+    pub name_suffix: Option<&'a str>,
     pub codec: Codec,
     /// Bytes the accounts being merged may take in memory (all buckets merged at once together).
     pub budget: u64,
@@ -714,8 +718,8 @@ pub struct Merged {
     pub rebuilt: bool,
 }
 
-/// The files of the current snapshot: `(bucket, of, path)`.
-pub fn snapshot_files(out: &Path) -> Result<Vec<(u32, u32, PathBuf)>> {
+/// The files of the current snapshot of a local (hive) dataset.
+pub fn snapshot_files(out: &Path) -> Result<Vec<SnapshotFile>> {
     let dir = out.join(ACCOUNTS_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -725,31 +729,30 @@ pub fn snapshot_files(out: &Path) -> Result<Vec<(u32, u32, PathBuf)>> {
     let mut files = Vec::new();
     for e in entries {
         let e = e.map_err(Error::io("reading directory", &dir))?;
-        if let Some((b, n)) = e.file_name().to_str().and_then(parse_file_name) {
-            files.push((b, n, e.path()));
+        let name = e.file_name();
+        if let Some((b, n)) = name.to_str().and_then(parse_file_name) {
+            files.push(SnapshotFile {
+                bucket: b,
+                of: n,
+                file: DataFile::Local(e.path()),
+                rel: Path::new(ACCOUNTS_DIR).join(name),
+            });
         }
     }
-    files.sort();
+    files.sort_by_key(|f| (f.bucket, f.of));
     Ok(files)
-}
-
-fn parquet_rows(path: &Path) -> Result<u64> {
-    let file = File::open(path).map_err(Error::io("opening", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| dataset_err(path)(e.to_string()))?;
-    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// Merges the run into the snapshot (or rebuilds it), bucket by bucket. See the module doc.
 pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     let old = if m.rebuild { &[][..] } else { m.snapshot };
-    let old_n = old.first().map_or(0, |(_, n, _)| *n);
-    if old.iter().any(|(_, n, _)| *n != old_n) {
-        return Err(dataset_err(&m.out.join(ACCOUNTS_DIR))(
-            "snapshot files of different bucket counts".into(),
-        ));
+    let old_n = old.first().map_or(0, |f| f.of);
+    if let Some(f) = old.iter().find(|f| f.of != old_n) {
+        return Err(f
+            .file
+            .error("snapshot files of different bucket counts".into()));
     }
-    let sources: Vec<&PathBuf> = if m.rebuild {
+    let sources: Vec<&DataFile> = if m.rebuild {
         m.kept_files.iter().chain(&m.run_files).collect()
     } else {
         m.run_files.iter().collect()
@@ -763,7 +766,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     for p in &sources {
         let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
         for batch in reader {
-            let batch = batch.map_err(|e| dataset_err(p)(e.to_string()))?;
+            let batch = batch.map_err(|e| p.error(e.to_string()))?;
             let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
             event_rows += batch.num_rows() as u64;
             if let Some(set) = &mut hashes {
@@ -776,8 +779,8 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     }
     // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
     let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
-    for (_, _, p) in old {
-        estimate += parquet_rows(p)?;
+    for f in old {
+        estimate += f.file.rows()?;
     }
     let threads = m.pool.current_num_threads().max(1) as u64;
     let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
@@ -805,7 +808,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         rebuilt: m.rebuild,
         ..Merged::default()
     };
-    let old_by_bucket: HashMap<u32, &PathBuf> = old.iter().map(|(b, _, p)| (*b, p)).collect();
+    let old_by_bucket: HashMap<u32, &DataFile> = old.iter().map(|f| (f.bucket, &f.file)).collect();
     // One bucket: its new file (staged, final) and rows, or the rows of the old file it keeps.
     let one = |b: u32| -> Result<(Option<(PathBuf, PathBuf)>, u64)> {
         let old_file = if old_n > 0 {
@@ -815,10 +818,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         };
         if n == old_n && !touched[b as usize] {
             // Untouched and same layout: the file is kept as it is.
-            return Ok((
-                None,
-                old_file.map(|p| parquet_rows(p)).transpose()?.unwrap_or(0),
-            ));
+            return Ok((None, old_file.map(|p| p.rows()).transpose()?.unwrap_or(0)));
         }
         let mut state = Bucket::default();
         if let Some(p) = old_file {
@@ -830,7 +830,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         if state.accounts.is_empty() {
             return Ok((None, 0));
         }
-        let name = file_name(b, n);
+        let name = file_name(b, n, m.name_suffix);
         let staged = m.staging.join(ACCOUNTS_DIR).join(&name);
         let rows = write_bucket(&staged, state, m.codec)?;
         Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
@@ -847,13 +847,11 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         merged.adds.extend(file);
     }
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
-    for (b, old_of, _) in m.snapshot {
-        let (b, old_of) = (*b, *old_of);
-        let rel = Path::new(ACCOUNTS_DIR).join(file_name(b, old_of));
-        let rewritten = merged.adds.iter().any(|(_, to)| *to == rel);
-        let kept = !m.rebuild && old_of == n && !touched[b as usize];
+    for f in m.snapshot {
+        let rewritten = merged.adds.iter().any(|(_, to)| *to == f.rel);
+        let kept = !m.rebuild && f.of == n && !touched[f.bucket as usize];
         if !rewritten && !kept {
-            merged.removes.push(rel);
+            merged.removes.push(f.rel.clone());
         }
     }
     Ok(merged)
@@ -997,7 +995,15 @@ mod tests {
 
     #[test]
     fn bucket_file_names_round_trip() {
-        assert_eq!(parse_file_name(&file_name(3, 8)), Some((3, 8)));
+        assert_eq!(parse_file_name(&file_name(3, 8, None)), Some((3, 8)));
+        assert_eq!(
+            parse_file_name(&file_name(3, 8, Some("9f2c-1"))),
+            Some((3, 8))
+        );
+        assert_eq!(
+            parse_file_name("part-00003-of-00008-x.parquet"),
+            Some((3, 8))
+        );
         assert_eq!(parse_file_name("part-00003-of-00006.parquet"), None);
         assert_eq!(parse_file_name("part-00008-of-00008.parquet"), None);
         assert_eq!(parse_file_name("other.parquet"), None);

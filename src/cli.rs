@@ -38,13 +38,26 @@ pub struct LoadArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
-    /// Output dataset folder (created if missing).
-    #[arg(short, long, value_name = "DIR")]
+    /// The dataset: a local folder (created if missing), or an object-store URL (s3://, gs://, az://).
+    #[arg(short, long, value_name = "DIR|URL")]
     pub output: PathBuf,
 
     /// Partition folders, by the UTC time of receivedAt (or timestamp).
     #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
     pub partition: PartitionMode,
+
+    /// Table format: hive (a Hive-partitioned folder; local outputs only) or delta (Delta Lake tables).
+    /// Default: delta for an object-store URL, hive for a local folder.
+    #[arg(long, value_enum)]
+    pub format: Option<crate::dataset::Format>,
+
+    /// Delta: files that no table version newer than this needs are deleted by later runs.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::dedupe::parse_duration)]
+    pub vacuum_retention: std::time::Duration,
+
+    /// How long a request to object storage is retried before the run fails.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::dedupe::parse_duration)]
+    pub retry_timeout: std::time::Duration,
 
     /// Parquet compression codec.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
@@ -166,6 +179,8 @@ impl LoadArgs {
         Ok(LoadOptions {
             inputs: self.inputs.clone(),
             output: self.output.clone(),
+            format: self.format,
+            vacuum_retention: self.vacuum_retention,
             partition: self.partition,
             codec: self.compression,
             mode: self.mode,
@@ -196,6 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Load(args) => {
             let opts = args.options()?;
+            crate::store::set_retry_timeout(args.retry_timeout);
             let mut pool = rayon::ThreadPoolBuilder::new();
             if let Some(n) = args.threads {
                 if n == 0 {

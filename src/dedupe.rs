@@ -15,17 +15,15 @@
 //!   n = 10^7 ids has a probability of about n^2 / 2^97 = 6 * 10^-16.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::hash::BuildHasherDefault;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow::array::{Array, StringArray};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::writer::PartitionMode;
 
@@ -174,7 +172,7 @@ impl Segment {
 pub struct EarlierIds {
     reach: Reach,
     /// Partitions of the dataset that may hold earlier copies and are not loaded yet: bucket -> files.
-    pending: BTreeMap<i64, Vec<PathBuf>>,
+    pending: BTreeMap<i64, Vec<DataFile>>,
     segments: Vec<Segment>,
     /// Bytes the loaded ids may take (their share of `--memory-limit`).
     budget: u64,
@@ -189,7 +187,7 @@ impl EarlierIds {
     /// `partitions`: the dataset's partitions that count as already loaded (bucket, files).
     pub fn new(
         reach: Reach,
-        partitions: impl IntoIterator<Item = (i64, Vec<PathBuf>)>,
+        partitions: impl IntoIterator<Item = (i64, Vec<DataFile>)>,
         budget: u64,
         limit_text: String,
     ) -> EarlierIds {
@@ -239,14 +237,14 @@ impl EarlierIds {
         if wanted.is_empty() {
             return Ok(());
         }
-        let files: Vec<(i64, PathBuf)> = wanted
+        let files: Vec<(i64, DataFile)> = wanted
             .iter()
             .filter_map(|p| self.pending.remove(p).map(|fs| (*p, fs)))
             .flat_map(|(p, fs)| fs.into_iter().map(move |f| (p, f)))
             .collect();
         let rows: u64 = files
             .par_iter()
-            .map(|(_, f)| crate::dataset::file_rows(f))
+            .map(|(_, f)| f.rows())
             .sum::<Result<u64>>()?;
         let held: u64 = self.segments.iter().map(Segment::bytes).sum();
         let needed = held + rows * BYTES_PER_EARLIER_ID * 5 / 4;
@@ -284,13 +282,9 @@ impl EarlierIds {
 }
 
 /// The keys of the non-empty ids of one `groups` file (its `id` column only).
-fn read_keys(path: &Path, bucket: i64) -> Result<Vec<u128>> {
-    let err = |message: String| Error::Dataset {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file = File::open(path).map_err(Error::io("opening", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
+fn read_keys(file: &DataFile, bucket: i64) -> Result<Vec<u128>> {
+    let err = |message: String| file.error(message);
+    let builder = file.reader()?;
     let id = builder
         .schema()
         .fields()

@@ -17,7 +17,9 @@
 //! | [`run`] | outcomes applied in input order: counts, dedupe, rejects, rows | §2, §7 |
 //! | [`dedupe`] | which messageIds are already loaded | §6.3 |
 //! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
+//! | [`datafile`] | a Parquet file of the dataset, local or in object storage | §6 |
 //! | [`dataset`] | the published dataset: its shape, partitions, files, runs | §1, §6 |
+//! | [`table`] | the output: a hive folder or Delta tables, one interface | §6 |
 //! | [`publish`] | lock, staging, atomic publish (version switch), crash recovery | §6.2 |
 //! | [`accounts`] | the accounts table: latest state per group, merged run after run | §9 |
 //! | [`rejects`] | the rejects file | §7 |
@@ -28,6 +30,7 @@
 pub mod accounts;
 pub mod batch;
 pub mod cli;
+pub mod datafile;
 pub mod dataset;
 pub mod dedupe;
 pub mod error;
@@ -43,6 +46,7 @@ pub mod report;
 pub mod run;
 pub mod schema;
 pub mod store;
+pub mod table;
 pub mod values;
 pub mod writer;
 

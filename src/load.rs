@@ -1,8 +1,9 @@
 //! The `load` subcommand: inputs -> lines -> rows -> Parquet, then publish (SPEC §1-§8).
 //!
-//! Why this module exists: it is the one place that knows the order of a run — lock, recover, stage, read,
-//! classify in parallel, apply in input order (counts, dedupe, rejects, partition buffers), decide on the
-//! reject ratio, publish or discard — so each other module can stay ignorant of the others.
+//! Why this module exists: it is the one place that knows the order of a run — open the output (the
+//! [`Table`]), stage, read, classify in parallel, apply in input order (counts, dedupe, rejects, partition
+//! buffers), decide on the reject ratio and `--min-rows`, publish or discard — so each other module can stay
+//! ignorant of the others.
 //!
 //! Determinism: lines are cut into chunks by bytes, parsed in parallel, and applied strictly in input order;
 //! row groups are flushed only between chunks. So rows, row groups and file names do not depend on
@@ -12,30 +13,25 @@
 //! modification time; standard input's content hash), so it is known before reading: a run whose id was
 //! already published (a retried cron job) has nothing to do, and says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::accounts::{self, ACCOUNTS_DIR};
-use crate::dataset::{self, Format, Shape};
-pub use crate::dataset::{GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+pub use crate::dataset::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::dedupe::{EarlierIds, Reach, SeenIds};
 use crate::error::{Error, Result};
 use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
 use crate::input::{self, Source};
-use crate::publish::{self, Plan, Staging};
+use crate::publish;
 use crate::rejects::RejectsWriter;
-use crate::report::{
-    AccountsReport, DedupeReport, FileReport, NotPublished, Phase, Progress, ProgressWhen, Report,
-};
+use crate::report::{DedupeReport, NotPublished, Phase, Progress, ProgressWhen, Report};
 use crate::run::{PartitionsSeen, Run};
 use crate::schema;
-use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
+use crate::table::{Context, Ingested, Staging, Table};
+use crate::writer::{Codec, GroupsWriter, PartitionMode, WriterConfig};
 
 /// `--mode`: what a run does to data already in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -51,7 +47,10 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub inputs: Vec<PathBuf>,
+    /// The dataset: a local folder, or an object-store URL (`s3://...`) held in a path.
     pub output: PathBuf,
+    /// `--format`: hive or delta (`None`: hive for a local output, delta for a URL).
+    pub format: Option<Format>,
     pub partition: PartitionMode,
     pub codec: Codec,
     pub mode: Mode,
@@ -61,6 +60,8 @@ pub struct LoadOptions {
     pub rejects: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub memory_limit: u64,
+    /// `--vacuum-retention`: files no version newer than this needs are deleted (Delta).
+    pub vacuum_retention: Duration,
     /// Deduplicate on messageId at all (`--no-dedupe` turns it off).
     pub dedupe: bool,
     /// How far from an event's partition earlier runs' ids count (`--dedupe-window`; zero: this run only).
@@ -167,71 +168,39 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         )));
     }
     let sources = input::discover(&opts.inputs, &opts.output)?;
-    let out = opts.output.as_path();
-    let shape = Shape {
-        format: Format::Hive,
-        partition: opts.partition,
-    };
-    // A run asking for another layout is refused before anything is touched (and again under the lock).
-    publish::check_output(out)?;
-    dataset::check_shape(out, shape)?;
-    let _lock = publish::lock(out)?;
-    dataset::check_shape(out, shape)?;
-    let discarded = publish::recover(out)?;
-    if !opts.quiet && discarded > 0 {
-        eprintln!("group-loader: recovered the output: removed {discarded} unpublished run(s)");
-    }
-    publish::prepare(out)?;
-    dataset::record_shape(out, shape)?;
+    let mut table = crate::table::open(opts)?;
     let pool = thread_pool(opts)?;
-    // Known before reading when every input has an identity (files do; standard input does not).
+    let staging = table.staging()?;
+    let total: Option<u64> = sources.iter().map(Source::size).sum();
+    let progress = Progress::new(opts.progress, opts.quiet, total);
+    let ctx = Context {
+        opts,
+        pool: &pool,
+        progress: &progress,
+        started,
+    };
+    // Known before reading when every input has an identity (files and objects do; standard input does not).
     let upfront_id = sources
         .iter()
         .map(Source::identity)
         .collect::<Option<Vec<_>>>()
         .map(|ids| opts.run_id(ids));
-    let staging = Staging::create(out)?;
-    let total: Option<u64> = sources.iter().map(Source::size).sum();
-    let progress = Progress::new(opts.progress, opts.quiet, total);
-    let staged = match upfront_id
-        .as_deref()
-        .and_then(|id| already_loaded(opts, id, &started_at, &pool))
-    {
+    let retried = match &upfront_id {
+        Some(id) => already_loaded(&*table, &ctx, id, &started_at)?,
+        None => None,
+    };
+    let ingested = match retried {
         // A retried job: nothing to read.
-        Some(report) => accounts_only(opts, &pool, &staging, report),
-        None => stage(
-            opts,
-            &pool,
-            sources,
-            &staging,
-            &progress,
-            (started, started_at),
-        ),
+        Some(report) => Ok(Ingested {
+            report,
+            files: Vec::new(),
+            rejects: None,
+        }),
+        None => ingest(&*table, &ctx, sources, &staging, started_at),
     };
-    let (report, plan) = match staged {
-        Ok(staged) => staged,
-        Err(e) => {
-            progress.finish();
-            // Nothing of this run is published; a failure to clean up is repaired by the next run.
-            let _ = staging.discard();
-            return Err(e);
-        }
-    };
-    if plan.is_empty() {
-        progress.finish();
-        let _ = staging.discard();
-        return finish(opts, report);
-    }
-    progress.phase(
-        Phase::Publishing,
-        report.counts.rows_written,
-        report.counts.rejected_total(),
-    );
-    // A run that does not publish its rows still publishes its report and rejects (the plan holds only them).
-    let published = publish::publish(out, staging, &plan);
+    let published = ingested.and_then(|run| table.publish(run, staging, &ctx));
     progress.finish();
-    published?;
-    finish(opts, report)
+    finish(opts, published?)
 }
 
 fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
@@ -261,7 +230,7 @@ fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
             rejects: report
                 .rejects_file
                 .as_deref()
-                .map(|r| opts.output.join(r).display().to_string())
+                .map(|r| format!("{}/{r}", report.output))
                 .unwrap_or_default(),
             hint: report.not_ndjson.first().map(|n| n.hint.clone()),
         }),
@@ -278,33 +247,22 @@ fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
 /// The report of a run whose inputs a published run with the same id already loaded (a retried job): it
 /// has nothing to do. `--mode overwrite` always processes its inputs again.
 fn already_loaded(
-    opts: &LoadOptions,
+    table: &dyn Table,
+    ctx: &Context<'_>,
     run_id: &str,
     started_at: &str,
-    pool: &rayon::ThreadPool,
-) -> Option<Report> {
-    if opts.mode != Mode::Append {
-        return None;
+) -> Result<Option<Report>> {
+    if ctx.opts.mode != Mode::Append {
+        return Ok(None);
     }
-    let earlier = dataset::published_run(&opts.output, run_id)?;
-    let mut report = new_report(opts, run_id, started_at.to_string(), pool);
+    let Some(when) = table.already_loaded(run_id)? else {
+        return Ok(None);
+    };
+    let mut report = new_report(ctx.opts, run_id, started_at.to_string(), ctx.pool);
     report.published = false;
     report.not_published = Some(NotPublished::AlreadyLoaded);
-    report.already_loaded = earlier["started_at"].as_str().map(str::to_string);
-    Some(report)
-}
-
-/// What a run with nothing to load still publishes: `accounts` kept as the options ask (removed with
-/// `--no-accounts`, rebuilt from `groups` when missing). Usually nothing.
-fn accounts_only(
-    opts: &LoadOptions,
-    pool: &rayon::ThreadPool,
-    staging: &Staging,
-    mut report: Report,
-) -> Result<(Report, Plan)> {
-    let mut plan = Plan::default();
-    report.accounts = update_accounts(opts, pool, staging, &[], &mut plan)?;
-    Ok((report, plan))
+    report.already_loaded = Some(when);
+    Ok(Some(report))
 }
 
 /// A report with the run's identity and options, and nothing counted yet.
@@ -321,6 +279,7 @@ fn new_report(
         started_at,
         output: opts.output.display().to_string(),
         options: serde_json::json!({
+            "format": opts.format,
             "partition": opts.partition,
             "compression": opts.codec,
             "mode": opts.mode,
@@ -352,6 +311,7 @@ fn new_report(
         not_published: None,
         already_loaded: None,
         accounts: None,
+        commit: None,
     }
 }
 
@@ -361,13 +321,21 @@ fn copy_out(opts: &LoadOptions, report: &Report) -> Result<()> {
         publish::write_atomic(path, &report_json(report)?)?;
     }
     if let (Some(path), Some(rel)) = (&opts.rejects, &report.rejects_file) {
-        let from = opts.output.join(rel);
-        fs::copy(&from, path).map_err(Error::io("copying rejects file to", path))?;
+        match opts.output.to_str().filter(|o| crate::store::is_url(o)) {
+            Some(url) => {
+                let bytes = crate::store::Location::parse(url)?.join(rel).get_bytes()?;
+                publish::write_atomic(path, &bytes.unwrap_or_default())?;
+            }
+            None => {
+                let from = opts.output.join(rel);
+                std::fs::copy(&from, path).map_err(Error::io("copying rejects file to", path))?;
+            }
+        }
     }
     Ok(())
 }
 
-fn report_json(report: &Report) -> Result<Vec<u8>> {
+pub(crate) fn report_json(report: &Report) -> Result<Vec<u8>> {
     let mut v = serde_json::to_vec_pretty(report).map_err(|source| Error::Json {
         what: "serialising the report".into(),
         source,
@@ -376,20 +344,17 @@ fn report_json(report: &Report) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-fn rel(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// Reads every input into staged files, then decides what to publish: the whole run, or (reject ratio
-/// exceeded, fewer rows than `--min-rows`) only its report, saying `published: false`, and its rejects.
-fn stage(
-    opts: &LoadOptions,
-    pool: &Arc<rayon::ThreadPool>,
+/// Reads every input into staged files and decides whether the rows may be published: the whole run, or
+/// (reject ratio exceeded, fewer rows than `--min-rows`) only its report, saying `published: false`, and its
+/// rejects.
+fn ingest(
+    table: &dyn Table,
+    ctx: &Context<'_>,
     mut sources: Vec<Source>,
     staging: &Staging,
-    progress: &Progress,
-    (started, started_at): (Instant, String),
-) -> Result<(Report, Plan)> {
+    started_at: String,
+) -> Result<Ingested> {
+    let (opts, pool, progress) = (ctx.opts, ctx.pool, ctx.progress);
     let reading = Reading {
         max_line_bytes: opts.max_line_bytes,
         chunk_bytes: opts.chunk_bytes(),
@@ -407,7 +372,17 @@ fn stage(
         progress.reading(Phase::Reading);
         being_replaced = seen.buckets;
     }
-    let mut earlier = earlier_ids(opts, &being_replaced)?;
+    let reach = opts.reach();
+    let partitions = match reach {
+        Reach::Nothing => Vec::new(),
+        _ => table.earlier(opts.partition, &being_replaced)?,
+    };
+    let mut earlier = EarlierIds::new(
+        reach,
+        partitions,
+        opts.dedupe_budget(),
+        format!("{} MiB", opts.memory_limit >> 20),
+    );
     let mut run = Run::new(
         opts.dedupe.then(SeenIds::default),
         RejectsWriter::new(staging.dir().join("rejects.ndjson")),
@@ -419,9 +394,13 @@ fn stage(
     );
     let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;
     let run_id = opts.run_id(&read.identities);
-    if let Some(report) = already_loaded(opts, &run_id, &started_at, pool) {
+    if let Some(report) = already_loaded(table, ctx, &run_id, &started_at)? {
         // Standard input, identified only now, repeats a published run.
-        return accounts_only(opts, pool, staging, report);
+        return Ok(Ingested {
+            report,
+            files: Vec::new(),
+            rejects: None,
+        });
     }
     let mut report = new_report(opts, &run_id, started_at, pool);
     report.inputs = read.inputs;
@@ -440,9 +419,9 @@ fn stage(
         ..
     } = run;
     debug_assert!(counts.adds_up());
-    let staged = writer.finish()?;
+    let files = writer.finish()?;
     // Never lose a row silently: what the files hold must be what was counted, or nothing is published.
-    let staged_rows: u64 = staged.iter().map(|f| f.rows).sum();
+    let staged_rows: u64 = files.iter().map(|f| f.rows).sum();
     if staged_rows != counts.rows_written {
         return Err(Error::Io {
             action: "checking staged files in",
@@ -453,7 +432,6 @@ fn stage(
             )),
         });
     }
-    let staged_rejects = rejects.finish()?;
     report.reject_ratio = counts.reject_ratio();
     report.not_published = if report.reject_ratio > opts.max_reject_ratio {
         Some(NotPublished::RejectRatio)
@@ -465,221 +443,9 @@ fn stage(
     report.published = report.not_published.is_none();
     report.counts = counts;
     report.not_ndjson = not_ndjson;
-    let mut plan = Plan::default();
-    if report.published {
-        plan_rows(
-            opts,
-            pool,
-            staging,
-            &staged,
-            &mut report,
-            &mut plan,
-            progress,
-        )?;
-    }
-    let rejects_rel = Path::new(REJECTS_DIR).join(format!("{run_id}.ndjson"));
-    match staged_rejects {
-        Some(from) => {
-            report.rejects_file = Some(rel(&rejects_rel));
-            plan.adds.push((from, rejects_rel));
-        }
-        None => plan.removes.push(rejects_rel),
-    }
-    report.elapsed_s = started.elapsed().as_secs_f64();
-    let staged_report = staging.dir().join("report.json");
-    let mut f =
-        fs::File::create(&staged_report).map_err(Error::io("writing report", &staged_report))?;
-    f.write_all(&report_json(&report)?)
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io("writing report", &staged_report))?;
-    plan.adds.push((
-        staged_report,
-        Path::new(RUNS_DIR).join(format!("{run_id}.json")),
-    ));
-    Ok((report, plan))
-}
-
-/// The ids that count as already loaded: every partition of the dataset (within the window, as the run meets
-/// partitions) but those being replaced.
-fn earlier_ids(opts: &LoadOptions, being_replaced: &BTreeSet<i64>) -> Result<EarlierIds> {
-    let reach = opts.reach();
-    let partitions = match reach {
-        Reach::Nothing => Vec::new(),
-        _ => dataset::partitions(&opts.output, opts.partition)?,
-    };
-    Ok(EarlierIds::new(
-        reach,
-        partitions
-            .into_iter()
-            .filter(|p| !being_replaced.contains(&p.bucket))
-            .map(|p| (p.bucket, p.files)),
-        opts.dedupe_budget(),
-        format!("{} MiB", opts.memory_limit >> 20),
-    ))
-}
-
-/// Adds a published run's rows to the plan: its files, the files they replace (counted in the report's
-/// `replaced`), and the new `accounts` snapshot.
-fn plan_rows(
-    opts: &LoadOptions,
-    pool: &Arc<rayon::ThreadPool>,
-    staging: &Staging,
-    staged: &[StagedFile],
-    report: &mut Report,
-    plan: &mut Plan,
-    progress: &Progress,
-) -> Result<()> {
-    let out = opts.output.as_path();
-    for f in staged {
-        let to = Path::new(GROUPS_DIR)
-            .join(&f.partition)
-            .join(format!("part-{}-{:05}.parquet", report.run, f.seq));
-        *report.partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
-        report.files.push(FileReport {
-            path: rel(&to),
-            rows: f.rows,
-            bytes: f.bytes,
-        });
-        plan.adds.push((f.staged.clone(), to));
-    }
-    let replaced = replaced_files(out, opts.mode, &report.run, plan)?;
-    for path in &replaced {
-        let partition = path
-            .parent()
-            .and_then(|p| p.strip_prefix(GROUPS_DIR).ok())
-            .map(rel)
-            .unwrap_or_default();
-        *report.replaced.entry(partition).or_insert(0) += dataset::file_rows(&out.join(path))?;
-    }
-    plan.removes.extend(replaced);
-    progress.phase(
-        Phase::Accounts,
-        report.counts.rows_written,
-        report.counts.rejected_total(),
-    );
-    report.accounts = update_accounts(opts, pool, staging, staged, plan)?;
-    Ok(())
-}
-
-/// Adds the new `accounts` snapshot to the plan (SPEC §9): this run's staged files merged into the current
-/// snapshot, or a rebuild from every `groups` file the new version will hold when there is no snapshot to
-/// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
-fn update_accounts(
-    opts: &LoadOptions,
-    pool: &rayon::ThreadPool,
-    staging: &Staging,
-    staged: &[StagedFile],
-    plan: &mut Plan,
-) -> Result<Option<AccountsReport>> {
-    let out = opts.output.as_path();
-    let snapshot = accounts::snapshot_files(out)?;
-    if !opts.accounts {
-        plan.removes.extend(
-            snapshot
-                .iter()
-                .filter_map(|(_, _, p)| p.file_name().map(|n| Path::new(ACCOUNTS_DIR).join(n))),
-        );
-        return Ok(None);
-    }
-    // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
-    let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
-    // The groups files the new version keeps: listed only when there may be a reason to rebuild from them.
-    let mut kept = Vec::new();
-    if removes_rows || snapshot.is_empty() {
-        let replaced: HashSet<&PathBuf> = plan
-            .removes
-            .iter()
-            .chain(plan.adds.iter().map(|(_, to)| to))
-            .collect();
-        list_parquet(&out.join(GROUPS_DIR), true, &mut |_| true, &mut kept)?;
-        kept.retain(|p| {
-            p.strip_prefix(out)
-                .is_ok_and(|rel| !replaced.contains(&rel.to_path_buf()))
-        });
-    }
-    let rebuild = removes_rows || (snapshot.is_empty() && !kept.is_empty());
-    let merged = accounts::merge(&accounts::Merge {
-        out,
-        staging: staging.dir(),
-        snapshot: &snapshot,
-        run_files: staged.iter().map(|f| f.staged.clone()).collect(),
-        rebuild,
-        kept_files: if rebuild { kept } else { Vec::new() },
-        codec: opts.codec,
-        budget: opts.accounts_budget,
-        pool,
-    })?;
-    let report = AccountsReport {
-        groups: merged.groups,
-        files_written: merged.adds.len(),
-        buckets: merged.buckets,
-        rebuilt: merged.rebuilt,
-    };
-    plan.adds.extend(merged.adds);
-    plan.removes.extend(merged.removes);
-    Ok(Some(report))
-}
-
-/// The existing files this run replaces: in append mode, files of an earlier run with the same id that this
-/// run does not write again; in overwrite mode, every file in the partitions this run writes.
-fn replaced_files(out: &Path, mode: Mode, run_id: &str, plan: &Plan) -> Result<Vec<PathBuf>> {
-    let targets: HashSet<&PathBuf> = plan.adds.iter().map(|(_, to)| to).collect();
-    let groups = out.join(GROUPS_DIR);
-    let mut found = Vec::new();
-    match mode {
-        Mode::Append => {
-            let prefix = format!("part-{run_id}-");
-            list_parquet(
-                &groups,
-                true,
-                &mut |p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-                },
-                &mut found,
-            )?;
-        }
-        Mode::Overwrite => {
-            let dirs: HashSet<PathBuf> = targets
-                .iter()
-                .filter(|t| t.starts_with(GROUPS_DIR))
-                .filter_map(|t| t.parent().map(|p| out.join(p)))
-                .collect();
-            for dir in dirs {
-                list_parquet(&dir, false, &mut |_| true, &mut found)?;
-            }
-        }
-    }
-    Ok(found
-        .into_iter()
-        .filter_map(|p| p.strip_prefix(out).ok().map(Path::to_path_buf))
-        .filter(|p| !targets.contains(p))
-        .collect())
-}
-
-/// Lists `*.parquet` files under `dir` (recursively or not) that pass `keep`.
-fn list_parquet(
-    dir: &Path,
-    recursive: bool,
-    keep: &mut dyn FnMut(&Path) -> bool,
-    found: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("reading directory", dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(Error::io("reading directory", dir))?;
-        let path = entry.path();
-        let ft = entry.file_type().map_err(Error::io("reading", &path))?;
-        if ft.is_dir() {
-            if recursive {
-                list_parquet(&path, recursive, keep, found)?;
-            }
-        } else if path.extension().is_some_and(|e| e == "parquet") && keep(&path) {
-            found.push(path);
-        }
-    }
-    Ok(())
+    Ok(Ingested {
+        report,
+        files,
+        rejects: rejects.finish()?,
+    })
 }

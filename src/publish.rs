@@ -30,6 +30,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::table::Staging;
 
 /// The tool's hidden state folder inside the output.
 pub const STATE_DIR: &str = ".group-loader";
@@ -154,32 +155,13 @@ fn version_dir(out: &Path, n: u64) -> PathBuf {
         .join(format!("{n:010}"))
 }
 
-/// A run's private folder for files not yet published.
-#[derive(Debug)]
-pub struct Staging {
-    dir: PathBuf,
-}
-
-impl Staging {
-    /// Creates a fresh staging folder (call with the lock held).
-    pub fn create(out: &Path) -> Result<Staging> {
-        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let dir = out
-            .join(STATE_DIR)
+/// A fresh staging folder for a run (call with the lock held).
+pub fn staging(out: &Path) -> Result<Staging> {
+    Staging::create(
+        out.join(STATE_DIR)
             .join(STAGING_DIR)
-            .join(format!("run-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).map_err(Error::io("creating staging directory", &dir))?;
-        Ok(Staging { dir })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Removes the staging folder and everything in it.
-    pub fn discard(self) -> Result<()> {
-        fs::remove_dir_all(&self.dir).map_err(Error::io("removing staging directory", &self.dir))
-    }
+            .join(crate::table::staging_name()),
+    )
 }
 
 /// What publishing a run changes. Final paths are relative to the output (`groups/dt=.../part-...parquet`).
@@ -428,7 +410,7 @@ mod tests {
 
     /// Stages `files` (name -> bytes) and publishes them under `groups/`.
     fn publish_files(out: &Path, files: &[(&str, &str)], removes: &[&str]) -> u64 {
-        let staging = Staging::create(out).unwrap();
+        let staging = staging(out).unwrap();
         let mut plan = Plan::default();
         for (name, bytes) in files {
             let staged = staging.dir().join(name.replace('/', "_"));
@@ -507,7 +489,7 @@ mod tests {
         prepare(out).unwrap();
         publish_files(out, &[("a/1", "A1")], &[]);
         // A run killed while staging, and a publish killed before its switch.
-        let killed = Staging::create(out).unwrap();
+        let killed = staging(out).unwrap();
         fs::write(killed.dir().join("x.parquet.partial"), b"X").unwrap();
         fs::create_dir_all(version_dir(out, 2).join("groups/a")).unwrap();
         fs::write(version_dir(out, 2).join("groups/a/2"), b"half").unwrap();

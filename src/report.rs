@@ -166,6 +166,20 @@ pub enum NotPublished {
     AlreadyLoaded,
 }
 
+/// What a Delta run committed (SPEC §6.4).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommitReport {
+    /// The `groups` version of the run's commit, and the `accounts` version brought up to date after it.
+    pub groups_version: Option<u64>,
+    pub accounts_version: Option<u64>,
+    /// Times the run committed again because the table had moved on under it.
+    pub retries: u64,
+    /// Duplicates of rows that concurrent commits added, dropped before committing (also in `duplicates`).
+    pub concurrent_duplicates: u64,
+    /// Files deleted by the vacuum (`--vacuum-retention`).
+    pub files_vacuumed: u64,
+}
+
 /// What the dedupe window read (SPEC §6.3).
 #[derive(Debug, Clone, Serialize)]
 pub struct DedupeReport {
@@ -210,6 +224,9 @@ pub struct Report {
     /// The `accounts` snapshot this run published (absent with `--no-accounts` or when nothing was published).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<AccountsReport>,
+    /// Delta tables: the versions committed (absent for a hive dataset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitReport>,
 }
 
 /// What the run did to the `accounts` table.

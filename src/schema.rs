@@ -303,6 +303,16 @@ impl Col {
     }
 }
 
+/// The same schema without extension types (the JSON columns as plain text).
+pub fn without_extensions(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
 /// The Arrow schema of `groups`, with the tool and schema version as metadata.
 pub fn groups_schema() -> SchemaRef {
     arrow_schema(&COLUMNS)

@@ -141,6 +141,22 @@ impl Location {
         })
     }
 
+    /// A local folder as a location (created if missing), read and written through `object_store`'s local
+    /// filesystem store: a local Delta dataset is handled like a remote one.
+    pub fn local(dir: &std::path::Path) -> Result<Location> {
+        std::fs::create_dir_all(dir).map_err(Error::io("creating output directory", dir))?;
+        let abs = std::fs::canonicalize(dir).map_err(Error::io("reading", dir))?;
+        let url = Url::from_directory_path(&abs)
+            .map_err(|()| Error::Usage(format!("{}: not an absolute path", abs.display())))?;
+        let path = ObjectPath::from_absolute_path(&abs)
+            .map_err(|e| Error::Usage(format!("{}: {e}", abs.display())))?;
+        Ok(Location {
+            url: url.as_str().trim_end_matches('/').to_string(),
+            store: Arc::new(object_store::local::LocalFileSystem::new()),
+            path,
+        })
+    }
+
     /// The location of `rel` (`groups/dt=.../part.parquet`) under this one.
     pub fn join(&self, rel: &str) -> Location {
         let mut path = self.path.clone();
@@ -158,9 +174,13 @@ impl Location {
     pub fn url_of(&self, path: &ObjectPath) -> String {
         let base = self
             .url
-            .trim_end_matches(self.path.as_ref())
-            .trim_end_matches('/');
-        format!("{base}/{path}")
+            .strip_suffix(self.path.as_ref())
+            .unwrap_or(&self.url);
+        if base.ends_with('/') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        }
     }
 
     /// The object's size and version tag, or `None` when there is no object here.
@@ -358,6 +378,12 @@ mod tests {
             "warehouse/segment/groups/dt=2024-03-01/part-1.parquet"
         );
         assert_eq!(loc.url_of(&f.path), f.url);
+        let dir = tempfile::tempdir().unwrap();
+        let local = Location::local(dir.path()).unwrap();
+        let abs = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(local.url, format!("file://{}", abs.display()));
+        let f = local.join("groups/x.parquet");
+        assert_eq!(local.url_of(&f.path), f.url);
         assert!(Location::parse("s3:///nobucket").is_err());
         assert!(Location::parse("ftp://x/y").is_err());
     }

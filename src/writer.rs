@@ -373,6 +373,25 @@ const NO_DICTIONARY: &[Col] = &[
     Col::Extra,
 ];
 
+/// A Parquet writer for a file of the dataset. The JSON columns are written with Parquet's `JSON` logical type
+/// (from the Arrow schema's canonical JSON extension), but the Arrow schema embedded in the file is the plain
+/// one (text): readers of the embedded schema, and Delta readers checking it against the table's `string`
+/// columns (polars' `read_delta`), see text; readers of the Parquet type (DuckDB, BigQuery) see JSON.
+pub(crate) fn arrow_writer(
+    file: File,
+    schema: SchemaRef,
+    mut props: WriterProperties,
+) -> parquet::errors::Result<ArrowWriter<File>> {
+    parquet::arrow::add_encoded_arrow_schema_to_metadata(
+        &schema::without_extensions(&schema),
+        &mut props,
+    );
+    let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    ArrowWriter::try_new_with_options(file, schema, options)
+}
+
 /// Properties every Parquet file of the dataset shares: the codec (never the library's default of none),
 /// row groups cut by the caller, and the tool and schema versions as key/value metadata.
 pub(crate) fn file_properties(codec: Codec) -> parquet::file::properties::WriterPropertiesBuilder {
@@ -556,10 +575,12 @@ impl GroupsWriter {
         p.next_seq += 1;
         let path = dir.join(format!("part-{seq:05}.parquet.partial"));
         let file = File::create(&path).map_err(Error::io("creating", &path))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-            .map_err(|source| Error::Parquet {
-                path: path.clone(),
-                source,
+        let writer =
+            arrow_writer(file, self.schema.clone(), self.props.clone()).map_err(|source| {
+                Error::Parquet {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         Ok(Box::new(OpenFile {
             writer,

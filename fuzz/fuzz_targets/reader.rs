@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = LoadOptions {
         inputs: vec![input],
         output: dir.path().join("out"),
+        format: None,
         partition: PartitionMode::Hour,
         codec: Codec::Zstd,
         mode: Mode::Append,
@@ -29,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         rejects: None::<PathBuf>,
         report: None,
         memory_limit: 256 << 20,
+        vacuum_retention: std::time::Duration::from_secs(7 * 86_400),
         dedupe: true,
         dedupe_window: std::time::Duration::from_secs(7 * 86_400),
         accounts: true,

@@ -198,6 +198,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
     LoadOptions {
         inputs: vec![input.to_path_buf()],
         output: out.to_path_buf(),
+        format: None,
         partition: PartitionMode::Day,
         codec: Codec::Zstd,
         mode: Mode::Append,
@@ -206,6 +207,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         rejects: None,
         report: None,
         memory_limit: 256 << 20,
+        vacuum_retention: std::time::Duration::from_secs(7 * 86_400),
         dedupe: true,
         dedupe_window: std::time::Duration::from_secs(7 * 86_400),
         accounts: true,

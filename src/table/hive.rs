@@ -1,0 +1,271 @@
+//! The local Hive-partitioned dataset (SPEC §6.1, §6.2): `OUT/groups/dt=.../*.parquet`, published by switching
+//! versions ([`crate::publish`]), with its recorded shape and runs read through [`crate::dataset`].
+//!
+//! Why this module exists: it is the [`Table`] of a local folder. It holds the output's lock for the whole run
+//! (a second run exits 4), recovers what killed runs left, and turns a staged run into one version switch that
+//! adds the run's files, removes what `--mode overwrite` replaces, and replaces the `accounts` snapshot.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::accounts;
+use crate::datafile::DataFile;
+use crate::dataset::{self, Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR, Shape};
+use crate::error::{Error, Result};
+use crate::load::{LoadOptions, Mode};
+use crate::publish::{self, Lock, Plan};
+use crate::report::{AccountsReport, FileReport, NotPublished, Phase, Report};
+use crate::table::{Context, Ingested, Staging, Table};
+use crate::writer::{PartitionMode, StagedFile};
+
+/// A local hive dataset, locked for the run.
+pub struct Hive {
+    out: PathBuf,
+    _lock: Lock,
+}
+
+impl Hive {
+    /// Opens (or creates) the dataset at `out` for a run with `opts`: refuses another layout before touching
+    /// anything, takes the lock, recovers what earlier runs left, and records the layout.
+    pub fn open(opts: &LoadOptions) -> Result<Hive> {
+        let out = opts.output.as_path();
+        let shape = Shape {
+            format: Format::Hive,
+            partition: opts.partition,
+        };
+        publish::check_output(out)?;
+        if out.join(GROUPS_DIR).join("_delta_log").is_dir() {
+            return Err(Error::Usage(format!(
+                "{} was created with --format delta; this run asks for --format hive. A dataset keeps one \
+                 layout: run with --format delta, or load into a new --output",
+                out.display()
+            )));
+        }
+        dataset::check_shape(out, shape)?;
+        let lock = publish::lock(out)?;
+        // Again under the lock: a run may have created the dataset meanwhile.
+        dataset::check_shape(out, shape)?;
+        let discarded = publish::recover(out)?;
+        if !opts.quiet && discarded > 0 {
+            eprintln!("group-loader: recovered the output: removed {discarded} unpublished run(s)");
+        }
+        publish::prepare(out)?;
+        dataset::record_shape(out, shape)?;
+        Ok(Hive {
+            out: out.to_path_buf(),
+            _lock: lock,
+        })
+    }
+}
+
+impl Table for Hive {
+    fn already_loaded(&self, run_id: &str) -> Result<Option<String>> {
+        Ok(dataset::published_run(&self.out, run_id)
+            .map(|r| r["started_at"].as_str().unwrap_or("earlier").to_string()))
+    }
+
+    fn earlier(
+        &self,
+        mode: PartitionMode,
+        exclude: &BTreeSet<i64>,
+    ) -> Result<Vec<(i64, Vec<DataFile>)>> {
+        Ok(dataset::partitions(&self.out, mode)?
+            .into_iter()
+            .filter(|p| !exclude.contains(&p.bucket))
+            .map(|p| (p.bucket, p.files.into_iter().map(DataFile::Local).collect()))
+            .collect())
+    }
+
+    fn staging(&self) -> Result<Staging> {
+        publish::staging(&self.out)
+    }
+
+    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
+        let out = self.out.as_path();
+        let Ingested {
+            mut report,
+            files,
+            rejects,
+        } = run;
+        let mut plan = Plan::default();
+        let already_loaded = report.not_published == Some(NotPublished::AlreadyLoaded);
+        if report.published {
+            plan_rows(ctx, &staging, &files, &mut report, &mut plan)?;
+        } else if already_loaded {
+            // Nothing of its own to publish; `accounts` still as the options ask.
+            report.accounts = update_accounts(ctx.opts, ctx.pool, &staging, &[], &mut plan)?;
+        }
+        if !already_loaded {
+            let rejects_rel = Path::new(REJECTS_DIR).join(format!("{}.ndjson", report.run));
+            match rejects {
+                Some(from) => {
+                    report.rejects_file = Some(rel(&rejects_rel));
+                    plan.adds.push((from, rejects_rel));
+                }
+                None => plan.removes.push(rejects_rel),
+            }
+            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
+            let staged_report = staging.dir().join("report.json");
+            let mut f = fs::File::create(&staged_report)
+                .map_err(Error::io("writing report", &staged_report))?;
+            f.write_all(&crate::load::report_json(&report)?)
+                .and_then(|()| f.sync_all())
+                .map_err(Error::io("writing report", &staged_report))?;
+            plan.adds.push((
+                staged_report,
+                Path::new(RUNS_DIR).join(format!("{}.json", report.run)),
+            ));
+        }
+        if plan.is_empty() {
+            let _ = staging.discard();
+            return Ok(report);
+        }
+        ctx.progress.phase(
+            Phase::Publishing,
+            report.counts.rows_written,
+            report.counts.rejected_total(),
+        );
+        publish::publish(out, staging, &plan)?;
+        Ok(report)
+    }
+}
+
+fn rel(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Adds a published run's rows to the plan: its files, the files they replace (counted in the report's
+/// `replaced`), and the new `accounts` snapshot.
+fn plan_rows(
+    ctx: &Context<'_>,
+    staging: &Staging,
+    staged: &[StagedFile],
+    report: &mut Report,
+    plan: &mut Plan,
+) -> Result<()> {
+    let opts = ctx.opts;
+    let out = opts.output.as_path();
+    for f in staged {
+        let to = Path::new(GROUPS_DIR)
+            .join(&f.partition)
+            .join(format!("part-{}-{:05}.parquet", report.run, f.seq));
+        *report.partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
+        report.files.push(FileReport {
+            path: rel(&to),
+            rows: f.rows,
+            bytes: f.bytes,
+        });
+        plan.adds.push((f.staged.clone(), to));
+    }
+    let replaced = replaced_files(out, opts.mode, &report.run, plan)?;
+    for path in &replaced {
+        let partition = path
+            .parent()
+            .and_then(|p| p.strip_prefix(GROUPS_DIR).ok())
+            .map(rel)
+            .unwrap_or_default();
+        *report.replaced.entry(partition).or_insert(0) += dataset::file_rows(&out.join(path))?;
+    }
+    plan.removes.extend(replaced);
+    ctx.progress.phase(
+        Phase::Accounts,
+        report.counts.rows_written,
+        report.counts.rejected_total(),
+    );
+    report.accounts = update_accounts(opts, ctx.pool, staging, staged, plan)?;
+    Ok(())
+}
+
+/// Adds the new `accounts` snapshot to the plan (SPEC §9): this run's staged files merged into the current
+/// snapshot, or a rebuild from every `groups` file the new version will hold when there is no snapshot to
+/// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
+fn update_accounts(
+    opts: &LoadOptions,
+    pool: &rayon::ThreadPool,
+    staging: &Staging,
+    staged: &[StagedFile],
+    plan: &mut Plan,
+) -> Result<Option<AccountsReport>> {
+    let out = opts.output.as_path();
+    let snapshot = accounts::snapshot_files(out)?;
+    if !opts.accounts {
+        plan.removes.extend(snapshot.into_iter().map(|f| f.rel));
+        return Ok(None);
+    }
+    // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
+    let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
+    // The groups files the new version keeps: listed only when there may be a reason to rebuild from them.
+    let mut kept = Vec::new();
+    if removes_rows || snapshot.is_empty() {
+        let replaced: HashSet<&PathBuf> = plan
+            .removes
+            .iter()
+            .chain(plan.adds.iter().map(|(_, to)| to))
+            .collect();
+        kept = dataset::parquet_files(&out.join(GROUPS_DIR))?;
+        kept.retain(|p| {
+            p.strip_prefix(out)
+                .is_ok_and(|rel| !replaced.contains(&rel.to_path_buf()))
+        });
+    }
+    let rebuild = removes_rows || (snapshot.is_empty() && !kept.is_empty());
+    let merged = accounts::merge(&accounts::Merge {
+        staging: staging.dir(),
+        snapshot: &snapshot,
+        run_files: staged
+            .iter()
+            .map(|f| DataFile::Local(f.staged.clone()))
+            .collect(),
+        rebuild,
+        kept_files: if rebuild {
+            kept.into_iter().map(DataFile::Local).collect()
+        } else {
+            Vec::new()
+        },
+        name_suffix: None,
+        codec: opts.codec,
+        budget: opts.accounts_budget,
+        pool,
+    })?;
+    let report = AccountsReport {
+        groups: merged.groups,
+        files_written: merged.adds.len(),
+        buckets: merged.buckets,
+        rebuilt: merged.rebuilt,
+    };
+    plan.adds.extend(merged.adds);
+    plan.removes.extend(merged.removes);
+    Ok(Some(report))
+}
+
+/// The existing files this run replaces: in append mode, files of an earlier run with the same id that this
+/// run does not write again; in overwrite mode, every file in the partitions this run writes.
+fn replaced_files(out: &Path, mode: Mode, run_id: &str, plan: &Plan) -> Result<Vec<PathBuf>> {
+    let targets: HashSet<&PathBuf> = plan.adds.iter().map(|(_, to)| to).collect();
+    let groups = out.join(GROUPS_DIR);
+    let mut found = dataset::parquet_files(&groups)?;
+    match mode {
+        Mode::Append => {
+            let prefix = format!("part-{run_id}-");
+            found.retain(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            });
+        }
+        Mode::Overwrite => {
+            let dirs: HashSet<PathBuf> = targets
+                .iter()
+                .filter(|t| t.starts_with(GROUPS_DIR))
+                .filter_map(|t| t.parent().map(|p| out.join(p)))
+                .collect();
+            found.retain(|p| p.parent().is_some_and(|d| dirs.contains(d)));
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(out).ok().map(Path::to_path_buf))
+        .filter(|p| !targets.contains(p))
+        .collect())
+}

@@ -1,0 +1,123 @@
+//! Where a run's rows go and how they become visible (SPEC §6): one interface, two implementations.
+//!
+//! Why this module exists: the pipeline (inputs -> lines -> events -> writer) produces the same thing whatever
+//! the output is: staged Parquet files, a rejects file and a report. What differs is how they are published:
+//! - [`hive`]: a local Hive-partitioned folder, published by switching versions of hard-linked trees (one
+//!   rename is the commit point), with an OS lock against a second run;
+//! - [`delta`]: Delta Lake tables, local or in object storage, published by optimistic commits (no lock:
+//!   concurrent runs and shards retry on conflict).
+//!
+//! Each also answers what the run needs to know before reading: whether these inputs were already loaded,
+//! and which files hold the ids that count as already loaded.
+
+pub mod delta;
+pub mod hive;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::datafile::DataFile;
+use crate::dataset::Format;
+use crate::error::Result;
+use crate::load::LoadOptions;
+use crate::report::{Progress, Report};
+use crate::writer::{PartitionMode, StagedFile};
+
+/// A run read and staged, waiting to be published.
+pub struct Ingested {
+    /// The report so far: counts, inputs, and whether the rows may be published (`not_published`).
+    pub report: Report,
+    /// The staged `groups` files.
+    pub files: Vec<StagedFile>,
+    /// The staged rejects file, if anything was rejected.
+    pub rejects: Option<PathBuf>,
+}
+
+/// What publishing needs besides the run itself.
+pub struct Context<'a> {
+    pub opts: &'a LoadOptions,
+    pub pool: &'a Arc<rayon::ThreadPool>,
+    pub progress: &'a Progress,
+    pub started: Instant,
+}
+
+/// A folder for a run's files before they are published.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// A new, empty folder at `dir`.
+    pub fn create(dir: PathBuf) -> Result<Staging> {
+        std::fs::create_dir_all(&dir)
+            .map_err(crate::error::Error::io("creating staging directory", &dir))?;
+        Ok(Staging { dir })
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Removes the folder and everything in it.
+    pub fn discard(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(crate::error::Error::io(
+            "removing staging directory",
+            &self.dir,
+        ))
+    }
+}
+
+/// A unique name for a staging folder (process and time).
+pub fn staging_name() -> String {
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("run-{}-{nanos}", std::process::id())
+}
+
+/// Opens the output a run loads into: `--format`, or (without it) delta for an object-store URL and hive for
+/// a local folder. A URL with `--format hive` is refused: the hive publish relies on renames and links, which
+/// object stores do not have.
+pub fn open(opts: &LoadOptions) -> Result<Box<dyn Table>> {
+    let url = opts.output.to_str().is_some_and(crate::store::is_url);
+    let format = match (opts.format, url) {
+        (Some(Format::Hive), true) => {
+            return Err(crate::error::Error::Usage(format!(
+                "--format hive needs a local --output: its atomic publish switches versions with renames and \
+                 links, which object stores do not have. {} is object storage: use --format delta (the \
+                 default there)",
+                opts.output.display()
+            )));
+        }
+        (Some(f), _) => f,
+        (None, true) => Format::Delta,
+        (None, false) => Format::Hive,
+    };
+    Ok(match format {
+        Format::Hive => Box::new(hive::Hive::open(opts)?),
+        Format::Delta => Box::new(delta::Delta::open(opts)?),
+    })
+}
+
+/// A dataset a run loads into.
+pub trait Table {
+    /// When a published run with this id already loaded these inputs (its start time), if one did.
+    fn already_loaded(&self, run_id: &str) -> Result<Option<String>>;
+
+    /// The dataset's partitions (as buckets of `mode`) whose ids count as already loaded (all but `exclude`),
+    /// with their files: what the dedupe window may read.
+    fn earlier(
+        &self,
+        mode: PartitionMode,
+        exclude: &BTreeSet<i64>,
+    ) -> Result<Vec<(i64, Vec<DataFile>)>>;
+
+    /// A new staging folder for the run.
+    fn staging(&self) -> Result<Staging>;
+
+    /// Publishes the run: its rows (unless `report.not_published` says otherwise), `accounts`, the report and
+    /// the rejects. A run whose inputs were already loaded publishes nothing of its own but keeps `accounts` as
+    /// its options ask. Returns the final report.
+    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report>;
+}
