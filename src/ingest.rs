@@ -149,7 +149,7 @@ pub fn read_inputs(
     let overlap = pool.current_num_threads() > 1;
     let mut readers: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)> = VecDeque::new();
     let mut spawned = 0;
-    for source in sources {
+    for (input, source) in sources.iter().enumerate() {
         while spawned < sources.len() && readers.len() < ahead {
             readers.push_back(spawn_reader(
                 sources[spawned].clone(),
@@ -175,7 +175,7 @@ pub fn read_inputs(
                         // Parse this chunk on the pool while the previous one is applied here.
                         let (parsed, applied) = std::thread::scope(|s| {
                             let parser = s.spawn(|| parse(chunk));
-                            let applied = sink.apply(&name, previous);
+                            let applied = sink.apply(input, &name, previous);
                             (parser.join(), applied)
                         });
                         let parsed = parsed.unwrap_or_else(|_| {
@@ -189,7 +189,7 @@ pub fn read_inputs(
                         });
                         (parsed, applied)
                     } else {
-                        let applied = sink.apply(&name, previous);
+                        let applied = sink.apply(input, &name, previous);
                         (parse(chunk), applied)
                     };
                     if let Some(buf) = applied? {
@@ -205,7 +205,7 @@ pub fn read_inputs(
                     hash,
                     compression,
                 }) => {
-                    sink.apply(&name, pending.take())?;
+                    sink.apply(input, &name, pending.take())?;
                     done += raw_bytes;
                     identities.push(match source.identity() {
                         Some(id) => id.into_bytes(),

@@ -111,11 +111,20 @@ impl LoadOptions {
             buffer_budget: budget,
             file_max_bytes: 1 << 30,
             max_open_files: 256,
+            // A Delta commit may drop rows after staging (duplicates of concurrent commits).
+            origins: self.format() == Format::Delta,
         }
     }
 
+    /// The table format: `--format`, or delta for an object-store URL and hive for a local folder.
+    pub fn format(&self) -> Format {
+        let url = self.output.to_str().is_some_and(crate::store::is_url);
+        self.format
+            .unwrap_or(if url { Format::Delta } else { Format::Hive })
+    }
+
     /// What the ids already loaded within the dedupe window may take: a quarter of `--memory-limit`.
-    fn dedupe_budget(&self) -> u64 {
+    pub(crate) fn dedupe_budget(&self) -> u64 {
         if self.reach() == Reach::Nothing {
             0
         } else {
@@ -124,7 +133,7 @@ impl LoadOptions {
     }
 
     /// How far earlier runs' ids count.
-    fn reach(&self) -> Reach {
+    pub(crate) fn reach(&self) -> Reach {
         if self.dedupe {
             Reach::new(self.dedupe_window, self.partition)
         } else {

@@ -46,6 +46,8 @@ pub struct RejectsWriter {
     path: PathBuf,
     out: Option<BufWriter<File>>,
     count: u64,
+    /// Add to an existing file rather than start a new one.
+    append: bool,
 }
 
 impl RejectsWriter {
@@ -54,6 +56,16 @@ impl RejectsWriter {
             path,
             out: None,
             count: 0,
+            append: false,
+        }
+    }
+
+    /// A writer adding records at the end of a rejects file already written (created if there is none): for
+    /// duplicates found after the rows were staged.
+    pub fn appending(path: PathBuf) -> Self {
+        RejectsWriter {
+            append: true,
+            ..RejectsWriter::new(path)
         }
     }
 
@@ -92,8 +104,13 @@ impl RejectsWriter {
             id: reject.id.as_deref(),
         };
         if self.out.is_none() {
-            let f =
-                File::create(&self.path).map_err(Error::io("creating rejects file", &self.path))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.append)
+                .truncate(!self.append)
+                .open(&self.path)
+                .map_err(Error::io("creating rejects file", &self.path))?;
             self.out = Some(BufWriter::with_capacity(1 << 20, f));
         }
         if let Some(out) = self.out.as_mut() {

@@ -16,7 +16,7 @@ use crate::mapping::Row;
 use crate::parse::{self, Outcome, Reason, Reject, Verdict};
 use crate::rejects::RejectsWriter;
 use crate::report::{Counts, NotNdjson};
-use crate::writer::{GroupsWriter, PartitionMode};
+use crate::writer::{GroupsWriter, Origin, PartitionMode};
 
 self_cell::self_cell!(
     /// A chunk and the outcomes of its lines, which borrow from it.
@@ -105,8 +105,13 @@ fn mark_earlier(verdict: &mut Verdict<'_>, earlier: &EarlierIds, mode: Partition
 
 /// Where parsed chunks go, in input order: the run itself, or what the overwrite pre-pass collects.
 pub trait Sink {
-    /// Applies one parsed chunk of input `file`. Returns the chunk's buffer, for reuse.
-    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>>;
+    /// Applies one parsed chunk of input number `input` (named `file`). Returns the chunk's buffer, for reuse.
+    fn apply(
+        &mut self,
+        input: usize,
+        file: &str,
+        parsed: Option<Parsed>,
+    ) -> Result<Option<Vec<u8>>>;
     /// Rows and rejected events so far, for the progress display.
     fn tally(&self) -> (u64, u64);
     /// Lines and events so far, for the per-input report.
@@ -132,7 +137,12 @@ impl PartitionsSeen {
 }
 
 impl Sink for PartitionsSeen {
-    fn apply(&mut self, _file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+    fn apply(
+        &mut self,
+        _input: usize,
+        _file: &str,
+        parsed: Option<Parsed>,
+    ) -> Result<Option<Vec<u8>>> {
         let Some(p) = parsed else {
             return Ok(None);
         };
@@ -166,6 +176,8 @@ pub struct Run {
     pub not_ndjson: Vec<NotNdjson>,
     /// The input being applied: whether its first non-blank line was seen, and what it looks like.
     file: Option<FileState>,
+    /// Its number among the run's inputs.
+    input: u32,
 }
 
 struct FileState {
@@ -229,7 +241,7 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Where an event sits: its line, and its index in a batch envelope.
+/// Where an event sits: its input, line, and its index in a batch envelope.
 struct At<'l> {
     file: &'l str,
     line: &'l Line,
@@ -245,6 +257,7 @@ impl Run {
             writer,
             not_ndjson: Vec::new(),
             file: None,
+            input: 0,
         }
     }
 }
@@ -259,10 +272,16 @@ impl Sink for Run {
     }
 
     /// Applies one parsed chunk of input `file`, in input order. Returns the chunk's buffer, for reuse.
-    fn apply(&mut self, file: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+    fn apply(
+        &mut self,
+        input: usize,
+        file: &str,
+        parsed: Option<Parsed>,
+    ) -> Result<Option<Vec<u8>>> {
         let Some(mut p) = parsed else {
             return Ok(None);
         };
+        self.input = input as u32;
         if self.file.as_ref().is_none_or(|f| f.name != file) {
             self.file = Some(FileState {
                 name: file.to_string(),
@@ -377,7 +396,13 @@ impl Run {
                     self.counts.rows_written += 1;
                     self.counts.shadowed_traits += u64::from(row.shadowed_traits);
                     self.counts.invalid_times += u64::from(row.invalid_times);
-                    self.writer.append(&row);
+                    let origin = Origin {
+                        input: self.input,
+                        line: at.line.number,
+                        offset: at.line.offset,
+                        index: at.index.map_or(u32::MAX, |i| i as u32),
+                    };
+                    self.writer.append(&row, origin);
                     return Ok(());
                 }
                 self.counts.duplicates.this_run += 1;

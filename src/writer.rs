@@ -145,6 +145,8 @@ pub struct WriterConfig {
     pub file_max_bytes: usize,
     /// At most this many files are open at once (least recently written closed first).
     pub max_open_files: usize,
+    /// Keep each row's [`Origin`] beside its file (for outputs that may drop rows after staging).
+    pub origins: bool,
 }
 
 /// A finished file in the staging folder.
@@ -157,6 +159,58 @@ pub struct StagedFile {
     pub staged: PathBuf,
     pub rows: u64,
     pub bytes: u64,
+    /// Where each row came from, in row order ([`Origin::BYTES`] each), when the writer keeps origins.
+    pub origins: Option<PathBuf>,
+}
+
+/// Where a row came from: the input (its index in the run), line, byte offset, and index in a batch
+/// envelope. Kept beside a staged file so that a row dropped after staging (a duplicate of a concurrent
+/// commit) can still be listed in the rejects file with its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub input: u32,
+    pub line: u64,
+    pub offset: u64,
+    /// `u32::MAX` when the row is not an element of a batch.
+    pub index: u32,
+}
+
+impl Origin {
+    pub const BYTES: usize = 24;
+
+    pub(crate) fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.input.to_le_bytes())?;
+        out.write_all(&self.line.to_le_bytes())?;
+        out.write_all(&self.offset.to_le_bytes())?;
+        out.write_all(&self.index.to_le_bytes())
+    }
+
+    /// Reads the origins file of a staged file.
+    pub fn read_all(path: &std::path::Path) -> Result<Vec<Origin>> {
+        let bytes = fs::read(path).map_err(Error::io("reading", path))?;
+        Ok(bytes
+            .chunks_exact(Self::BYTES)
+            .map(|c| {
+                let u32_at = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                let u64_at = |i: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&c[i..i + 8]);
+                    u64::from_le_bytes(b)
+                };
+                Origin {
+                    input: u32_at(0),
+                    line: u64_at(4),
+                    offset: u64_at(12),
+                    index: u32_at(20),
+                }
+            })
+            .collect())
+    }
+
+    /// The index in a batch envelope, if any.
+    pub fn batch_index(&self) -> Option<usize> {
+        (self.index != u32::MAX).then_some(self.index as usize)
+    }
 }
 
 /// An Arrow builder for a column of one [`Kind`] (shared with the `accounts` writer).
@@ -212,11 +266,18 @@ struct OpenFile {
     rows: u64,
     /// `(row in file, Row::cleared)` for rows that sent a reserved trait without a value.
     cleared: Vec<(u64, u32)>,
+    /// The rows' origins, in row order (when kept).
+    origins: Option<(PathBuf, std::io::BufWriter<File>)>,
 }
 
 impl OpenFile {
-    /// Writes one batch as one row group. Runs on a pool thread.
-    fn write_row_group(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Writes one batch as one row group, and its rows' origins. Runs on a pool thread.
+    fn write_row_group(&mut self, batch: &RecordBatch, origins: &[Origin]) -> Result<()> {
+        if let Some((path, out)) = &mut self.origins {
+            for o in origins {
+                o.write(out).map_err(Error::io("writing", path.as_path()))?;
+            }
+        }
         let parquet_err = |source| Error::Parquet {
             path: self.path.clone(),
             source,
@@ -245,18 +306,27 @@ impl OpenFile {
         })?;
         inner.sync_all().map_err(Error::io("syncing", &path))?;
         let bytes = inner.metadata().map_err(Error::io("reading", &path))?.len();
+        let origins = match self.origins {
+            Some((origins, out)) => {
+                out.into_inner()
+                    .map_err(|e| Error::io("writing", &origins)(e.into_error()))?;
+                Some(origins)
+            }
+            None => None,
+        };
         Ok(StagedFile {
             partition: partition.to_string(),
             seq: self.seq,
             staged: path,
             rows: self.rows,
             bytes,
+            origins,
         })
     }
 }
 
 /// The `cleared` metadata of a file: `{"column": [row, ...], ...}`, columns in schema order, rows ascending.
-fn cleared_json(cleared: &[(u64, u32)]) -> String {
+pub(crate) fn cleared_json(cleared: &[(u64, u32)]) -> String {
     let mut by_col: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for &(row, mask) in cleared {
         for (c, _) in COLUMNS
@@ -292,6 +362,8 @@ struct Partition {
     buffered_bytes: usize,
     /// `(row in buffer, Row::cleared)` of buffered rows that cleared a trait.
     buffered_cleared: Vec<(u32, u32)>,
+    /// Origins of the buffered rows (when kept).
+    buffered_origins: Vec<Origin>,
     slot: Slot,
     next_seq: u32,
     last_write: u64,
@@ -305,6 +377,7 @@ impl Partition {
             buffered_rows: 0,
             buffered_bytes: 0,
             buffered_cleared: Vec::new(),
+            buffered_origins: Vec::new(),
             slot: Slot::Closed,
             next_seq: 0,
             last_write: 0,
@@ -411,17 +484,22 @@ pub(crate) fn file_properties(codec: Codec) -> parquet::file::properties::Writer
         ]))
 }
 
+/// The properties of a `groups` file.
+pub(crate) fn groups_properties(codec: Codec) -> WriterProperties {
+    let mut props = file_properties(codec);
+    for col in NO_DICTIONARY {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(col.column().name), false);
+    }
+    props.build()
+}
+
 impl GroupsWriter {
     /// `dir`: the staging folder of `groups/`; row groups are encoded on `pool`.
     pub fn new(dir: PathBuf, config: WriterConfig, pool: Arc<rayon::ThreadPool>) -> Self {
-        let mut props = file_properties(config.codec);
-        for col in NO_DICTIONARY {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(col.column().name), false);
-        }
         GroupsWriter {
             dir,
+            props: groups_properties(config.codec),
             config,
-            props: props.build(),
             schema: schema::groups_schema(),
             pool,
             partitions: Vec::new(),
@@ -433,7 +511,7 @@ impl GroupsWriter {
     }
 
     /// Appends one row to its partition's buffer (in input order).
-    pub fn append(&mut self, row: &Row<'_>) {
+    pub fn append(&mut self, row: &Row<'_>, origin: Origin) {
         let t = row.partition_time();
         let bucket = self.config.partition.bucket(t);
         let mode = self.config.partition;
@@ -450,6 +528,9 @@ impl GroupsWriter {
         if row.cleared != 0 {
             p.buffered_cleared
                 .push((p.buffered_rows as u32, row.cleared));
+        }
+        if self.config.origins {
+            p.buffered_origins.push(origin);
         }
         p.buffered_rows += 1;
         p.buffered_bytes += bytes;
@@ -526,6 +607,7 @@ impl GroupsWriter {
         );
         let columns: Vec<ArrayRef> = p.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let origins = std::mem::take(&mut p.buffered_origins);
         let bytes = p.buffered_bytes;
         p.buffered_rows = 0;
         p.buffered_bytes = 0;
@@ -534,7 +616,7 @@ impl GroupsWriter {
         p.slot = Slot::Busy { bytes, done: rx };
         self.pool.spawn(move || {
             let mut file = file;
-            let result = file.write_row_group(&batch);
+            let result = file.write_row_group(&batch, &origins);
             drop(batch);
             let _ = tx.send((file, result));
         });
@@ -574,6 +656,7 @@ impl GroupsWriter {
         let seq = p.next_seq;
         p.next_seq += 1;
         let path = dir.join(format!("part-{seq:05}.parquet.partial"));
+        let origins_path = path.with_extension("origins");
         let file = File::create(&path).map_err(Error::io("creating", &path))?;
         let writer =
             arrow_writer(file, self.schema.clone(), self.props.clone()).map_err(|source| {
@@ -588,6 +671,13 @@ impl GroupsWriter {
             seq,
             rows: 0,
             cleared: Vec::new(),
+            origins: if self.config.origins {
+                let f =
+                    File::create(&origins_path).map_err(Error::io("creating", &origins_path))?;
+                Some((origins_path, std::io::BufWriter::new(f)))
+            } else {
+                None
+            },
         }))
     }
 

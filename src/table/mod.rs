@@ -90,9 +90,7 @@ pub fn open(opts: &LoadOptions) -> Result<Box<dyn Table>> {
                 opts.output.display()
             )));
         }
-        (Some(f), _) => f,
-        (None, true) => Format::Delta,
-        (None, false) => Format::Hive,
+        _ => opts.format(),
     };
     Ok(match format {
         Format::Hive => Box::new(hive::Hive::open(opts)?),

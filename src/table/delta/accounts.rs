@@ -1,0 +1,288 @@
+//! The `accounts` Delta table (SPEC §9, §6.4): brought up to date with `groups` after every run.
+//!
+//! Why this module exists: `accounts` must reflect exactly the `groups` versions it says it reflects, even when
+//! shards commit at once or a run is killed between its two commits. Its `txn` version is the `groups` version
+//! it reflects; whoever runs next merges the `groups` commits it has not seen (or rebuilds it after files left
+//! `groups`), and commits on top of the latest `accounts` version, trying again when another run was first.
+//! The merge itself is [`crate::accounts`]: commutative, associative and idempotent, so the order in which
+//! shards bring it up to date does not matter.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::logstore::get_actions;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+
+use super::log::{
+    LiveFile, create, delta_err, is_conflict, live_files, remove_action, upload_all, uuid_token,
+};
+use super::{Delta, MAX_COMMIT_ATTEMPTS, REFLECTS_APP, stats};
+use crate::accounts::{self, ACCOUNTS_DIR};
+use crate::datafile::DataFile;
+use crate::dataset::GROUPS_DIR;
+use crate::error::{Error, Result};
+use crate::report::AccountsReport;
+use crate::schema;
+use crate::store::block_on;
+use crate::table::{Context, Staging};
+use crate::writer::PartitionMode;
+
+impl Delta {
+    /// Brings `accounts` up to date with the latest `groups` version (SPEC §9): the `groups` commits it does
+    /// not reflect yet are merged into it (or, after files left `groups`, it is rebuilt from every file), and
+    /// the new snapshot committed with the `groups` version it reflects. Retried when another run commits
+    /// first. With `--no-accounts`, empties it instead.
+    pub(super) fn update_accounts(
+        &mut self,
+        ctx: &Context<'_>,
+        staging: &Staging,
+    ) -> Result<(Option<AccountsReport>, Option<u64>)> {
+        let url = self.root.join(ACCOUNTS_DIR).url;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            if self.groups.version().is_none() {
+                return Ok((None, None));
+            }
+            block_on(self.groups.update_state()).map_err(delta_err(&self.groups_url()))?;
+            if self.accounts.version().is_none() {
+                if !ctx.opts.accounts {
+                    return Ok((None, None));
+                }
+                self.accounts = create(
+                    &self.root,
+                    ACCOUNTS_DIR,
+                    &schema::ACCOUNT_COLUMNS,
+                    PartitionMode::None,
+                )?;
+            }
+            block_on(self.accounts.update_state()).map_err(delta_err(&url))?;
+            let plan = accounts_plan(self, ctx, staging)?;
+            let Some(plan) = plan else {
+                let groups = self.accounts_rows()?;
+                let version = self.accounts.version();
+                return Ok((
+                    ctx.opts.accounts.then_some(AccountsReport {
+                        groups,
+                        files_written: 0,
+                        buckets: 0,
+                        rebuilt: false,
+                    }),
+                    version,
+                ));
+            };
+            match self.commit_accounts(plan.actions, plan.reflects)? {
+                Some(version) => return Ok((plan.report, Some(version))),
+                None => continue,
+            }
+        }
+        Err(Error::Delta {
+            url,
+            message: format!(
+                "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
+            ),
+        })
+    }
+
+    fn accounts_rows(&self) -> Result<u64> {
+        let files = live_files(&self.accounts, &self.root.join(ACCOUNTS_DIR).url)?;
+        Ok(files.iter().map(|f| f.rows.unwrap_or(0) as u64).sum())
+    }
+
+    /// Commits to `accounts` on top of the version loaded; `None` when another commit came first.
+    fn commit_accounts(&mut self, actions: Vec<Action>, reflects: i64) -> Result<Option<u64>> {
+        let url = self.root.join(ACCOUNTS_DIR).url;
+        let state = self.accounts.snapshot().map_err(delta_err(&url))?;
+        let props = CommitProperties::default()
+            .with_max_retries(0)
+            .with_application_transaction(Transaction::new_with_last_update(
+                REFLECTS_APP,
+                reflects,
+                Some(chrono::Utc::now().timestamp_millis()),
+            ));
+        let op = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        let committed = block_on(async {
+            CommitBuilder::from(props)
+                .with_actions(actions)
+                .build(Some(state), self.accounts.log_store(), op)
+                .await
+        });
+        match committed {
+            Ok(c) => Ok(Some(c.version())),
+            Err(e) if is_conflict(&e) => Ok(None),
+            Err(e) => Err(delta_err(&url)(e)),
+        }
+    }
+}
+
+/// What a commit to `accounts` holds.
+struct AccountsPlan {
+    actions: Vec<Action>,
+    reflects: i64,
+    report: Option<AccountsReport>,
+}
+
+/// The commit that brings `accounts` up to date, or `None` when it is.
+fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Option<AccountsPlan>> {
+    let groups_url = d.groups_url();
+    let accounts_url = d.root.join(ACCOUNTS_DIR).url;
+    let gstate = d.groups.snapshot().map_err(delta_err(&groups_url))?;
+    let astate = d.accounts.snapshot().map_err(delta_err(&accounts_url))?;
+    let latest = gstate.version();
+    let reflected =
+        block_on(astate.transaction_version(d.accounts.log_store().as_ref(), REFLECTS_APP))
+            .map_err(delta_err(&accounts_url))?
+            .unwrap_or(-1);
+    let snapshot = accounts_files(d)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let remove = |f: &accounts::SnapshotFile| {
+        let path = f.rel.strip_prefix(ACCOUNTS_DIR).unwrap_or(&f.rel);
+        remove_action(path.to_string_lossy().into_owned(), None, None)
+    };
+    if !ctx.opts.accounts {
+        // Never stale: emptied, and marked for a rebuild by the next run that keeps it.
+        if snapshot.is_empty() && reflected == -1 {
+            return Ok(None);
+        }
+        return Ok(Some(AccountsPlan {
+            actions: snapshot.iter().map(remove).collect(),
+            reflects: -1,
+            report: None,
+        }));
+    }
+    if reflected >= latest as i64 {
+        return Ok(None);
+    }
+    // The groups commits accounts has not seen: their added files, unless files left groups since (or there
+    // is nothing to build on), which calls for a rebuild from every file of the latest version.
+    let mut rebuild = reflected < 0;
+    let mut added: Vec<String> = Vec::new();
+    if !rebuild {
+        let log_store = d.groups.log_store();
+        for v in (reflected + 1) as u64..=latest {
+            let Some(bytes) =
+                block_on(log_store.read_commit_entry(v)).map_err(delta_err(&groups_url))?
+            else {
+                rebuild = true; // the log was cleaned up since: start again from the files
+                break;
+            };
+            for action in get_actions(v, &bytes).map_err(delta_err(&groups_url))? {
+                match action {
+                    Action::Add(a) => added.push(a.path),
+                    Action::Remove(_) => rebuild = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let live = groups_files(d)?;
+    let (run_files, kept_files) = if rebuild {
+        (Vec::new(), live.into_values().collect())
+    } else {
+        let wanted: BTreeSet<&String> = added.iter().collect();
+        (
+            live.into_iter()
+                .filter(|(p, _)| wanted.contains(p))
+                .map(|(_, f)| f)
+                .collect(),
+            Vec::new(),
+        )
+    };
+    let token = uuid_token();
+    let merged = accounts::merge(&accounts::Merge {
+        staging: staging.dir(),
+        snapshot: &snapshot,
+        run_files,
+        rebuild,
+        kept_files,
+        name_suffix: Some(&token),
+        codec: ctx.opts.codec,
+        budget: ctx.opts.accounts_budget,
+        pool: ctx.pool,
+    })?;
+    let mut actions = Vec::new();
+    let mut uploads = Vec::new();
+    for (from, to) in &merged.adds {
+        let name = to
+            .strip_prefix(ACCOUNTS_DIR)
+            .unwrap_or(to)
+            .to_string_lossy()
+            .into_owned();
+        let (_, stats) = stats::of_file(from)?;
+        let size = std::fs::metadata(from)
+            .map_err(Error::io("reading", from))?
+            .len();
+        actions.push(Action::Add(Add {
+            path: name.clone(),
+            partition_values: HashMap::new(),
+            size: size as i64,
+            modification_time: now,
+            data_change: true,
+            stats: Some(stats),
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
+        }));
+        uploads.push((d.root.join(&format!("{ACCOUNTS_DIR}/{name}")), from.clone()));
+    }
+    upload_all(uploads)?;
+    let removed: BTreeSet<&Path> = merged.removes.iter().map(|p| p.as_path()).collect();
+    actions.extend(
+        snapshot
+            .iter()
+            .filter(|f| removed.contains(f.rel.as_path()))
+            .map(remove),
+    );
+    Ok(Some(AccountsPlan {
+        actions,
+        reflects: latest as i64,
+        report: Some(AccountsReport {
+            groups: merged.groups,
+            files_written: merged.adds.len(),
+            buckets: merged.buckets,
+            rebuilt: merged.rebuilt,
+        }),
+    }))
+}
+
+/// The live files of `groups` at the loaded version, by path (relative to the table).
+fn groups_files(d: &Delta) -> Result<BTreeMap<String, DataFile>> {
+    Ok(live_files(&d.groups, &d.groups_url())?
+        .into_iter()
+        .map(|f| {
+            let location = d.root.join(&format!("{GROUPS_DIR}/{}", f.path));
+            let file = DataFile::Remote {
+                location,
+                size: f.size as u64,
+            };
+            (f.path, file)
+        })
+        .collect())
+}
+
+/// The live files of `accounts`, as snapshot files.
+fn accounts_files(d: &Delta) -> Result<Vec<accounts::SnapshotFile>> {
+    let mut found = Vec::new();
+    for LiveFile { path, size, .. } in live_files(&d.accounts, &d.root.join(ACCOUNTS_DIR).url)? {
+        let Some((bucket, of)) = accounts::parse_file_name(&path) else {
+            continue;
+        };
+        found.push(accounts::SnapshotFile {
+            bucket,
+            of,
+            file: DataFile::Remote {
+                location: d.root.join(&format!("{ACCOUNTS_DIR}/{path}")),
+                size: size as u64,
+            },
+            rel: Path::new(ACCOUNTS_DIR).join(&path),
+        });
+    }
+    found.sort_by_key(|f| (f.bucket, f.of));
+    Ok(found)
+}

@@ -1,0 +1,489 @@
+//! Delta Lake tables (SPEC §6.4): `OUT/groups` (partitioned by `dt`, and `hr` with `--partition hour`) and
+//! `OUT/accounts`, local or in object storage, with `OUT/_runs/` and `OUT/_rejects/` beside them.
+//!
+//! Why this module exists: it is the [`Table`] that warehouses read where they are (Spark, Databricks, Trino,
+//! Athena, Snowflake and BigQuery external tables, delta-rs, polars, DuckDB's `delta_scan`). The `deltalake`
+//! crate (delta-rs) owns the log, the protocol and the commit; this module decides what a run commits:
+//! - one commit to `groups` per run: the run's files (with row counts and column statistics, so readers skip
+//!   files), a `txn` action naming the run (so a repeated run commits nothing new), and with `--mode overwrite`
+//!   the removal of the files of the partitions it writes;
+//! - then one commit to `accounts`, whose `txn` records the `groups` version it reflects; any run (of any
+//!   inputs) first brings a lagging `accounts` up to date, by merging the `groups` commits it has not seen;
+//! - commits are optimistic: a run that finds the table moved on commits again on top of it (no lock). On S3
+//!   a commit is a conditional write (`If-None-Match: *`) of the next log file, so no lock service is needed;
+//! - files no version newer than `--vacuum-retention` needs are vacuumed by later runs.
+//!
+//! Data files are written locally by the run's own Parquet writer and uploaded under names never used before
+//! (a run id and a random token), so no commit ever overwrites a file another version reads.
+
+mod accounts;
+mod concurrent;
+mod log;
+mod stats;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+
+use self::log::{
+    LiveFile, bucket_of, create, delta_err, is_conflict, live_files, open_table, partition_columns,
+    partition_path, partition_values, register_log_stores, remove_action, upload_all, uuid_token,
+};
+use crate::accounts::ACCOUNTS_DIR;
+use crate::datafile::DataFile;
+use crate::dataset::{self, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+use crate::error::{Error, Result};
+use crate::load::{LoadOptions, Mode};
+use crate::report::{CommitReport, FileReport, NotPublished, Phase, Report};
+use crate::schema::COLUMNS;
+use crate::store::{self, Location, block_on};
+use crate::table::{Context, Ingested, Staging, Table};
+use crate::writer::{PartitionMode, StagedFile};
+
+/// The `txn` application id that marks a run's commit to `groups` (its run id appended).
+const RUN_APP: &str = "group-loader/run/";
+/// The `txn` application id whose version, in `accounts`, is the `groups` version it reflects (-1: none, so
+/// the next run rebuilds it from every `groups` file).
+const REFLECTS_APP: &str = "group-loader/groups-version";
+/// Commits tried before a run gives up (each after the table moved on under it).
+const MAX_COMMIT_ATTEMPTS: usize = 100;
+/// Orphans (uploaded, never committed: a killed run's) are vacuumed only when at least this old, so that the
+/// uploads of runs committing right now are never taken for orphans.
+const ORPHAN_MIN_AGE: chrono::Duration = chrono::Duration::hours(24);
+
+/// A staged `groups` file of the run, uploaded, waiting for the commit.
+pub(super) struct Pending {
+    staged: StagedFile,
+    /// Its partition's bucket.
+    bucket: i64,
+    add: Add,
+}
+
+/// A dataset of Delta tables.
+pub struct Delta {
+    root: Location,
+    partition: PartitionMode,
+    groups: DeltaTable,
+    accounts: DeltaTable,
+    /// The `groups` files when the run started: the dedupe window compared the run with these (or left them
+    /// out of reach); files committed since are compared before the commit.
+    base: BTreeSet<String>,
+}
+
+impl Delta {
+    /// Opens the dataset at `opts.output` (a URL, or a local folder with `--format delta`), refusing a
+    /// `--partition` other than the one `groups` was created with, or a local hive dataset.
+    pub fn open(opts: &LoadOptions) -> Result<Delta> {
+        register_log_stores();
+        let out = opts.output.to_string_lossy();
+        let root = if store::is_url(&out) {
+            Location::parse(&out)?
+        } else {
+            crate::publish::check_output(&opts.output)?;
+            if let Some(shape) = dataset::recorded_shape(&opts.output)?
+                && shape.format == crate::dataset::Format::Hive
+            {
+                return Err(Error::Usage(format!(
+                    "{out} was created with --format hive; this run asks for --format delta. A dataset keeps \
+                     one layout: run with --format hive, or load into a new --output"
+                )));
+            }
+            Location::local(&opts.output)?
+        };
+        let groups = open_table(&root, GROUPS_DIR)?;
+        if let Ok(state) = groups.snapshot() {
+            let recorded = state.metadata().partition_columns().to_vec();
+            if recorded != partition_columns(opts.partition) {
+                let name = match recorded.len() {
+                    0 => "none",
+                    1 => "day",
+                    _ => "hour",
+                };
+                return Err(Error::Usage(format!(
+                    "{out} was created with --partition {name} (groups is partitioned by {recorded:?}); a dataset \
+                     keeps one layout: run with --partition {name}, or load into a new --output"
+                )));
+            }
+        }
+        let accounts = open_table(&root, ACCOUNTS_DIR)?;
+        let base = live_files(&groups, &root.join(GROUPS_DIR).url)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        Ok(Delta {
+            root,
+            partition: opts.partition,
+            groups,
+            accounts,
+            base,
+        })
+    }
+
+    fn groups_url(&self) -> String {
+        self.root.join(GROUPS_DIR).url
+    }
+
+    /// Reloads `groups` to its latest version, creating the table if there is none yet.
+    fn latest_groups(&mut self) -> Result<()> {
+        let url = self.groups_url();
+        if self.groups.version().is_none() {
+            self.groups = create(&self.root, GROUPS_DIR, &COLUMNS, self.partition)?;
+        }
+        block_on(self.groups.update_state()).map_err(delta_err(&url))
+    }
+
+    /// The commit of a run's rows to `groups`, retried on top of concurrent commits. Before each attempt, the
+    /// files committed since the run started (in partitions within the window of its own) are compared with
+    /// its rows, and duplicates dropped ([`concurrent`]). Returns the version and the attempts that failed, or
+    /// `None` when a commit of the same run is already in the table.
+    fn commit_groups(
+        &mut self,
+        ctx: &Context<'_>,
+        pending: &mut [Pending],
+        report: &mut Report,
+        staging: &Staging,
+    ) -> Result<Option<(u64, usize)>> {
+        let url = self.groups_url();
+        let run = report.run.clone();
+        let overwrite = ctx.opts.mode == Mode::Overwrite;
+        let reach = ctx.opts.reach();
+        let partitions: BTreeSet<String> =
+            pending.iter().map(|p| p.staged.partition.clone()).collect();
+        let mut checked: BTreeSet<String> = BTreeSet::new();
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            self.latest_groups()?;
+            let app = format!("{RUN_APP}{run}");
+            let state = self.groups.snapshot().map_err(delta_err(&url))?;
+            if block_on(state.transaction_version(self.groups.log_store().as_ref(), &app))
+                .map_err(delta_err(&url))?
+                .is_some()
+            {
+                return Ok(None);
+            }
+            let live = live_files(&self.groups, &url)?;
+            // Files other runs committed since this one started, where its rows could be duplicates.
+            let mut new: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
+            for f in &live {
+                let p = partition_path(&f.values);
+                if self.base.contains(&f.path)
+                    || checked.contains(&f.path)
+                    || (overwrite && partitions.contains(&p))
+                {
+                    continue;
+                }
+                let Some(bucket) = bucket_of(self.partition, &f.values) else {
+                    continue;
+                };
+                if pending.iter().any(|q| reach.covers(bucket, q.bucket)) {
+                    new.entry(bucket).or_default().push(DataFile::Remote {
+                        location: self.root.join(&format!("{GROUPS_DIR}/{}", f.path)),
+                        size: f.size as u64,
+                    });
+                }
+                checked.insert(f.path.clone());
+            }
+            if !new.is_empty() {
+                let how = concurrent::Dropping {
+                    reach,
+                    budget: ctx.opts.dedupe_budget().max(64 << 20),
+                    codec: ctx.opts.codec,
+                    rejects: &staging.dir().join("rejects.ndjson"),
+                };
+                let changed =
+                    concurrent::drop_duplicates(pending, new.into_iter().collect(), &how, report)?;
+                self.upload_again(&run, pending, &changed)?;
+            }
+            let state = self.groups.snapshot().map_err(delta_err(&url))?;
+            let mut actions: Vec<Action> = pending
+                .iter()
+                .filter(|p| p.staged.rows > 0)
+                .map(|p| Action::Add(p.add.clone()))
+                .collect();
+            report.replaced.clear();
+            if overwrite {
+                // Every file of the partitions this run writes, at the version it commits on top of.
+                for f in live {
+                    let p = partition_path(&f.values);
+                    if partitions.contains(&p) {
+                        *report.replaced.entry(p).or_insert(0) += f.rows.unwrap_or(0) as u64;
+                        actions.push(remove_action(f.path, Some(f.size), Some(f.values)));
+                    }
+                }
+            }
+            let op = DeltaOperation::Write {
+                mode: if overwrite {
+                    SaveMode::Overwrite
+                } else {
+                    SaveMode::Append
+                },
+                partition_by: Some(partition_columns(self.partition)).filter(|p| !p.is_empty()),
+                predicate: None,
+            };
+            let props = CommitProperties::default()
+                .with_max_retries(0)
+                .with_application_transaction(Transaction::new_with_last_update(
+                    app,
+                    0,
+                    Some(chrono::Utc::now().timestamp_millis()),
+                ))
+                .with_metadata([("group_loader_run".to_string(), serde_json::json!(run))]);
+            let committed = block_on(async {
+                CommitBuilder::from(props)
+                    .with_actions(actions)
+                    .build(Some(state), self.groups.log_store(), op)
+                    .await
+            });
+            match committed {
+                Ok(c) => return Ok(Some((c.version(), attempt))),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(delta_err(&url)(e)),
+            }
+        }
+        Err(Error::Delta {
+            url,
+            message: format!(
+                "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
+            ),
+        })
+    }
+
+    /// Uploads the run's staged `groups` files (several at once), each under a name never used before.
+    fn upload_groups(&self, run: &str, files: Vec<StagedFile>) -> Result<Vec<Pending>> {
+        let mut pending = Vec::with_capacity(files.len());
+        for staged in files {
+            let bucket = self
+                .partition
+                .bucket_of_path(&staged.partition)
+                .unwrap_or_default();
+            let add = self.add_for(run, &staged)?;
+            pending.push(Pending {
+                staged,
+                bucket,
+                add,
+            });
+        }
+        upload_all(pending.iter().map(|p| self.upload_of(p)).collect())?;
+        Ok(pending)
+    }
+
+    /// Uploads again the files `changed` (rewritten without duplicates) under new names; the old uploads
+    /// were never committed and are deleted.
+    fn upload_again(&self, run: &str, pending: &mut [Pending], changed: &[usize]) -> Result<()> {
+        let mut uploads = Vec::new();
+        for &i in changed {
+            let old = self
+                .root
+                .join(&format!("{GROUPS_DIR}/{}", pending[i].add.path));
+            old.delete()?;
+            if pending[i].staged.rows > 0 {
+                pending[i].add = self.add_for(run, &pending[i].staged)?;
+                uploads.push(self.upload_of(&pending[i]));
+            }
+        }
+        upload_all(uploads)
+    }
+
+    /// The Add action of a staged file, under a new name, with its statistics.
+    fn add_for(&self, run: &str, f: &StagedFile) -> Result<Add> {
+        let name = format!("part-{run}-{}-{:05}.parquet", uuid_token(), f.seq);
+        let path = if f.partition.is_empty() {
+            name
+        } else {
+            format!("{}/{name}", f.partition)
+        };
+        let (_, stats) = stats::of_file(&f.staged)?;
+        Ok(Add {
+            path,
+            partition_values: partition_values(&f.partition),
+            size: f.bytes as i64,
+            modification_time: chrono::Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(stats),
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
+        })
+    }
+
+    fn upload_of(&self, p: &Pending) -> (Location, std::path::PathBuf) {
+        (
+            self.root.join(&format!("{GROUPS_DIR}/{}", p.add.path)),
+            p.staged.staged.clone(),
+        )
+    }
+
+    /// Deletes files no version newer than `retention` needs (and, when older than a day, files no version
+    /// ever referenced: uploads of runs killed before their commit).
+    fn vacuum(&mut self, retention: std::time::Duration) -> Result<u64> {
+        let mut deleted = 0;
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        for name in [GROUPS_DIR, ACCOUNTS_DIR] {
+            let table = if name == GROUPS_DIR {
+                &self.groups
+            } else {
+                &self.accounts
+            };
+            if table.version().is_none() {
+                continue;
+            }
+            let url = self.root.join(name).url;
+            for (mode, keep) in [
+                (deltalake::operations::vacuum::VacuumMode::Lite, retention),
+                (
+                    deltalake::operations::vacuum::VacuumMode::Full,
+                    retention.max(ORPHAN_MIN_AGE),
+                ),
+            ] {
+                let (_, metrics) = block_on(async {
+                    table
+                        .clone()
+                        .vacuum()
+                        .with_retention_period(keep)
+                        .with_enforce_retention_duration(false)
+                        .with_mode(mode)
+                        .await
+                })
+                .map_err(delta_err(&url))?;
+                deleted += metrics.files_deleted.len() as u64;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+impl Table for Delta {
+    fn already_loaded(&self, run_id: &str) -> Result<Option<String>> {
+        let Ok(state) = self.groups.snapshot() else {
+            return Ok(None);
+        };
+        let app = format!("{RUN_APP}{run_id}");
+        let committed = block_on(state.transaction_version(self.groups.log_store().as_ref(), &app))
+            .map_err(delta_err(&self.groups_url()))?;
+        if committed.is_none() {
+            return Ok(None);
+        }
+        // When: from the run's report, if it was written.
+        let report = self
+            .root
+            .join(&format!("{RUNS_DIR}/{run_id}.json"))
+            .get_bytes()?;
+        let when = report
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|r| r["started_at"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "earlier".to_string());
+        Ok(Some(when))
+    }
+
+    fn earlier(
+        &self,
+        mode: PartitionMode,
+        exclude: &BTreeSet<i64>,
+    ) -> Result<Vec<(i64, Vec<DataFile>)>> {
+        let mut by_bucket: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
+        for LiveFile {
+            path, size, values, ..
+        } in live_files(&self.groups, &self.groups_url())?
+        {
+            let Some(bucket) = bucket_of(mode, &values) else {
+                continue;
+            };
+            if exclude.contains(&bucket) {
+                continue;
+            }
+            by_bucket.entry(bucket).or_default().push(DataFile::Remote {
+                location: self.root.join(&format!("{GROUPS_DIR}/{path}")),
+                size: size as u64,
+            });
+        }
+        Ok(by_bucket.into_iter().collect())
+    }
+
+    fn staging(&self) -> Result<Staging> {
+        Staging::create(
+            std::env::temp_dir()
+                .join("group-loader")
+                .join(crate::table::staging_name()),
+        )
+    }
+
+    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
+        let Ingested {
+            mut report,
+            files,
+            rejects,
+        } = run;
+        let already_loaded = report.not_published == Some(NotPublished::AlreadyLoaded);
+        let mut commit = CommitReport::default();
+        if report.published {
+            ctx.progress.phase(
+                Phase::Publishing,
+                report.counts.rows_written,
+                report.counts.rejected_total(),
+            );
+            let mut pending = self.upload_groups(&report.run.clone(), files)?;
+            report.commit = Some(CommitReport::default());
+            let committed = self.commit_groups(ctx, &mut pending, &mut report, &staging)?;
+            commit.concurrent_duplicates =
+                report.commit.take().map_or(0, |c| c.concurrent_duplicates);
+            match committed {
+                Some((version, retries)) => {
+                    commit.groups_version = Some(version);
+                    commit.retries = retries as u64;
+                    for p in pending.iter().filter(|p| p.staged.rows > 0) {
+                        *report
+                            .partitions
+                            .entry(p.staged.partition.clone())
+                            .or_insert(0) += p.staged.rows;
+                        report.files.push(FileReport {
+                            path: format!("{GROUPS_DIR}/{}", p.add.path),
+                            rows: p.staged.rows,
+                            bytes: p.staged.bytes,
+                        });
+                    }
+                }
+                None => {
+                    // A run with the same id committed meanwhile (a retried shard): nothing new.
+                    report.published = false;
+                    report.not_published = Some(NotPublished::AlreadyLoaded);
+                    report.already_loaded = Some("a concurrent run".into());
+                    report.files.clear();
+                    report.partitions.clear();
+                }
+            }
+        }
+        if report.published || already_loaded {
+            ctx.progress.phase(
+                Phase::Accounts,
+                report.counts.rows_written,
+                report.counts.rejected_total(),
+            );
+            let (accounts, version) = self.update_accounts(ctx, &staging)?;
+            report.accounts = accounts;
+            commit.accounts_version = version;
+            commit.files_vacuumed = self.vacuum(ctx.opts.vacuum_retention)?;
+        }
+        if report.not_published != Some(NotPublished::AlreadyLoaded) {
+            // The staged rejects file, with what dropping concurrent duplicates added to it.
+            let from = rejects.unwrap_or_else(|| staging.dir().join("rejects.ndjson"));
+            if from.exists() {
+                let rel = format!("{REJECTS_DIR}/{}.ndjson", report.run);
+                self.root.join(&rel).upload(&from)?;
+                report.rejects_file = Some(rel);
+            }
+            report.commit = Some(commit);
+            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
+            self.root
+                .join(&format!("{RUNS_DIR}/{}.json", report.run))
+                .put_bytes(crate::load::report_json(&report)?)?;
+        } else {
+            report.commit = Some(commit);
+        }
+        let _ = staging.discard();
+        Ok(report)
+    }
+}
