@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs DuckDB's Python package into .venv (for the consumer test,
-# which reads the output with an independent reader), then runs every Rust test target.
+# The whole test suite, as CI runs it. Installs the independent readers and servers the tests start into
+# virtual environments (once; again when a requirements file changes):
+#   .venv              DuckDB, deltalake, polars, pyspark (Spark in local mode, needs Java 17), moto[server]
+#   .venv-duckdb-delta DuckDB 1.5 with its Delta extension from PyPI (delta_scan without a download)
+# then runs every Rust test target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import duckdb" 2>/dev/null; then
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/consumer/requirements.txt
+# venv DIR REQUIREMENTS: create DIR and install REQUIREMENTS unless DIR already holds exactly that list.
+venv() {
+  local dir=$1 req=$2
+  if ! cmp -s "$req" "$dir/requirements.installed" 2>/dev/null; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$dir/requirements.installed"
+  fi
+}
+venv .venv tests/consumer/requirements.txt
+venv .venv-duckdb-delta tests/consumer/requirements-duckdb-delta.txt
+
+if ! command -v java >/dev/null; then
+  echo "scripts/test.sh: Java 17 is needed by the Spark tests (pyspark runs in local mode)" >&2
+  exit 1
 fi
+
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
+export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
 
 cargo test --locked --all-targets "$@"

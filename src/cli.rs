@@ -131,6 +131,22 @@ pub struct SchemaArgs {
     /// Which table: `groups` (one row per Group call) or `accounts` (the latest state of each group).
     #[arg(long, value_enum, default_value_t = Table::Groups)]
     pub table: Table,
+
+    /// With --format sql: the warehouse whose CREATE statements are printed.
+    #[arg(long, value_enum, default_value_t = crate::ddl::Dialect::Duckdb)]
+    pub dialect: crate::ddl::Dialect,
+
+    /// With --format sql: where the dataset lies (the --output of the loads), e.g. s3://bucket/segment.
+    #[arg(long, value_name = "URL", default_value = "OUTPUT")]
+    pub location: String,
+
+    /// With --format sql: the dataset's table format (default: delta for an object-store URL, else hive).
+    #[arg(long, value_enum)]
+    pub table_format: Option<crate::dataset::Format>,
+
+    /// With --format sql: the dataset's --partition.
+    #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
+    pub partition: PartitionMode,
 }
 
 /// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
@@ -206,7 +222,23 @@ impl LoadArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema(args) => {
-            print!("{}", schema::render(args.table, args.format));
+            match args.format {
+                SchemaFormat::Sql => {
+                    let delta = crate::store::is_url(&args.location);
+                    let target = crate::ddl::Target {
+                        table: args.table,
+                        format: args.table_format.unwrap_or(if delta {
+                            crate::dataset::Format::Delta
+                        } else {
+                            crate::dataset::Format::Hive
+                        }),
+                        partition: args.partition,
+                        location: &args.location,
+                    };
+                    print!("{}", crate::ddl::render(args.dialect, &target));
+                }
+                format => print!("{}", schema::render(args.table, format)),
+            }
             Ok(())
         }
         Command::Load(args) => {

@@ -78,9 +78,13 @@ pub fn recorded_shape(out: &Path) -> Result<Option<Shape>> {
     }
 }
 
-/// The partitioning of an existing `groups` folder, from its first data file's place.
+/// The partitioning of an existing hive `groups` folder, from its first data file's place (a Delta table's
+/// folder is not one).
 fn infer_partition(out: &Path) -> Result<Option<PartitionMode>> {
     let groups = out.join(GROUPS_DIR);
+    if groups.join("_delta_log").exists() {
+        return Ok(None);
+    }
     let Some(first) = parquet_files(&groups)?.into_iter().next() else {
         return Ok(None);
     };

@@ -17,6 +17,7 @@
 //! | [`run`] | outcomes applied in input order: counts, dedupe, rejects, rows | §2, §7 |
 //! | [`dedupe`] | which messageIds are already loaded | §6.3 |
 //! | [`writer`] | partitions, row groups, Parquet files | §6.1, §10 |
+//! | [`ddl`] | the CREATE statements of each warehouse for the dataset | §4 |
 //! | [`datafile`] | a Parquet file of the dataset, local or in object storage | §6 |
 //! | [`dataset`] | the published dataset: its shape, partitions, files, runs | §1, §6 |
 //! | [`table`] | the output: a hive folder or Delta tables, one interface | §6 |
@@ -32,6 +33,7 @@ pub mod batch;
 pub mod cli;
 pub mod datafile;
 pub mod dataset;
+pub mod ddl;
 pub mod dedupe;
 pub mod error;
 pub mod ingest;

@@ -43,15 +43,6 @@ impl Kind {
         }
     }
 
-    /// The DuckDB type of the column (for `schema --format sql`).
-    pub fn sql_type(self) -> &'static str {
-        match self {
-            Kind::Text => "VARCHAR",
-            Kind::Json => "JSON",
-            Kind::Time => "TIMESTAMPTZ",
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Text => "text",
@@ -325,7 +316,7 @@ pub enum SchemaFormat {
     Text,
     /// A JSON array of `{name, type, arrow_type, parquet_type, nullable, from}`.
     Json,
-    /// DuckDB `CREATE TABLE` DDL.
+    /// The CREATE statements a warehouse needs to read the dataset where it lies (see --dialect, --location).
     Sql,
 }
 
@@ -370,19 +361,19 @@ pub fn render(table: Table, format: SchemaFormat) -> String {
             // Serialising a Value built above cannot fail.
             serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
         }
-        SchemaFormat::Sql => {
-            let mut out = format!("CREATE TABLE {table} (\n");
-            let defs: Vec<String> = columns
-                .iter()
-                .map(|c| {
-                    let null = if c.nullable { "" } else { " NOT NULL" };
-                    format!("    {} {}{null}", c.name, c.kind.sql_type())
-                })
-                .collect();
-            out.push_str(&defs.join(",\n"));
-            out.push_str("\n);\n");
-            out
-        }
+        SchemaFormat::Sql => crate::ddl::render(
+            crate::ddl::Dialect::Duckdb,
+            &crate::ddl::Target {
+                table: if table == "groups" {
+                    Table::Groups
+                } else {
+                    Table::Accounts
+                },
+                format: crate::dataset::Format::Hive,
+                partition: crate::writer::PartitionMode::Day,
+                location: "OUTPUT",
+            },
+        ),
     }
 }
 
@@ -460,15 +451,12 @@ mod tests {
     }
 
     #[test]
-    fn sql_ddl_is_duckdb_shaped() {
+    fn sql_is_the_duckdb_view_by_default() {
         let sql = render(Table::Groups, SchemaFormat::Sql);
         assert!(
-            sql.starts_with(
-                "CREATE TABLE groups (\n    id VARCHAR,\n    group_id VARCHAR NOT NULL,"
-            )
+            sql.contains("CREATE OR REPLACE VIEW groups AS SELECT * FROM read_parquet('OUTPUT/groups/**/*.parquet', hive_partitioning = true"),
+            "{sql}"
         );
-        assert!(sql.contains("    timestamp TIMESTAMPTZ NOT NULL,\n"));
-        assert!(sql.contains("    extra JSON\n);"));
     }
 
     #[test]

@@ -873,6 +873,15 @@ fn schema_command_formats() {
     assert_eq!(v["columns"].as_array().unwrap().len(), 32);
     let sql = bin().args(["schema", "--format", "sql"]).output().unwrap();
     let sql = String::from_utf8(sql.stdout).unwrap();
-    assert!(sql.starts_with("CREATE TABLE groups ("));
-    assert!(sql.contains("timestamp TIMESTAMPTZ NOT NULL"));
+    assert!(sql.starts_with("-- group-loader groups table (hive), duckdb dialect"));
+    assert!(sql.contains("CREATE OR REPLACE VIEW groups AS SELECT * FROM read_parquet("));
+    let spark = bin()
+        .args(["schema", "--format", "sql", "--dialect", "spark"])
+        .output()
+        .unwrap();
+    let spark = String::from_utf8(spark.stdout).unwrap();
+    assert!(
+        spark.contains("`timestamp` TIMESTAMP,") && spark.contains("USING parquet"),
+        "{spark}"
+    );
 }

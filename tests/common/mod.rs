@@ -218,3 +218,179 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         threads: Some(2),
     }
 }
+
+/// The Python of the test environment (`scripts/test.sh` installs it into `.venv`).
+pub fn python() -> PathBuf {
+    match std::env::var_os("GROUP_LOADER_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    }
+}
+
+/// Runs `python tests/consumer/<script> ARGS` with extra environment, returning its stdout; panics with its
+/// output when it fails (never skips: run scripts/test.sh, which installs the readers).
+pub fn python_check(script: &str, args: &[&str], env: &[(String, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/consumer")
+        .join(script);
+    let py = python();
+    let o = std::process::Command::new(&py)
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run scripts/test.sh, which installs the readers in .venv",
+                py.display()
+            )
+        });
+    assert!(
+        o.status.success(),
+        "{script} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A local S3-compatible server (`moto_server` from PyPI's `moto[server]`) on 127.0.0.1 and a free port,
+/// started for a test and stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = python().with_file_name("moto_server");
+        let child = std::process::Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run scripts/test.sh, which installs moto[server]",
+                    server.display()
+                )
+            });
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while moto.request("GET", "/").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        moto
+    }
+
+    /// The environment a process needs to use this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// A bare HTTP/1.1 request (moto does not check signatures): its status code.
+    fn request(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr)?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(reply))
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        assert_eq!(self.request("PUT", &format!("/{name}")).unwrap(), 200);
+    }
+
+    /// An object_store client of a bucket of this server.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_region("us-east-1")
+            .build()
+            .expect("store")
+    }
+
+    /// Uploads every file under `dir` to `bucket` under `prefix` (keeping relative paths).
+    pub fn upload_dir(&self, bucket: &str, prefix: &str, dir: &Path) {
+        use object_store::ObjectStoreExt;
+        let store = self.store(bucket);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        for f in files {
+            let rel = f
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
+            rt.block_on(store.put(&key, fs::read(&f).unwrap().into()))
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args` and extra environment: (exit code, stderr).
+pub fn run_env(args: &[&str], env: &[(String, String)]) -> (i32, String) {
+    let o = bin()
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
