@@ -33,8 +33,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Input files or directories, or - for stdin. Directories are walked for *.json, *.jsonl, *.ndjson
-    /// (optionally .gz/.zst) and any *.gz or *.zst (Segment's S3 export names its files <epoch-ms>.<uuid>.gz).
+    /// Input files or directories, object-store URLs of objects or prefixes (s3://, gs://, az://), or - for
+    /// stdin. Directories and prefixes are walked for *.json, *.jsonl, *.ndjson (optionally .gz/.zst) and any
+    /// *.gz or *.zst (Segment's S3 export names its files <epoch-ms>.<uuid>.gz).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 

@@ -57,9 +57,8 @@ fn partition_name(p: PartitionMode) -> &'static str {
     }
 }
 
-/// The shape recorded in `out`, or inferred from the partition folders of a dataset written before shapes
-/// were recorded. `None` for a new (or empty) dataset.
-pub fn recorded_shape(out: &Path) -> Result<Option<Shape>> {
+/// The shape written in `out`'s record, if there is one.
+fn record(out: &Path) -> Result<Option<Shape>> {
     let path = out.join(STATE_DIR).join(SHAPE_FILE);
     match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -68,14 +67,33 @@ pub fn recorded_shape(out: &Path) -> Result<Option<Shape>> {
                 path,
                 message: format!("unreadable dataset record: {e}"),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(infer_partition(out)?.map(|partition| Shape {
-                format: Format::Hive,
-                partition,
-            }))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("reading", path)(e)),
     }
+}
+
+/// The shape recorded in `out`, or inferred from the partition folders of a dataset written before shapes
+/// were recorded. `None` for a new (or empty) dataset.
+pub fn recorded_shape(out: &Path) -> Result<Option<Shape>> {
+    match record(out)? {
+        Some(shape) => Ok(Some(shape)),
+        None => Ok(infer_partition(out)?.map(|partition| Shape {
+            format: Format::Hive,
+            partition,
+        })),
+    }
+}
+
+/// True when `out` holds a hive dataset: its record says so, or `groups` is the hive layout's link. (Parquet
+/// files in a plain `groups` folder with no Delta log are not enough: a Delta run killed before its first commit
+/// leaves its uploads there.)
+pub fn is_hive(out: &Path) -> Result<bool> {
+    Ok(match record(out)? {
+        Some(shape) => shape.format == Format::Hive,
+        None => {
+            fs::symlink_metadata(out.join(GROUPS_DIR)).is_ok_and(|m| m.file_type().is_symlink())
+        }
+    })
 }
 
 /// The partitioning of an existing hive `groups` folder, from its first data file's place (a Delta table's
@@ -267,5 +285,26 @@ mod tests {
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].path, "dt=2024-03-01");
         assert_eq!(parts[0].files.len(), 1);
+    }
+
+    #[test]
+    fn uploads_of_a_killed_delta_run_do_not_make_a_hive_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        // A Delta run killed before its first commit: files in a plain groups folder, no log.
+        let part = out.join("groups/dt=2024-03-01");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(part.join("part-x-y-00000.parquet"), b"").unwrap();
+        assert!(!is_hive(&out).unwrap());
+        // The hive layout: groups is a link into the hidden versions.
+        let hive_out = dir.path().join("hive");
+        fs::create_dir_all(hive_out.join(".group-loader/current/groups")).unwrap();
+        std::os::unix::fs::symlink(".group-loader/current/groups", hive_out.join("groups"))
+            .unwrap();
+        assert!(is_hive(&hive_out).unwrap());
+        // Or its record says so.
+        fs::create_dir_all(out.join(STATE_DIR)).unwrap();
+        record_shape(&out, hive(PartitionMode::Day)).unwrap();
+        assert!(is_hive(&out).unwrap());
     }
 }

@@ -416,9 +416,11 @@ fn killed_delta_runs_leave_every_version_readable() {
                 accounts_behind += 1;
             }
             // The next run (the scheduler's retry) finishes the job.
+            let rerun = run(&out).stderr(Stdio::piped()).output().unwrap();
             assert!(
-                run(&out).status().unwrap().success(),
-                "{name} trial {trial}: re-run"
+                rerun.status.success(),
+                "{name} trial {trial} (killed after {delay:?}): re-run: {}",
+                String::from_utf8_lossy(&rerun.stderr)
             );
             let s = state(&out, &env);
             assert_eq!(

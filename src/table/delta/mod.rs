@@ -83,9 +83,7 @@ impl Delta {
             Location::parse(&out)?
         } else {
             crate::publish::check_output(&opts.output)?;
-            if let Some(shape) = dataset::recorded_shape(&opts.output)?
-                && shape.format == crate::dataset::Format::Hive
-            {
+            if dataset::is_hive(&opts.output)? {
                 return Err(Error::Usage(format!(
                     "{out} was created with --format hive; this run asks for --format delta. A dataset keeps \
                      one layout: run with --format hive, or load into a new --output"
