@@ -60,6 +60,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::dedupe::parse_duration)]
     pub retry_timeout: std::time::Duration,
 
+    /// Load only shard K of N (0 <= K < N): every shard lists the same inputs and takes a deterministic,
+    /// size-balanced share of the files (largest first, each to the shard with the fewest bytes so far). Shards
+    /// run at the same time into one --format delta dataset, each a complete run; e.g. in a Kubernetes Indexed
+    /// Job: --shard $(JOB_COMPLETION_INDEX)/4.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
+
     /// Parquet compression codec.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
@@ -215,6 +222,7 @@ impl LoadArgs {
             max_line_bytes: usize::try_from(self.max_line_bytes)
                 .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
             threads: self.threads,
+            shard: self.shard,
         })
     }
 }

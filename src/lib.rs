@@ -1,4 +1,4 @@
-//! group-loader: loads Segment-style Group calls into a Hive-partitioned Parquet dataset.
+//! group-loader: loads Segment-style Group calls into Parquet: a Hive-partitioned folder or Delta Lake tables.
 //!
 //! The contract is `SPEC.md` (shared with the product owner); the modules follow its sections:
 //!
@@ -25,6 +25,7 @@
 //! | [`accounts`] | the accounts table: latest state per group, merged run after run | §9 |
 //! | [`rejects`] | the rejects file | §7 |
 //! | [`report`] | counts, report, summary, progress | §8 |
+//! | [`shard`] | `--shard K/N`: each shard's share of the input files | §10 |
 //! | [`load`] | the `load` run, start to end | all |
 //! | [`error`] | the error type and its exit codes | §8 |
 
@@ -47,6 +48,7 @@ pub mod rejects;
 pub mod report;
 pub mod run;
 pub mod schema;
+pub mod shard;
 pub mod store;
 pub mod table;
 pub mod values;

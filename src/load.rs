@@ -30,6 +30,7 @@ use crate::rejects::RejectsWriter;
 use crate::report::{DedupeReport, NotPublished, Phase, Progress, ProgressWhen, Report};
 use crate::run::{PartitionsSeen, Run};
 use crate::schema;
+use crate::shard::{self, Shard, ShardReport};
 use crate::table::{Context, Ingested, Staging, Table};
 use crate::writer::{Codec, GroupsWriter, PartitionMode, WriterConfig};
 
@@ -76,6 +77,8 @@ pub struct LoadOptions {
     pub max_line_bytes: usize,
     /// Worker threads for parsing and encoding (default: one per core).
     pub threads: Option<usize>,
+    /// `--shard K/N`: load only this shard's share of the input files (Delta only).
+    pub shard: Option<Shard>,
 }
 
 /// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
@@ -157,6 +160,10 @@ impl LoadOptions {
     fn run_id<I: AsRef<[u8]>>(&self, identities: impl IntoIterator<Item = I>) -> String {
         let mut h = Xxh3::new();
         h.update(self.row_shaping().as_bytes());
+        // Each shard is a run of its own (shards whose shares are both empty still differ).
+        if let Some(shard) = self.shard {
+            h.update(format!(" shard={shard}").as_bytes());
+        }
         for i in identities {
             let i = i.as_ref();
             h.update(&(i.len() as u64).to_le_bytes());
@@ -176,7 +183,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             opts.max_reject_ratio
         )));
     }
-    let sources = input::discover(&opts.inputs, &opts.output)?;
+    let (sources, shard) = inputs(opts)?;
     let mut table = crate::table::open(opts)?;
     let pool = thread_pool(opts)?;
     let staging = table.staging()?;
@@ -187,6 +194,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         pool: &pool,
         progress: &progress,
         started,
+        shard,
     };
     // Known before reading when every input has an identity (files and objects do; standard input does not).
     let upfront_id = sources
@@ -210,6 +218,24 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let published = ingested.and_then(|run| table.publish(run, staging, &ctx));
     progress.finish();
     finish(opts, published?)
+}
+
+/// The inputs this run reads: the listing of `INPUT...`, or with `--shard` this shard's share of it.
+fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
+    let listing = input::discover(&opts.inputs, &opts.output)?;
+    let Some(k_of_n) = opts.shard else {
+        return Ok((listing, None));
+    };
+    if opts.format() != Format::Delta {
+        return Err(Error::Usage(format!(
+            "--shard needs --format delta: shards commit into one dataset at the same time, which Delta tables \
+             allow and a hive folder (one run at a time, exit 4) does not; add --format delta or load into an \
+             object-store URL (not {})",
+            opts.output.display()
+        )));
+    }
+    let (mine, report) = shard::share(listing, k_of_n)?;
+    Ok((mine, Some(report)))
 }
 
 fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
@@ -267,7 +293,7 @@ fn already_loaded(
     let Some(when) = table.already_loaded(run_id)? else {
         return Ok(None);
     };
-    let mut report = new_report(ctx.opts, run_id, started_at.to_string(), ctx.pool);
+    let mut report = new_report(ctx, run_id, started_at.to_string());
     report.published = false;
     report.not_published = Some(NotPublished::AlreadyLoaded);
     report.already_loaded = Some(when);
@@ -275,12 +301,8 @@ fn already_loaded(
 }
 
 /// A report with the run's identity and options, and nothing counted yet.
-fn new_report(
-    opts: &LoadOptions,
-    run_id: &str,
-    started_at: String,
-    pool: &rayon::ThreadPool,
-) -> Report {
+fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
+    let opts = ctx.opts;
     Report {
         run: run_id.to_string(),
         tool_version: schema::TOOL_VERSION,
@@ -298,7 +320,8 @@ fn new_report(
             "dedupe_window": humantime::format_duration(opts.dedupe_window).to_string(),
             "memory_limit": opts.memory_limit,
             "max_line_bytes": opts.max_line_bytes,
-            "threads": pool.current_num_threads(),
+            "threads": ctx.pool.current_num_threads(),
+            "shard": opts.shard.map(|s| s.to_string()),
         }),
         inputs: Vec::new(),
         counts: Default::default(),
@@ -321,6 +344,7 @@ fn new_report(
         already_loaded: None,
         accounts: None,
         commit: None,
+        shard: ctx.shard.clone(),
     }
 }
 
@@ -411,7 +435,7 @@ fn ingest(
             rejects: None,
         });
     }
-    let mut report = new_report(opts, &run_id, started_at, pool);
+    let mut report = new_report(ctx, &run_id, started_at);
     report.inputs = read.inputs;
     report.dedupe.partitions_read = earlier.partitions_loaded;
     report.dedupe.ids_read = earlier.ids_loaded;
@@ -444,7 +468,10 @@ fn ingest(
     report.reject_ratio = counts.reject_ratio();
     report.not_published = if report.reject_ratio > opts.max_reject_ratio {
         Some(NotPublished::RejectRatio)
-    } else if counts.rows_written < opts.min_rows {
+    } else if counts.rows_written < opts.min_rows
+        && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
+    {
+        // (A shard given no files, because there are fewer files than shards, is a successful empty run.)
         Some(NotPublished::MinRows)
     } else {
         None

@@ -227,6 +227,9 @@ pub struct Report {
     /// Delta tables: the versions committed (absent for a hive dataset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<CommitReport>,
+    /// `--shard K/N`: this shard's share of the listing (absent without `--shard`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardReport>,
 }
 
 /// What the run did to the `accounts` table.
@@ -373,6 +376,19 @@ impl Report {
         };
         let _ = writeln!(s, "group-loader: {headline}");
         let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(
+                s,
+                "  shard {}/{}: {} of {} files, {} of {} bytes (listing {})",
+                shard.index,
+                shard.count,
+                thousands(shard.files as u64),
+                thousands(shard.listed_files as u64),
+                thousands(shard.bytes),
+                thousands(shard.listed_bytes),
+                shard.listing
+            );
+        }
         let batches = if c.batches.lines > 0 {
             format!(
                 " ({} in {} batch envelopes)",

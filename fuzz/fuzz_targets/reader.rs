@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         quiet: true,
         max_line_bytes: 300,
         threads: Some(2),
+        shard: None,
     };
     match load(&opts) {
         Ok(report) => assert!(report.counts.adds_up(), "{:?}", report.counts),

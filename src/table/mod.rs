@@ -41,6 +41,8 @@ pub struct Context<'a> {
     pub pool: &'a Arc<rayon::ThreadPool>,
     pub progress: &'a Progress,
     pub started: Instant,
+    /// With `--shard`: this shard's share of the listing.
+    pub shard: Option<crate::shard::ShardReport>,
 }
 
 /// A folder for a run's files before they are published.

@@ -216,6 +216,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         quiet: true,
         max_line_bytes: 200,
         threads: Some(2),
+        shard: None,
     }
 }
 
