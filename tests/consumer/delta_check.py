@@ -3,6 +3,7 @@
     python tests/consumer/delta_check.py compare HIVE_OUT DELTA_URL   # rows equal a hive run's, both tables
     python tests/consumer/delta_check.py versions DELTA_URL            # every version of both tables readable
     python tests/consumer/delta_check.py state DELTA_URL               # ids, every version's rows, accounts
+    python tests/consumer/delta_check.py rows DELTA_URL                # both tables' rows, as a multiset
 
 Object-store URLs use AWS_ENDPOINT_URL (a local S3-compatible server) and the AWS_* credentials of the
 environment. Exits non-zero with a message on the first failed check.
@@ -98,5 +99,16 @@ def state(delta_url):
     print(json.dumps(out))
 
 
+def rows(delta_url):
+    """Every row of both tables as sorted JSON lines (a multiset of full rows, partition columns included), the
+    groups version and the version accounts reflects."""
+    base = delta_url.rstrip("/")
+    dt, groups = read_delta(base + "/groups")
+    _, accounts = read_delta(base + "/accounts")
+    as_lines = lambda df: sorted(df.select(sorted(df.columns)).write_ndjson().splitlines())
+    print(json.dumps({"groups": as_lines(groups), "accounts": as_lines(accounts),
+                      "groups_version": dt.version(), "reflects": accounts_reflects(base + "/accounts")}))
+
+
 if __name__ == "__main__":
-    {"compare": compare, "state": state}[sys.argv[1]](*sys.argv[2:])
+    {"compare": compare, "state": state, "rows": rows}[sys.argv[1]](*sys.argv[2:])
