@@ -523,7 +523,8 @@ proptest! {
                 max_line_bytes: 1 << 20,
                 ..common::options(&input, &out)
             };
-            prop_assert!(load_in_process(&opts).is_ok());
+            let loaded = load_in_process(&opts);
+            prop_assert!(loaded.is_ok(), "run {}: {:?}", i, loaded.err());
         }
         let loaded = ids(&read_dataset(&out));
         let expected: BTreeSet<String> = used.iter().map(|(id, _, _)| format!("m{id}")).collect();
@@ -534,7 +535,8 @@ proptest! {
         let one = dir.path().join("one");
         let input = write_input(dir.path(), "all.ndjson", &all);
         let opts = group_loader::load::LoadOptions { max_line_bytes: 1 << 20, ..common::options(&input, &one) };
-        prop_assert!(load_in_process(&opts).is_ok());
+        let loaded = load_in_process(&opts);
+        prop_assert!(loaded.is_ok(), "one run over all: {:?}", loaded.err());
         let accounts = |out: &Path| -> Vec<Row> {
             let mut rows: Vec<Row> = parquet_files(&out.join("accounts")).iter().flat_map(|f| read_file(f)).collect();
             rows.sort_by(|a, b| format!("{:?}", a["group_id"]).cmp(&format!("{:?}", b["group_id"])));
