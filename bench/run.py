@@ -2,7 +2,7 @@
 """group-loader vs DuckDB, same inputs, same run, same machine.
 
     scripts/bench.sh                 # builds, installs duckdb, runs everything below
-    python bench/run.py [--events 1000000] [--big 5000000] [--skip-big] [--data DIR]
+    python bench/run.py [--events 1000000] [--big 5000000] [--skip-big] [--data DIR] [--only CASE]
 
 Cases: N events plain NDJSON, the same gzipped, and 5N events plain (does peak RSS grow with input size?),
 plus group-loader with --threads 1 (scaling), with --memory-limit 512MiB, and with --no-dedupe (the 5N case)
@@ -12,7 +12,10 @@ N events on N distinct groups (a million groups by default) at --memory-limit 1G
 merging N/10 more events into that snapshot, against the limit (--skip-accounts to leave it out). And the nights
 case (--skip-nights to leave it out): a night of N events received on one day loaded into an empty dataset, then
 the same into a dataset already holding the 7 previous nights (N events each), so the dedupe window reads 7N ids:
-wall time and peak RSS of the second against the first. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
+wall time and peak RSS of the second against the first. And the shards case (--skip-shards): the N events cut
+into 8 files of uneven size, loaded by --shard K/N for N = 1, 2, 4 (all N processes started at once) into a local
+Delta dataset: wall time until the last shard ends, commit retries, peak RSS per shard, against one unsharded
+Delta run and DuckDB on the same files. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
 ru_maxrss; each is run --repeat times (default 3, 1 for the 5N case) and the fastest run is kept, for both
 tools alike (this machine is shared and noisy). Inputs are read once before timing so both tools start from
 the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
@@ -88,15 +91,26 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-accounts", action="store_true")
     ap.add_argument("--skip-nights", action="store_true")
+    ap.add_argument("--skip-shards", action="store_true")
+    ap.add_argument("--only", choices=["groups", "accounts", "nights", "shards"],
+                    help="run one case (groups: the plain, gzip and 5N rows)")
     args = ap.parse_args()
+    if args.only:
+        args.skip_accounts = args.only != "accounts"
+        args.skip_nights = args.only != "nights"
+        args.skip_shards = args.only != "shards"
+        if args.only != "groups":
+            args.skip_big = True
     os.makedirs(args.data, exist_ok=True)
     n, big = args.events, args.big
     plain = os.path.join(args.data, f"events-{n}.ndjson")
     gz = plain + ".gz"
     large = os.path.join(args.data, f"events-{big}.ndjson")
     ensure_input(plain, n)
-    ensure_input(gz, n, gz_of=plain)
-    cases = [("plain", plain, n), ("gzip", gz, n)]
+    cases = []
+    if args.only in (None, "groups"):
+        ensure_input(gz, n, gz_of=plain)
+        cases = [("plain", plain, n), ("gzip", gz, n)]
     if not args.skip_big:
         ensure_input(large, big)
         cases.append(("plain-big", large, big))
@@ -137,6 +151,19 @@ def main():
         return next((r for r in results if r["case"] == case and r["tool"] == tool), None)
 
     print(f"\nMachine: {machine()}\n")
+    if cases:
+        groups_table(results, get, n, big)
+    if not args.skip_accounts:
+        accounts_case(args, n, out, get)
+    if not args.skip_nights:
+        nights_case(args, n, out)
+    if not args.skip_shards:
+        shards_case(args, n, plain, out)
+    print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
+
+
+def groups_table(results, get, n, big):
+    """The groups-only rows: each tool against DuckDB on the same input."""
     print("| case | tool | input | wall (s) | MB/s | rows/s | peak RSS (MB) | throughput vs DuckDB | RSS vs DuckDB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -153,11 +180,6 @@ def main():
         print(f"peak RSS, {big:,} vs {n:,} events: {b['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
         nd = get("plain-big", "group-loader --no-dedupe")
         print(f"peak RSS, {big:,} events with --no-dedupe vs {n:,} events: {nd['peak_rss_mb'] / s['peak_rss_mb']:.2f}x")
-    if not args.skip_accounts:
-        accounts_case(args, n, out, get)
-    if not args.skip_nights:
-        nights_case(args, n, out)
-    print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
 
 
 def accounts_case(args, n, out, get):
@@ -251,6 +273,91 @@ def nights_case(args, n, out):
     print(f"| first night (empty dataset) | {first[0]:.2f} | {first[1] / 1e6:.0f} | {first[1] / limit:.2f} | 1.00x |")
     print(f"| eighth night (7 nights held) | {second[0]:.2f} | {second[1] / 1e6:.0f} | {second[1] / limit:.2f} "
           f"| {second[0] / first[0]:.2f}x |")
+
+
+def split_input(plain, folder, parts=8):
+    """The input cut at line ends into `parts` files of uneven size (2 to 9 shares of 44), as an export's are."""
+    if os.path.isdir(folder):
+        return
+    weights = [2 + (k * 5) % 8 for k in range(parts)]
+    total = os.path.getsize(plain)
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(plain, "rb") as src:
+        for k, w in enumerate(weights):
+            target = total * w // sum(weights)
+            with open(os.path.join(tmp, f"part-{k:02}.ndjson"), "wb") as dst:
+                written = 0
+                for line in src:
+                    dst.write(line)
+                    written += len(line)
+                    if written >= target and k < parts - 1:
+                        break
+    os.rename(tmp, folder)
+
+
+def run_all(cmds):
+    """Starts every command at once; returns the wall time until the last ends and each one's peak RSS."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    rss = []
+    for p, c in zip(procs, cmds):
+        _, status, usage = os.wait4(p.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"{' '.join(c)} failed:\n{p.stderr.read().decode(errors='replace')}")
+        rss.append(usage.ru_maxrss * 1024)
+    return time.perf_counter() - start, rss
+
+
+def shards_case(args, n, plain, out):
+    """--shard K/N for N = 1, 2, 4 at once into one local Delta dataset, against one run and DuckDB."""
+    folder = os.path.join(args.data, f"split-{n}")
+    split_input(plain, folder)
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    for f in os.listdir(folder):
+        warm(os.path.join(folder, f))
+    reports = os.path.join(args.data, "shard-reports")
+    rows = []
+    for label, count in [("one run (no --shard)", None), ("N = 1", 1), ("N = 2", 2), ("N = 4", 4)]:
+        best = None
+        for _ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(reports, ignore_errors=True)
+            os.makedirs(reports)
+            base = [LOADER, "load", folder, "-o", out, "--format", "delta", "-q", "--no-accounts"]
+            cmds = [base + ["--report", os.path.join(reports, "0.json")]] if count is None else [
+                base + ["--shard", f"{k}/{count}", "--report", os.path.join(reports, f"{k}.json")]
+                for k in range(count)]
+            wall, rss = run_all(cmds)
+            if best is None or wall < best[0]:
+                runs = [json.load(open(os.path.join(reports, f))) for f in sorted(os.listdir(reports))]
+                best = (wall, rss, runs)
+        # Counted in a child process: polars loaded into this one would inflate the next shards' peak RSS
+        # (a forked child's ru_maxrss includes the parent's pages it inherited before exec).
+        held = int(subprocess.run([sys.executable, "-c", "import polars, sys; "
+                                   "print(polars.read_delta(sys.argv[1]).height)", os.path.join(out, "groups")],
+                                  check=True, capture_output=True, text=True).stdout)
+        assert held == n == sum(r["rows_written"] for r in best[2]), f"{label}: {held} rows, expected {n}"
+        rows.append((label, count, best))
+    duck = None
+    for _ in range(args.repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        r = run([sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), os.path.join(folder, "*.ndjson"), out])
+        duck = r if duck is None or r[0] < duck[0] else duck
+    assert count_rows(out, "*/*.parquet") == n
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\nShards: {n:,} events in 8 files of uneven size ({size / 1e6:,.0f} MB), --format delta to a local "
+          f"folder, --no-accounts, all shards started at once, best of {args.repeat}; DuckDB on the same files "
+          f"took {duck[0]:.2f} s, {duck[1] / 1e6:.0f} MB.\n")
+    print("| run | wall until the last shard ends (s) | MB/s | vs DuckDB | commit retries | "
+          "files per shard | peak RSS per shard (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, count, (wall, rss, runs) in rows:
+        retries = sum(r["commit"]["retries"] for r in runs)
+        files = ", ".join(str(len(r["inputs"])) for r in runs)
+        print(f"| {label} | {wall:.2f} | {size / wall / 1e6:.0f} | {duck[0] / wall:.2f}x | {retries} | {files} "
+              f"| {', '.join(f'{x / 1e6:.0f}' for x in rss)} |")
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ const RUN_APP: &str = "group-loader/run/";
 /// The `txn` application id whose version, in `accounts`, is the `groups` version it reflects (-1: none, so
 /// the next run rebuilds it from every `groups` file).
 const REFLECTS_APP: &str = "group-loader/groups-version";
-/// Commits tried before a run gives up (each after the table moved on under it).
-const MAX_COMMIT_ATTEMPTS: usize = 100;
+/// Commits tried before a run gives up (each after the table moved on under it). Each failed attempt means
+/// another run committed, so N shards finishing at the same moment need at most N attempts each: this bounds a
+/// table that never stops moving, not the number of shards (README, *Scaling out*).
+const MAX_COMMIT_ATTEMPTS: usize = 1_000;
 /// Orphans (uploaded, never committed: a killed run's) are vacuumed only when at least this old, so that the
 /// uploads of runs committing right now are never taken for orphans.
 const ORPHAN_MIN_AGE: chrono::Duration = chrono::Duration::hours(24);
