@@ -468,8 +468,7 @@ fn ingest(
     report.reject_ratio = counts.reject_ratio();
     report.not_published = if report.reject_ratio > opts.max_reject_ratio {
         Some(NotPublished::RejectRatio)
-    } else if counts.rows_written < opts.min_rows
-        && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
+    } else if counts.rows_written < opts.min_rows && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
     {
         // (A shard given no files, because there are fewer files than shards, is a successful empty run.)
         Some(NotPublished::MinRows)
