@@ -1,0 +1,386 @@
+//! The accounts table's files: reading `groups` rows as events and snapshot rows as accounts, writing a bucket,
+//! and the `part-BBBBB-of-NNNNN` names.
+//!
+//! Why this is its own file: the register rule (the parent module) is what people reason about; this is the
+//! Parquet plumbing around it (projections, the cleared-traits metadata, builders), which changes for other
+//! reasons.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
+use compact_str::CompactString;
+use parquet::arrow::ProjectionMask;
+
+use crate::datafile::DataFile;
+use crate::error::{Error, Result};
+use crate::mapping::Cell;
+use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
+use crate::writer::{Codec, ColumnBuilder};
+
+use super::{
+    ACCOUNTS_DIR, Account, BATCH_ROWS, Bucket, Event, Key, NT, Register, Version, VersionsDoc,
+    trait_name,
+};
+
+pub(super) fn group_hash(group_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(group_id.as_bytes())
+}
+
+/// The bucket of a group among `n` (a power of two).
+pub(super) fn bucket(group_id: &str, n: u32) -> u32 {
+    (group_hash(group_id) & u64::from(n - 1)) as u32
+}
+
+/// `part-BBBBB-of-NNNNN.parquet`, or with a suffix (`part-BBBBB-of-NNNNN-<suffix>.parquet`) where a table
+/// must never reuse a name (Delta: a file of the current version is never overwritten).
+pub(super) fn file_name(b: u32, n: u32, suffix: Option<&str>) -> String {
+    match suffix {
+        Some(s) => format!("part-{b:05}-of-{n:05}-{s}.parquet"),
+        None => format!("part-{b:05}-of-{n:05}.parquet"),
+    }
+}
+
+/// Parses `part-BBBBB-of-NNNNN[-suffix].parquet`.
+pub fn parse_file_name(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (b, rest) = rest.split_once("-of-")?;
+    let n = rest.split('-').next()?;
+    let (b, n): (u32, u32) = (b.parse().ok()?, n.parse().ok()?);
+    (b.to_string().len() <= 5 && n > 0 && b < n && u32::is_power_of_two(n)).then_some((b, n))
+}
+
+pub(super) fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &DataFile,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| file.error(format!("no column {name} of the expected type")))
+}
+
+/// The trait columns of a `groups` or `accounts` batch, in schema order.
+pub(super) fn trait_columns<'a>(
+    batch: &'a RecordBatch,
+    file: &DataFile,
+) -> Result<Vec<&'a ArrayRef>> {
+    TRAIT_COLS
+        .map(|c| batch.column_by_name(COLUMNS[c].name))
+        .collect::<Option<_>>()
+        .ok_or_else(|| file.error("missing a trait column".into()))
+}
+
+pub(super) fn open_parquet(
+    file: &DataFile,
+    columns: &[&str],
+) -> Result<(
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    Option<String>,
+)> {
+    let path = file;
+    let builder = file.reader()?;
+    let cleared = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == schema::META_CLEARED_TRAITS)
+                .and_then(|k| k.value.clone())
+        });
+    let fields = builder.schema().fields();
+    let indices: Vec<usize> = columns
+        .iter()
+        .filter_map(|name| fields.iter().position(|f| f.name() == name))
+        .collect();
+    if indices.len() != columns.len() {
+        return Err(path.error(format!("expected the columns {columns:?}")));
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| path.error(e.to_string()))?;
+    Ok((reader, cleared))
+}
+
+/// Columns of a `groups` file the merge reads.
+pub(super) fn groups_columns() -> Vec<&'static str> {
+    let mut v = vec![
+        Col::GroupId.column().name,
+        Col::Timestamp.column().name,
+        Col::ReceivedAt.column().name,
+        Col::Id.column().name,
+        Col::ExtraTraits.column().name,
+    ];
+    v.extend(TRAIT_COLS.map(|c| COLUMNS[c].name));
+    v
+}
+
+/// Reads the events of one `groups` file whose group falls in bucket `b` of `n`, calling `f` with each.
+pub(super) fn read_events(
+    path: &DataFile,
+    b: u32,
+    n: u32,
+    f: &mut dyn FnMut(&str, &Event<'_>),
+) -> Result<()> {
+    let (reader, cleared) = open_parquet(path, &groups_columns())?;
+    // Row -> bit mask of cleared trait columns (bit i: trait column i).
+    let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
+    if let Some(json) = cleared {
+        let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(&json)
+            .map_err(|e| path.error(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
+        for (name, rows) in by_col {
+            let Some(i) = TRAIT_COLS.clone().position(|c| COLUMNS[c].name == name) else {
+                continue;
+            };
+            for r in rows {
+                *cleared_rows.entry(r).or_default() |= 1 << i;
+            }
+        }
+    }
+    let mut row_base = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| path.error(e.to_string()))?;
+        let gid = column::<StringArray>(&batch, Col::GroupId.column().name, path)?;
+        let ts = column::<TimestampMicrosecondArray>(&batch, Col::Timestamp.column().name, path)?;
+        let rcv = column::<TimestampMicrosecondArray>(&batch, Col::ReceivedAt.column().name, path)?;
+        let id = column::<StringArray>(&batch, Col::Id.column().name, path)?;
+        let extras = column::<StringArray>(&batch, Col::ExtraTraits.column().name, path)?;
+        let traits = trait_columns(&batch, path)?;
+        for r in 0..batch.num_rows() {
+            if gid.is_null(r) || ts.is_null(r) {
+                return Err(path.error("null group_id or timestamp".into()));
+            }
+            let group = gid.value(r);
+            if bucket(group, n) != b {
+                continue;
+            }
+            let mask = cleared_rows
+                .get(&(row_base + r as u64))
+                .copied()
+                .unwrap_or(0);
+            let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
+            for (i, col) in traits.iter().enumerate() {
+                if !col.is_null(r) {
+                    columns[i] = Some(Some(cell_value(col, r)));
+                } else if mask & (1 << i) != 0 {
+                    columns[i] = Some(None);
+                }
+            }
+            let mut extra_list = Vec::new();
+            if !extras.is_null(r) {
+                let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
+                    extra_list.push((k, (v.trim() != "null").then_some(v)));
+                });
+                if ok.is_err() {
+                    return Err(path.error("extra_traits is not a JSON object".into()));
+                }
+            }
+            let event = Event {
+                timestamp: ts.value(r),
+                received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
+                id: (!id.is_null(r)).then(|| id.value(r)),
+                columns,
+                extras: extra_list,
+            };
+            f(group, &event);
+        }
+        row_base += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+/// A non-null cell of a trait column as a register value (times as decimal microseconds).
+pub(super) fn cell_value(col: &ArrayRef, r: usize) -> Cow<'_, str> {
+    if let Some(t) = col.as_any().downcast_ref::<StringArray>() {
+        Cow::Borrowed(t.value(r))
+    } else if let Some(t) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        Cow::Owned(t.value(r).to_string())
+    } else {
+        Cow::Borrowed("")
+    }
+}
+/// Reads the accounts of one snapshot file whose group falls in bucket `b` of `n`.
+pub(super) fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) -> Result<()> {
+    let names: Vec<&str> = ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
+    let (reader, _) = open_parquet(path, &names)?;
+    let err = |message: String| path.error(message);
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let gid = column::<StringArray>(&batch, "group_id", path)?;
+        let first = column::<TimestampMicrosecondArray>(&batch, "first_seen_at", path)?;
+        let last = column::<TimestampMicrosecondArray>(&batch, "last_seen_at", path)?;
+        let extras = column::<StringArray>(&batch, "extra_traits", path)?;
+        let versions = column::<StringArray>(&batch, "trait_versions", path)?;
+        let traits = trait_columns(&batch, path)?;
+        for r in 0..batch.num_rows() {
+            let group = gid.value(r);
+            if bucket(group, n) != b {
+                continue;
+            }
+            let doc: VersionsDoc = serde_json::from_str(versions.value(r))
+                .map_err(|e| err(format!("bad trait_versions: {e}")))?;
+            let mut acc = Account::new(first.value(r));
+            acc.last_seen = last.value(r);
+            acc.versions = doc
+                .versions
+                .into_iter()
+                .map(|(timestamp, received_at, id)| Version {
+                    timestamp,
+                    received_at,
+                    id: id.map(Into::into),
+                })
+                .collect();
+            let n_versions = acc.versions.len() as u32;
+            let check = |i: u32| {
+                if i < n_versions {
+                    Ok(i)
+                } else {
+                    Err(err("trait_versions index out of range".into()))
+                }
+            };
+            for (i, col) in traits.iter().enumerate() {
+                if let Some(&v) = doc.columns.get(trait_name(i as Key)) {
+                    acc.regs.push(Register {
+                        key: i as Key,
+                        version: check(v)?,
+                        value: (!col.is_null(r)).then(|| cell_value(col, r).into()),
+                    });
+                }
+            }
+            let mut values: HashMap<String, CompactString> = HashMap::new();
+            if !extras.is_null(r) {
+                crate::parse::for_each_member(extras.value(r), |k, v| {
+                    values.insert(k.into_owned(), v.into());
+                })
+                .map_err(|_| err("extra_traits is not a JSON object".into()))?;
+            }
+            for (key, v) in doc.extra_traits {
+                acc.regs.push(Register {
+                    key: into.keys.id(&key),
+                    version: check(v)?,
+                    value: values.remove(&key),
+                });
+            }
+            acc.regs.sort_unstable_by_key(|r| r.key);
+            match into.accounts.get_mut(group) {
+                Some(existing) => existing.absorb(acc),
+                None => {
+                    into.accounts.insert(group.into(), acc);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one bucket's accounts, sorted by `group_id`, to `path`. Returns the number of rows.
+pub(super) fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<u64> {
+    let Bucket { keys, accounts } = bucket;
+    let mut rows: Vec<(CompactString, Account)> = accounts.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let schema = schema::accounts_schema();
+    let props = crate::writer::file_properties(codec).build();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    }
+    let file = File::create(path).map_err(Error::io("creating", path))?;
+    let parquet_err = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        crate::writer::arrow_writer(file, schema.clone(), props).map_err(parquet_err)?;
+    let n = rows.len() as u64;
+    for chunk in rows.chunks_mut(BATCH_ROWS) {
+        let mut gid = StringBuilder::new();
+        let mut traits: Vec<ColumnBuilder> = TRAIT_COLS
+            .map(|c| ColumnBuilder::new(COLUMNS[c].kind))
+            .collect();
+        let mut extras = StringBuilder::new();
+        let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut versions = StringBuilder::new();
+        let mut text = String::new();
+        for (group, acc) in chunk.iter_mut() {
+            acc.drop_unused_versions();
+            gid.append_value(group);
+            for (i, b) in traits.iter_mut().enumerate() {
+                b.append(&register_cell(i, acc.get(i as Key)));
+            }
+            extras.append_option(acc.extra_traits_json(&keys));
+            first.append_value(acc.first_seen);
+            last.append_value(acc.last_seen);
+            acc.versions_json(&keys, &mut text);
+            versions.append_value(&text);
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(gid.finish())];
+        columns.extend(traits.iter_mut().map(ColumnBuilder::finish));
+        columns.push(Arc::new(extras.finish()));
+        columns.push(Arc::new(first.finish()));
+        columns.push(Arc::new(last.finish()));
+        columns.push(Arc::new(versions.finish()));
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        writer.write(&batch).map_err(parquet_err)?;
+    }
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(Error::io("syncing", path))?;
+    Ok(n)
+}
+
+/// The cell trait column `i` shows for a register (times are held as decimal microseconds).
+pub(super) fn register_cell(i: usize, reg: Option<&Register>) -> Cell<'_> {
+    match reg.and_then(|r| r.value.as_deref()) {
+        None => Cell::Null,
+        Some(v) if COLUMNS[Col::Name as usize + i].kind == Kind::Time => {
+            v.parse().map_or(Cell::Null, Cell::Time)
+        }
+        Some(v) => Cell::Text(Cow::Borrowed(v)),
+    }
+}
+
+/// One file of the current `accounts` snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub bucket: u32,
+    /// The bucket count of the snapshot it belongs to.
+    pub of: u32,
+    pub file: DataFile,
+    /// Its path relative to the output (`accounts/part-...parquet`).
+    pub rel: PathBuf,
+}
+
+/// The files of the current snapshot of a local (hive) dataset.
+pub fn snapshot_files(out: &Path) -> Result<Vec<SnapshotFile>> {
+    let dir = out.join(ACCOUNTS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading directory", &dir)(e)),
+    };
+    let mut files = Vec::new();
+    for e in entries {
+        let e = e.map_err(Error::io("reading directory", &dir))?;
+        let name = e.file_name();
+        if let Some((b, n)) = name.to_str().and_then(parse_file_name) {
+            files.push(SnapshotFile {
+                bucket: b,
+                of: n,
+                file: DataFile::Local(e.path()),
+                rel: Path::new(ACCOUNTS_DIR).join(name),
+            });
+        }
+    }
+    files.sort_by_key(|f| (f.bucket, f.of));
+    Ok(files)
+}

@@ -1,0 +1,167 @@
+//! The merge of a run into the accounts snapshot, bucket by bucket (the parent module's doc says why buckets).
+//!
+//! Why this is its own file: choosing the bucket count against the memory budget and deciding which files a
+//! new snapshot keeps, adds and drops is the part that touches the table's layout; the registers and the files
+//! it reads and writes live beside it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::StringArray;
+use rayon::prelude::*;
+
+use crate::datafile::DataFile;
+use crate::error::Result;
+use crate::schema::Col;
+use crate::writer::Codec;
+
+use super::{ACCOUNTS_DIR, BYTES_PER_GROUP, Bucket};
+
+use super::files::*;
+
+/// What the merge needs to know about the run.
+pub struct Merge<'a> {
+    /// Where to write the new snapshot files (inside the run's staging folder).
+    pub staging: &'a Path,
+    /// The current snapshot's files ([`snapshot_files`]).
+    pub snapshot: &'a [SnapshotFile],
+    /// This run's `groups` files (staged, or committed by the runs being merged).
+    pub run_files: Vec<DataFile>,
+    /// Rebuild from every `groups` file of the new version (`kept_files` + `run_files`) instead of merging
+    /// into the current snapshot.
+    pub rebuild: bool,
+    /// The current version's `groups` files that the new version keeps (read only when rebuilding).
+    pub kept_files: Vec<DataFile>,
+    /// Added to new file names where a table must never reuse one (Delta).
+    pub name_suffix: Option<&'a str>,
+    pub codec: Codec,
+    /// Bytes the accounts being merged may take in memory (all buckets merged at once together).
+    pub budget: u64,
+    /// Buckets are merged in parallel on this pool, one per thread.
+    pub pool: &'a rayon::ThreadPool,
+}
+
+/// The outcome: new snapshot files (staged path, final path relative to the output), the current snapshot's
+/// files the new version drops, and the number of groups in the new snapshot.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub adds: Vec<(PathBuf, PathBuf)>,
+    pub removes: Vec<PathBuf>,
+    pub groups: u64,
+    pub buckets: u32,
+    pub rebuilt: bool,
+}
+
+/// Merges the run into the snapshot (or rebuilds it), bucket by bucket. See the module doc.
+pub fn merge(m: &Merge<'_>) -> Result<Merged> {
+    let old = if m.rebuild { &[][..] } else { m.snapshot };
+    let old_n = old.first().map_or(0, |f| f.of);
+    if let Some(f) = old.iter().find(|f| f.of != old_n) {
+        return Err(f
+            .file
+            .error("snapshot files of different bucket counts".into()));
+    }
+    let sources: Vec<&DataFile> = if m.rebuild {
+        m.kept_files.iter().chain(&m.run_files).collect()
+    } else {
+        m.run_files.iter().collect()
+    };
+    // The groups the events name (their hashes: the bucket of a group is its hash modulo the bucket count),
+    // from one cheap pass over `group_id`. Past a share of the budget the set is dropped and every event
+    // counts as a new group (more buckets than needed, never too few).
+    let cap = (m.budget / 16 / 16) as usize;
+    let mut hashes: Option<std::collections::HashSet<u64>> = Some(Default::default());
+    let mut event_rows = 0u64;
+    for p in &sources {
+        let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
+        for batch in reader {
+            let batch = batch.map_err(|e| p.error(e.to_string()))?;
+            let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
+            event_rows += batch.num_rows() as u64;
+            if let Some(set) = &mut hashes {
+                set.extend((0..batch.num_rows()).map(|r| group_hash(gid.value(r))));
+                if set.len() > cap {
+                    hashes = None;
+                }
+            }
+        }
+    }
+    // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
+    let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
+    for f in old {
+        estimate += f.file.rows()?;
+    }
+    let threads = m.pool.current_num_threads().max(1) as u64;
+    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
+    // At least one bucket per thread once there is real work, so that every core merges.
+    let floor = if estimate > 4 * per_bucket.min(16_384) {
+        threads
+    } else {
+        1
+    };
+    let wanted = estimate.div_ceil(per_bucket).max(floor);
+    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
+    let touched: Vec<bool> = match &hashes {
+        Some(set) => {
+            let mut t = vec![false; n as usize];
+            for h in set {
+                t[(h & u64::from(n - 1)) as usize] = true;
+            }
+            t
+        }
+        None => vec![true; n as usize],
+    };
+
+    let mut merged = Merged {
+        buckets: n,
+        rebuilt: m.rebuild,
+        ..Merged::default()
+    };
+    let old_by_bucket: HashMap<u32, &DataFile> = old.iter().map(|f| (f.bucket, &f.file)).collect();
+    // One bucket: its new file (staged, final) and rows, or the rows of the old file it keeps.
+    let one = |b: u32| -> Result<(Option<(PathBuf, PathBuf)>, u64)> {
+        let old_file = if old_n > 0 {
+            old_by_bucket.get(&(b % old_n)).copied()
+        } else {
+            None
+        };
+        if n == old_n && !touched[b as usize] {
+            // Untouched and same layout: the file is kept as it is.
+            return Ok((None, old_file.map(|p| p.rows()).transpose()?.unwrap_or(0)));
+        }
+        let mut state = Bucket::default();
+        if let Some(p) = old_file {
+            read_snapshot(p, b, n, &mut state)?;
+        }
+        for p in &sources {
+            read_events(p, b, n, &mut |group, event| state.apply(group, event))?;
+        }
+        if state.accounts.is_empty() {
+            return Ok((None, 0));
+        }
+        let name = file_name(b, n, m.name_suffix);
+        let staged = m.staging.join(ACCOUNTS_DIR).join(&name);
+        let rows = write_bucket(&staged, state, m.codec)?;
+        Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
+    };
+    let done: Vec<(Option<(PathBuf, PathBuf)>, u64)> = m.pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(one)
+            .collect::<Result<_>>()
+    })?;
+    for (file, rows) in done {
+        merged.groups += rows;
+        merged.adds.extend(file);
+    }
+    // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
+    for f in m.snapshot {
+        let rewritten = merged.adds.iter().any(|(_, to)| *to == f.rel);
+        let kept = !m.rebuild && f.of == n && !touched[f.bucket as usize];
+        if !rewritten && !kept {
+            merged.removes.push(f.rel.clone());
+        }
+    }
+    Ok(merged)
+}
