@@ -66,51 +66,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     } else {
         m.run_files.iter().collect()
     };
-    // The groups the events name (their hashes: the bucket of a group is its hash modulo the bucket count),
-    // from one cheap pass over `group_id`. Past a share of the budget the set is dropped and every event
-    // counts as a new group (more buckets than needed, never too few).
-    let cap = (m.budget / 16 / 16) as usize;
-    let mut hashes: Option<std::collections::HashSet<u64>> = Some(Default::default());
-    let mut event_rows = 0u64;
-    for p in &sources {
-        let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
-        for batch in reader {
-            let batch = batch.map_err(|e| p.error(e.to_string()))?;
-            let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
-            event_rows += batch.num_rows() as u64;
-            if let Some(set) = &mut hashes {
-                set.extend((0..batch.num_rows()).map(|r| group_hash(gid.value(r))));
-                if set.len() > cap {
-                    hashes = None;
-                }
-            }
-        }
-    }
-    // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
-    let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
-    for f in old {
-        estimate += f.file.rows()?;
-    }
-    let threads = m.pool.current_num_threads().max(1) as u64;
-    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
-    // At least one bucket per thread once there is real work, so that every core merges.
-    let floor = if estimate > 4 * per_bucket.min(16_384) {
-        threads
-    } else {
-        1
-    };
-    let wanted = estimate.div_ceil(per_bucket).max(floor);
-    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
-    let touched: Vec<bool> = match &hashes {
-        Some(set) => {
-            let mut t = vec![false; n as usize];
-            for h in set {
-                t[(h & u64::from(n - 1)) as usize] = true;
-            }
-            t
-        }
-        None => vec![true; n as usize],
-    };
+    let (n, touched) = layout(m, &sources, old, old_n)?;
 
     let mut merged = Merged {
         buckets: n,
@@ -164,4 +120,60 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         }
     }
     Ok(merged)
+}
+
+/// The bucket count of the new snapshot (a power of two, never fewer than the current one's) and which buckets
+/// the events touch, from one cheap pass over the sources' `group_id`.
+fn layout(
+    m: &Merge<'_>,
+    sources: &[&DataFile],
+    old: &[SnapshotFile],
+    old_n: u32,
+) -> Result<(u32, Vec<bool>)> {
+    // The groups the events name (their hashes: the bucket of a group is its hash modulo the bucket count),
+    // from one cheap pass over `group_id`. Past a share of the budget the set is dropped and every event
+    // counts as a new group (more buckets than needed, never too few).
+    let cap = (m.budget / 16 / 16) as usize;
+    let mut hashes: Option<std::collections::HashSet<u64>> = Some(Default::default());
+    let mut event_rows = 0u64;
+    for p in sources {
+        let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
+        for batch in reader {
+            let batch = batch.map_err(|e| p.error(e.to_string()))?;
+            let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
+            event_rows += batch.num_rows() as u64;
+            if let Some(set) = &mut hashes {
+                set.extend((0..batch.num_rows()).map(|r| group_hash(gid.value(r))));
+                if set.len() > cap {
+                    hashes = None;
+                }
+            }
+        }
+    }
+    // Upper bound of the groups after the merge: the snapshot's plus the events' (some may be the same).
+    let mut estimate = hashes.as_ref().map_or(event_rows, |h| h.len() as u64);
+    for f in old {
+        estimate += f.file.rows()?;
+    }
+    let threads = m.pool.current_num_threads().max(1) as u64;
+    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
+    // At least one bucket per thread once there is real work, so that every core merges.
+    let floor = if estimate > 4 * per_bucket.min(16_384) {
+        threads
+    } else {
+        1
+    };
+    let wanted = estimate.div_ceil(per_bucket).max(floor);
+    let n = (wanted.next_power_of_two().min(1 << 16) as u32).max(old_n.max(1));
+    let touched: Vec<bool> = match &hashes {
+        Some(set) => {
+            let mut t = vec![false; n as usize];
+            for h in set {
+                t[(h & u64::from(n - 1)) as usize] = true;
+            }
+            t
+        }
+        None => vec![true; n as usize],
+    };
+    Ok((n, touched))
 }

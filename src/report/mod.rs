@@ -351,7 +351,62 @@ impl Report {
             let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
             return s;
         }
-        let headline = match self.not_published {
+        let headline = self.headline();
+        let _ = writeln!(s, "group-loader: {headline}");
+        let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(
+                s,
+                "  shard {}/{}: {} of {} files, {} of {} bytes (listing {})",
+                shard.index,
+                shard.count,
+                thousands(shard.files as u64),
+                thousands(shard.listed_files as u64),
+                thousands(shard.bytes),
+                thousands(shard.listed_bytes),
+                shard.listing
+            );
+        }
+        self.counts_lines(&mut s);
+        // Over the reject ratio, the error message that follows gives the hint (once).
+        if self.not_published != Some(NotPublished::RejectRatio) {
+            for n in &self.not_ndjson {
+                let _ = writeln!(s, "  note: {}", n.hint);
+            }
+        }
+        if let Some(rejects) = &self.rejects_file {
+            let _ = writeln!(
+                s,
+                "  rejects: {}",
+                Path::new(&self.output).join(rejects).display()
+            );
+        }
+        if let Some(a) = &self.accounts {
+            let _ = writeln!(
+                s,
+                "  accounts: {} groups ({} of {} files {})",
+                thousands(a.groups),
+                a.files_written,
+                a.buckets,
+                if a.rebuilt { "rebuilt" } else { "merged" }
+            );
+        }
+        if c.shadowed_traits > 0 || c.invalid_times > 0 {
+            let _ = writeln!(
+                s,
+                "  shadowed traits {}, invalid times {}",
+                thousands(c.shadowed_traits),
+                thousands(c.invalid_times)
+            );
+        }
+        let _ = writeln!(s, "  run {} in {:.2}s", self.run, self.elapsed_s);
+        s
+    }
+
+    /// The summary's first line: what the run did to the output.
+    fn headline(&self) -> String {
+        let c = &self.counts;
+        match self.not_published {
             None | Some(NotPublished::AlreadyLoaded) => format!(
                 "loaded {} rows into {} ({} partitions, {} files)",
                 thousands(c.rows_written),
@@ -373,22 +428,12 @@ impl Report {
                 thousands(c.rows_written),
                 thousands(self.min_rows)
             ),
-        };
-        let _ = writeln!(s, "group-loader: {headline}");
-        let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
-        if let Some(shard) = &self.shard {
-            let _ = writeln!(
-                s,
-                "  shard {}/{}: {} of {} files, {} of {} bytes (listing {})",
-                shard.index,
-                shard.count,
-                thousands(shard.files as u64),
-                thousands(shard.listed_files as u64),
-                thousands(shard.bytes),
-                thousands(shard.listed_bytes),
-                shard.listing
-            );
         }
+    }
+
+    /// The summary's lines about the events: rows, skipped, rejected, deduplicated, replaced.
+    fn counts_lines(&self, s: &mut String) {
+        let c = &self.counts;
         let batches = if c.batches.lines > 0 {
             format!(
                 " ({} in {} batch envelopes)",
@@ -454,39 +499,6 @@ impl Report {
                 listing(each)
             );
         }
-        // Over the reject ratio, the error message that follows gives the hint (once).
-        if self.not_published != Some(NotPublished::RejectRatio) {
-            for n in &self.not_ndjson {
-                let _ = writeln!(s, "  note: {}", n.hint);
-            }
-        }
-        if let Some(rejects) = &self.rejects_file {
-            let _ = writeln!(
-                s,
-                "  rejects: {}",
-                Path::new(&self.output).join(rejects).display()
-            );
-        }
-        if let Some(a) = &self.accounts {
-            let _ = writeln!(
-                s,
-                "  accounts: {} groups ({} of {} files {})",
-                thousands(a.groups),
-                a.files_written,
-                a.buckets,
-                if a.rebuilt { "rebuilt" } else { "merged" }
-            );
-        }
-        if c.shadowed_traits > 0 || c.invalid_times > 0 {
-            let _ = writeln!(
-                s,
-                "  shadowed traits {}, invalid times {}",
-                thousands(c.shadowed_traits),
-                thousands(c.invalid_times)
-            );
-        }
-        let _ = writeln!(s, "  run {} in {:.2}s", self.run, self.elapsed_s);
-        s
     }
 }
 

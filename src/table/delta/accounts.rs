@@ -157,28 +157,13 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
     if reflected >= latest as i64 {
         return Ok(None);
     }
-    // The groups commits accounts has not seen: their added files, unless files left groups since (or there
-    // is nothing to build on), which calls for a rebuild from every file of the latest version.
-    let mut rebuild = reflected < 0;
-    let mut added: Vec<String> = Vec::new();
-    if !rebuild {
-        let log_store = d.groups.log_store();
-        for v in (reflected + 1) as u64..=latest {
-            let Some(bytes) =
-                block_on(log_store.read_commit_entry(v)).map_err(delta_err(&groups_url))?
-            else {
-                rebuild = true; // the log was cleaned up since: start again from the files
-                break;
-            };
-            for action in get_actions(v, &bytes).map_err(delta_err(&groups_url))? {
-                match action {
-                    Action::Add(a) => added.push(a.path),
-                    Action::Remove(_) => rebuild = true,
-                    _ => {}
-                }
-            }
-        }
-    }
+    let unseen = if reflected < 0 {
+        None
+    } else {
+        unseen_adds(d, reflected as u64 + 1, latest)?
+    };
+    let rebuild = unseen.is_none();
+    let added = unseen.unwrap_or_default();
     let live = groups_files(d)?;
     let (run_files, kept_files) = if rebuild {
         (Vec::new(), live.into_values().collect())
@@ -285,4 +270,28 @@ fn accounts_files(d: &Delta) -> Result<Vec<accounts::SnapshotFile>> {
     }
     found.sort_by_key(|f| (f.bucket, f.of));
     Ok(found)
+}
+
+/// The files added by the `groups` commits `first..=latest` (those `accounts` has not seen), or `None` when
+/// files left `groups` since or the log was cleaned up: then only a rebuild from every file of the latest
+/// version is right.
+fn unseen_adds(d: &Delta, first: u64, latest: u64) -> Result<Option<Vec<String>>> {
+    let groups_url = d.groups_url();
+    let log_store = d.groups.log_store();
+    let mut added: Vec<String> = Vec::new();
+    for v in first..=latest {
+        let Some(bytes) =
+            block_on(log_store.read_commit_entry(v)).map_err(delta_err(&groups_url))?
+        else {
+            return Ok(None);
+        };
+        for action in get_actions(v, &bytes).map_err(delta_err(&groups_url))? {
+            match action {
+                Action::Add(a) => added.push(a.path),
+                Action::Remove(_) => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(added))
 }

@@ -35,6 +35,7 @@ use self::log::{
 use crate::accounts::ACCOUNTS_DIR;
 use crate::datafile::DataFile;
 use crate::dataset::{self, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+use crate::dedupe::Reach;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, Mode};
 use crate::report::{CommitReport, FileReport, NotPublished, Phase, Report};
@@ -135,6 +136,40 @@ impl Delta {
         block_on(self.groups.update_state()).map_err(delta_err(&url))
     }
 
+    /// The files other runs committed since this one started and that it has not compared with yet, in
+    /// partitions within the window of its own (those being replaced by overwrite aside), by partition bucket:
+    /// where its rows could be duplicates.
+    fn committed_since(
+        &self,
+        live: &[LiveFile],
+        checked: &mut BTreeSet<String>,
+        replaced: Option<&BTreeSet<String>>,
+        reach: Reach,
+        pending: &[Pending],
+    ) -> BTreeMap<i64, Vec<DataFile>> {
+        let mut new: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
+        for f in live {
+            let p = partition_path(&f.values);
+            if self.base.contains(&f.path)
+                || checked.contains(&f.path)
+                || replaced.is_some_and(|r| r.contains(&p))
+            {
+                continue;
+            }
+            let Some(bucket) = bucket_of(self.partition, &f.values) else {
+                continue;
+            };
+            if pending.iter().any(|q| reach.covers(bucket, q.bucket)) {
+                new.entry(bucket).or_default().push(DataFile::Remote {
+                    location: self.root.join(&format!("{GROUPS_DIR}/{}", f.path)),
+                    size: f.size as u64,
+                });
+            }
+            checked.insert(f.path.clone());
+        }
+        new
+    }
+
     /// The commit of a run's rows to `groups`, retried on top of concurrent commits. Before each attempt, the
     /// files committed since the run started (in partitions within the window of its own) are compared with
     /// its rows, and duplicates dropped ([`concurrent`]). Returns the version and the attempts that failed, or
@@ -164,27 +199,8 @@ impl Delta {
                 return Ok(None);
             }
             let live = live_files(&self.groups, &url)?;
-            // Files other runs committed since this one started, where its rows could be duplicates.
-            let mut new: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
-            for f in &live {
-                let p = partition_path(&f.values);
-                if self.base.contains(&f.path)
-                    || checked.contains(&f.path)
-                    || (overwrite && partitions.contains(&p))
-                {
-                    continue;
-                }
-                let Some(bucket) = bucket_of(self.partition, &f.values) else {
-                    continue;
-                };
-                if pending.iter().any(|q| reach.covers(bucket, q.bucket)) {
-                    new.entry(bucket).or_default().push(DataFile::Remote {
-                        location: self.root.join(&format!("{GROUPS_DIR}/{}", f.path)),
-                        size: f.size as u64,
-                    });
-                }
-                checked.insert(f.path.clone());
-            }
+            let replaced = overwrite.then_some(&partitions);
+            let new = self.committed_since(&live, &mut checked, replaced, reach, pending);
             if !new.is_empty() {
                 let how = concurrent::Dropping {
                     reach,
