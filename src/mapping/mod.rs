@@ -254,27 +254,9 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
             None => extra.member(key, value),
             Some(Top::Type) => {}
             Some(Top::GroupId) => checks.group_id = Some(group_id(&mut row, value)),
-            Some(Top::Identity(col, reason)) => match values::kind(value) {
-                JsonKind::Null => {}
-                JsonKind::String | JsonKind::Number => {
-                    if let TextValue::Text(t) = values::text(value) {
-                        checks.has_identity |= !t.is_empty();
-                        row.set(col, Cell::Text(t));
-                    }
-                }
-                _ => {
-                    if checks
-                        .bad_identity
-                        .as_ref()
-                        .is_none_or(|r| r.reason > reason)
-                    {
-                        checks.bad_identity = Some(Reject::new(
-                            reason,
-                            format!("{key} must be a string or a number, got {}", short(value)),
-                        ));
-                    }
-                }
-            },
+            Some(Top::Identity(col, reason)) => {
+                put_identity(&mut row, &mut checks, (col, reason), key, value)
+            }
             Some(Top::Text(col)) => put_text(&mut row, col, key, value, &mut extra),
             Some(Top::Time(col)) => put_time(&mut row, col, key, value, &mut extra),
             Some(Top::Context) => match values::kind(value) {
@@ -302,25 +284,7 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
         }
     }
 
-    // Reject reasons, in the order of the table in SPEC §2.
-    checks
-        .group_id
-        .unwrap_or_else(|| Err(Reject::new(Reason::MissingGroupId, "no groupId")))?;
-    if let Some(reject) = checks.bad_identity {
-        return Err(reject);
-    }
-    if !checks.has_identity {
-        return Err(Reject::new(
-            Reason::MissingIdentity,
-            "neither userId nor anonymousId holds a value",
-        ));
-    }
-    let timestamp = derive_timestamp(&row).ok_or_else(|| {
-        Reject::new(
-            Reason::MissingTime,
-            "none of timestamp, originalTimestamp, receivedAt holds a valid time",
-        )
-    })?;
+    let timestamp = verdict(checks, &row)?;
     row.set(Col::Timestamp, Cell::Time(timestamp));
 
     for (col, obj) in [
@@ -333,6 +297,60 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
         }
     }
     Ok(row)
+}
+
+/// `userId` / `anonymousId`: a string or number is kept as text (and counts as an identity unless empty);
+/// `null` is absent; anything else is remembered as the line's reject (the first reason in the table's order).
+fn put_identity<'a>(
+    row: &mut Row<'a>,
+    checks: &mut Checks,
+    (col, reason): (Col, Reason),
+    key: &str,
+    value: &'a str,
+) {
+    match values::kind(value) {
+        JsonKind::Null => {}
+        JsonKind::String | JsonKind::Number => {
+            if let TextValue::Text(t) = values::text(value) {
+                checks.has_identity |= !t.is_empty();
+                row.set(col, Cell::Text(t));
+            }
+        }
+        _ => {
+            if checks
+                .bad_identity
+                .as_ref()
+                .is_none_or(|r| r.reason > reason)
+            {
+                checks.bad_identity = Some(Reject::new(
+                    reason,
+                    format!("{key} must be a string or a number, got {}", short(value)),
+                ));
+            }
+        }
+    }
+}
+
+/// The line's reject reason, in the order of the table in SPEC §2, or else the row's `timestamp`.
+fn verdict(checks: Checks, row: &Row<'_>) -> Result<Micros, Reject> {
+    checks
+        .group_id
+        .unwrap_or_else(|| Err(Reject::new(Reason::MissingGroupId, "no groupId")))?;
+    if let Some(reject) = checks.bad_identity {
+        return Err(reject);
+    }
+    if !checks.has_identity {
+        return Err(Reject::new(
+            Reason::MissingIdentity,
+            "neither userId nor anonymousId holds a value",
+        ));
+    }
+    derive_timestamp(row).ok_or_else(|| {
+        Reject::new(
+            Reason::MissingTime,
+            "none of timestamp, originalTimestamp, receivedAt holds a valid time",
+        )
+    })
 }
 
 fn group_id<'a>(row: &mut Row<'a>, value: &'a str) -> Result<(), Reject> {

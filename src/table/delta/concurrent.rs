@@ -191,19 +191,7 @@ fn rewrite_without(
         })?;
     }
     if let Some(json) = cleared {
-        let by_col: BTreeMap<String, Vec<u64>> =
-            serde_json::from_str(&json).map_err(|e| err(format!("bad cleared traits: {e}")))?;
-        let mut rows: Vec<(u64, u32)> = Vec::new();
-        for (name, old) in by_col {
-            let Some(c) = COLUMNS.iter().position(|c| c.name == name) else {
-                continue;
-            };
-            rows.extend(
-                old.iter()
-                    .filter_map(|r| renumber.get(*r as usize).copied().flatten())
-                    .map(|r| (r, 1u32 << c)),
-            );
-        }
+        let rows = renumber_cleared(&json, &renumber).map_err(err)?;
         if !rows.is_empty() {
             out.append_key_value_metadata(KeyValue::new(
                 schema::META_CLEARED_TRAITS.to_string(),
@@ -218,17 +206,7 @@ fn rewrite_without(
     file.sync_all().map_err(Error::io("syncing", &to))?;
     let bytes = file.metadata().map_err(Error::io("reading", &to))?.len();
     let origins_to = match &staged.origins {
-        Some(_) => {
-            let p = to.with_extension("rewritten-origins");
-            let mut buf = Vec::with_capacity(origins.len() * Origin::BYTES);
-            for (o, n) in origins.iter().zip(&renumber) {
-                if n.is_some() {
-                    o.write(&mut buf).map_err(Error::io("writing", &p))?;
-                }
-            }
-            std::fs::write(&p, buf).map_err(Error::io("writing", &p))?;
-            Some(p)
-        }
+        Some(_) => Some(write_kept_origins(&to, origins, &renumber)?),
         None => None,
     };
     std::fs::rename(&to, from).map_err(Error::io("renaming", from))?;
@@ -246,4 +224,39 @@ fn rewrite_without(
         origins,
         ..staged.clone()
     })
+}
+
+/// The cleared-traits metadata of a file (column -> old row numbers) renumbered after rows were dropped, as
+/// `(new row, column bit)` pairs.
+fn renumber_cleared(
+    json: &str,
+    renumber: &[Option<u64>],
+) -> std::result::Result<Vec<(u64, u32)>, String> {
+    let by_col: BTreeMap<String, Vec<u64>> =
+        serde_json::from_str(json).map_err(|e| format!("bad cleared traits: {e}"))?;
+    let mut rows: Vec<(u64, u32)> = Vec::new();
+    for (name, old) in by_col {
+        let Some(c) = COLUMNS.iter().position(|c| c.name == name) else {
+            continue;
+        };
+        rows.extend(
+            old.iter()
+                .filter_map(|r| renumber.get(*r as usize).copied().flatten())
+                .map(|r| (r, 1u32 << c)),
+        );
+    }
+    Ok(rows)
+}
+
+/// Writes the origins of the rows kept beside the rewritten file `to`; returns where.
+fn write_kept_origins(to: &Path, origins: &[Origin], renumber: &[Option<u64>]) -> Result<PathBuf> {
+    let p = to.with_extension("rewritten-origins");
+    let mut buf = Vec::with_capacity(origins.len() * Origin::BYTES);
+    for (o, n) in origins.iter().zip(renumber) {
+        if n.is_some() {
+            o.write(&mut buf).map_err(Error::io("writing", &p))?;
+        }
+    }
+    std::fs::write(&p, buf).map_err(Error::io("writing", &p))?;
+    Ok(p)
 }
