@@ -14,28 +14,10 @@ fn edge_cases() -> String {
     fixtures().join("edge-cases.jsonl").display().to_string()
 }
 
-fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
-    rows.iter()
-        .map(|r| match &r["id"] {
-            V::S(id) => (id.clone(), r.clone()),
-            V::Null => panic!("row without id: {r:?}"),
-            V::T(_) => unreachable!(),
-        })
-        .collect()
-}
-
-fn rejects(out: &Path) -> Vec<serde_json::Value> {
-    let dir = out.join("_rejects");
-    let files: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1);
-    fs::read_to_string(&files[0])
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// The rejects of a run that wrote exactly one rejects file.
+fn one_rejects_file(out: &Path) -> Vec<serde_json::Value> {
+    assert_eq!(fs::read_dir(out.join("_rejects")).unwrap().count(), 1);
+    rejects(out)
 }
 
 #[test]
@@ -96,7 +78,7 @@ fn edge_cases_line_by_line() {
                 .map(|(i, _)| i + 1),
         )
         .collect();
-    let recs = rejects(out.path());
+    let recs = one_rejects_file(out.path());
     let got: Vec<(u64, &str)> = recs
         .iter()
         .map(|x| (x["line"].as_u64().unwrap(), x["reason"].as_str().unwrap()))
@@ -288,7 +270,7 @@ fn max_line_bytes_rejects_long_lines_with_their_length() {
         ],
     );
     assert_eq!(code, 0, "{stderr}");
-    let rec = rejects(out.path())
+    let rec = one_rejects_file(out.path())
         .into_iter()
         .find(|r| r["line"] == 30)
         .expect("line 30 rejected");
@@ -320,7 +302,7 @@ fn reject_ratio_exceeded_publishes_nothing_and_exits_3() {
     assert_eq!(r["files"], serde_json::json!([]));
     assert_counts_add_up(&r);
     assert_eq!(
-        rejects(out.path()).len(),
+        one_rejects_file(out.path()).len(),
         16,
         "the rejects file is still written"
     );

@@ -14,28 +14,6 @@ use std::path::Path;
 
 use common::*;
 
-fn rejects(out: &Path) -> Vec<serde_json::Value> {
-    let Ok(entries) = fs::read_dir(out.join("_rejects")) else {
-        return Vec::new();
-    };
-    let mut recs = Vec::new();
-    for e in entries {
-        for line in fs::read_to_string(e.unwrap().path()).unwrap().lines() {
-            recs.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    recs
-}
-
-fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
-    rows.iter()
-        .map(|r| match &r["id"] {
-            V::S(id) => (id.clone(), r.clone()),
-            other => panic!("row without id: {other:?}"),
-        })
-        .collect()
-}
-
 fn nonzero(map: &serde_json::Value) -> BTreeMap<String, u64> {
     map.as_object()
         .unwrap()

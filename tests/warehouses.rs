@@ -56,6 +56,47 @@ fn expected(table: &str, r: &serde_json::Value, hour: bool) -> serde_json::Value
     }
 }
 
+/// The hive cases every engine runs: the fixtures with day partitions (both tables) and the export with hour
+/// partitions, each table's statements in `dialect` (the default, DuckDB's, when `None`).
+fn hive_cases(dir: &Path, dialect: Option<&str>) -> Vec<(PathBuf, PathBuf)> {
+    let fixtures = fixtures();
+    let (day, r) = hive(dir, "day", &[fixtures.to_str().unwrap()]);
+    let export = fixtures.join("export");
+    let (hour, rh) = hive(
+        dir,
+        "hour",
+        &[export.to_str().unwrap(), "--partition", "hour"],
+    );
+    let with = |more: &[&'static str]| -> Vec<&str> {
+        let mut args: Vec<&str> = dialect.map(|d| vec!["--dialect", d]).unwrap_or_default();
+        args.extend_from_slice(more);
+        args
+    };
+    vec![
+        statements(
+            dir,
+            "day-groups",
+            &day,
+            &with(&[]),
+            expected("groups", &r, false),
+        ),
+        statements(
+            dir,
+            "day-accounts",
+            &day,
+            &with(&["--table", "accounts"]),
+            expected("accounts", &r, false),
+        ),
+        statements(
+            dir,
+            "hour-groups",
+            &hour,
+            &with(&["--partition", "hour"]),
+            expected("groups", &rh, true),
+        ),
+    ]
+}
+
 fn pairs(list: &[(PathBuf, PathBuf)]) -> Vec<String> {
     list.iter()
         .flat_map(|(s, e)| [s.display().to_string(), e.display().to_string()])
@@ -90,53 +131,12 @@ fn check(engine: &str, list: &[(PathBuf, PathBuf)], python: &Path) {
 fn duckdb_runs_its_statements() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = fixtures();
-    let (day, r) = hive(dir.path(), "day", &[fixtures.to_str().unwrap()]);
-    let export = fixtures.join("export");
-    let (hour, rh) = hive(
-        dir.path(),
-        "hour",
-        &[export.to_str().unwrap(), "--partition", "hour"],
-    );
-    let list = vec![
-        statements(
-            dir.path(),
-            "day-groups",
-            &day,
-            &[],
-            expected("groups", &r, false),
-        ),
-        statements(
-            dir.path(),
-            "day-accounts",
-            &day,
-            &["--table", "accounts"],
-            expected("accounts", &r, false),
-        ),
-        statements(
-            dir.path(),
-            "hour-groups",
-            &hour,
-            &["--partition", "hour"],
-            expected("groups", &rh, true),
-        ),
-    ];
-    check("duckdb", &list, &python());
+    check("duckdb", &hive_cases(dir.path(), None), &python());
 
     let delta = dir.path().join("delta");
     let (code, stderr) = load(&delta, &[fixtures.to_str().unwrap(), "--format", "delta"]);
     assert_eq!(code, 0, "{stderr}");
-    let rd: serde_json::Value = serde_json::from_slice(
-        &fs::read(
-            fs::read_dir(delta.join("_runs"))
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let rd = report(&delta);
     let list = vec![
         statements(
             dir.path(),
@@ -165,36 +165,5 @@ fn duckdb_runs_its_statements() {
 #[test]
 fn spark_runs_its_statements() {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = fixtures();
-    let (day, r) = hive(dir.path(), "day", &[fixtures.to_str().unwrap()]);
-    let export = fixtures.join("export");
-    let (hour, rh) = hive(
-        dir.path(),
-        "hour",
-        &[export.to_str().unwrap(), "--partition", "hour"],
-    );
-    let list = vec![
-        statements(
-            dir.path(),
-            "day-groups",
-            &day,
-            &["--dialect", "spark"],
-            expected("groups", &r, false),
-        ),
-        statements(
-            dir.path(),
-            "day-accounts",
-            &day,
-            &["--dialect", "spark", "--table", "accounts"],
-            expected("accounts", &r, false),
-        ),
-        statements(
-            dir.path(),
-            "hour-groups",
-            &hour,
-            &["--dialect", "spark", "--partition", "hour"],
-            expected("groups", &rh, true),
-        ),
-    ];
-    check("spark", &list, &python());
+    check("spark", &hive_cases(dir.path(), Some("spark")), &python());
 }

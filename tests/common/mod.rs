@@ -148,6 +148,30 @@ pub fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(&runs[0]).unwrap()).unwrap()
 }
 
+/// Every record of the dataset's rejects files (none when nothing was rejected).
+pub fn rejects(out: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = fs::read_dir(out.join("_rejects")) else {
+        return Vec::new();
+    };
+    let mut recs = Vec::new();
+    for e in entries {
+        for line in fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            recs.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    recs
+}
+
+/// Rows by their `id` (every row must have one).
+pub fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
+    rows.iter()
+        .map(|r| match &r["id"] {
+            V::S(id) => (id.clone(), r.clone()),
+            other => panic!("row without id: {other:?}"),
+        })
+        .collect()
+}
+
 /// Checks the counting rules of SPEC §7 in a report: `events = skipped + rejected + rows_written`, and each
 /// non-blank line is one event except batch envelopes (`lines = blank + events` when there are none).
 pub fn assert_counts_add_up(r: &serde_json::Value) {
