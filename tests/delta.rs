@@ -337,11 +337,7 @@ fn killed_delta_runs_leave_every_version_readable() {
         .stderr(Stdio::null());
         cmd
     };
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+    let mut seed = clock_seed();
     eprintln!("seed {seed}");
     for (name, trials) in [("local", 8), ("s3", 6)] {
         let out_of = |k: &str| -> String {
@@ -359,9 +355,7 @@ fn killed_delta_runs_leave_every_version_readable() {
         assert_eq!(ids(&expected).len(), 4500);
         let (mut killed, mut none, mut all, mut accounts_behind) = (0, 0, 0, 0);
         for trial in 0..trials {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             // Half the trials in the first third of the run (before the groups commit, mostly), half anywhere.
             let frac = (seed % 1000) as f64 / 1000.0;
             let delay = estimate.mul_f64(if trial % 2 == 0 {

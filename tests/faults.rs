@@ -21,12 +21,7 @@ fn make_inputs(dir: &Path, files: usize, per_file: usize) -> PathBuf {
     let input = dir.join("in");
     fs::create_dir_all(&input).unwrap();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = move || xorshift(&mut state);
     for f in 0..files {
         let mut w = std::io::BufWriter::new(
             fs::File::create(input.join(format!("part-{f:02}.ndjson"))).unwrap(),
@@ -135,20 +130,14 @@ fn killed_at_random_moments_never_half_publishes() {
     assert_eq!(expected_accounts.len(), groups.len(), "one row per group");
 
     let out = dir.path().join("out");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+    let seed = clock_seed();
     eprintln!("seed {seed}, clean run {clean_run:?}");
     let mut state = seed;
     // How long a run takes here and now (other tests share the machine): updated by every run that finishes.
     let mut estimate = clean_run;
     let (mut killed, mut finished, mut mid_publish, mut published_when_killed) = (0, 0, 0, 0);
     for trial in 0..24 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        xorshift(&mut state);
         // Half the trials anywhere in the run, half in its last fifth (where staging ends and publishing is).
         let frac = (state % 1000) as f64 / 1000.0;
         let frac = if trial % 2 == 0 {

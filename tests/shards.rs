@@ -208,24 +208,13 @@ fn finish(run: Running, what: &str) -> serde_json::Value {
     serde_json::from_slice(&report).unwrap_or_else(|e| panic!("{what}: report: {e}"))
 }
 
-fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
 /// N = 4 shards started at the same moment, then in shuffled orders with staggered starts: each time the
 /// dataset equals the single run's; the shards split the listing between them (same listing hash, every file
 /// once), their rows and duplicates add up, and re-running every shard commits nothing new.
 #[test]
 fn shards_at_once_and_in_any_order_equal_one_run() {
     let s = setup();
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+    let mut seed = clock_seed();
     eprintln!("seed {seed}");
     for round in 0..3 {
         let out = format!("s3://{BUCKET}/round-{round}");
@@ -307,11 +296,7 @@ fn a_killed_shard_re_run_leaves_the_dataset_as_one_run() {
         "estimate",
     );
     let estimate = started.elapsed();
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+    let mut seed = clock_seed();
     eprintln!("seed {seed}, a shard alone takes {estimate:?}");
     let (mut killed, mut committed_before_kill) = (0, 0);
     for trial in 0..4 {

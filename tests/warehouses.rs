@@ -97,32 +97,15 @@ fn hive_cases(dir: &Path, dialect: Option<&str>) -> Vec<(PathBuf, PathBuf)> {
     ]
 }
 
-fn pairs(list: &[(PathBuf, PathBuf)]) -> Vec<String> {
-    list.iter()
-        .flat_map(|(s, e)| [s.display().to_string(), e.display().to_string()])
-        .collect()
-}
-
 /// Runs `warehouse_check.py ENGINE` with `python` over the statement files.
 fn check(engine: &str, list: &[(PathBuf, PathBuf)], python: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consumer/warehouse_check.py");
-    let o = std::process::Command::new(python)
-        .arg(&script)
-        .arg(engine)
-        .args(pairs(list))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): run scripts/test.sh, which installs it",
-                python.display()
-            )
-        });
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let files: Vec<String> = list
+        .iter()
+        .flat_map(|(s, e)| [s.display().to_string(), e.display().to_string()])
+        .collect();
+    let mut args = vec![engine];
+    args.extend(files.iter().map(String::as_str));
+    python_check_with(python, "warehouse_check.py", &args, &[]);
 }
 
 /// DuckDB runs its statements over hive datasets (day and hour partitions, both tables) and over local Delta

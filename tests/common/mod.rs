@@ -148,6 +148,24 @@ pub fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(&runs[0]).unwrap()).unwrap()
 }
 
+/// A seed for randomised trials, from the clock (the caller prints it, so a failure can be replayed); odd,
+/// never zero, as [`xorshift`] needs.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1
+}
+
+/// The next number of an xorshift64 sequence (`state` must not be zero).
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// Every record of the dataset's rejects files (none when nothing was rejected).
 pub fn rejects(out: &Path) -> Vec<serde_json::Value> {
     let Ok(entries) = fs::read_dir(out.join("_rejects")) else {
@@ -255,11 +273,20 @@ pub fn python() -> PathBuf {
 /// Runs `python tests/consumer/<script> ARGS` with extra environment, returning its stdout; panics with its
 /// output when it fails (never skips: run scripts/test.sh, which installs the readers).
 pub fn python_check(script: &str, args: &[&str], env: &[(String, String)]) -> String {
+    python_check_with(&python(), script, args, env)
+}
+
+/// [`python_check`] with another interpreter (a second virtual environment).
+pub fn python_check_with(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/consumer")
         .join(script);
-    let py = python();
-    let o = std::process::Command::new(&py)
+    let o = std::process::Command::new(py)
         .arg(&path)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
