@@ -222,10 +222,10 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
 
 /// The inputs this run reads: the listing of `INPUT...`, or with `--shard` this shard's share of it.
 fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
-    let listing = input::discover(&opts.inputs, &opts.output)?;
     let Some(k_of_n) = opts.shard else {
-        return Ok((listing, None));
+        return Ok((input::discover(&opts.inputs, &opts.output)?, None));
     };
+    // Checked before listing: a prefix on object storage can take a while to walk.
     if opts.format() != Format::Delta {
         return Err(Error::Usage(format!(
             "--shard needs --format delta: shards commit into one dataset at the same time, which Delta tables \
@@ -234,6 +234,7 @@ fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
             opts.output.display()
         )));
     }
+    let listing = input::discover(&opts.inputs, &opts.output)?;
     let (mine, report) = shard::share(listing, k_of_n)?;
     Ok((mine, Some(report)))
 }

@@ -476,3 +476,74 @@ fn the_shipped_kubernetes_and_batch_definitions_run_as_shards() {
         assert!(got["accounts"] == single["accounts"], "{out}: accounts");
     }
 }
+
+/// The command-line rules of `--shard` (no server needed): invalid values, a hive output and standard input
+/// exit 2 touching nothing; a shard given no files (fewer files than shards) is a successful empty run, even
+/// under `--min-rows`; the shards of one listing take every file once and report the same listing hash.
+#[test]
+fn shard_values_outputs_and_empty_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = fixtures().join("export");
+    let export = export.to_str().unwrap();
+    for bad in ["4/4", "0/0", "a/2", "1", "-1/2"] {
+        let out = dir.path().join("bad");
+        let arg = format!("--shard={bad}");
+        let (code, stderr) = load(&out, &[export, "--format", "delta", &arg]);
+        assert_eq!(code, 2, "--shard {bad}: {stderr}");
+        assert!(stderr.contains("--shard"), "{stderr}");
+        assert!(!out.exists(), "--shard {bad} created the output");
+    }
+    let hive = dir.path().join("hive");
+    let (code, stderr) = load(&hive, &[export, "--shard", "0/2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--shard needs --format delta"), "{stderr}");
+    assert!(!hive.exists());
+    let (code, stderr) = load(
+        &dir.path().join("stdin"),
+        &["-", "--format", "delta", "--shard", "0/2"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("standard input"), "{stderr}");
+
+    // fixtures/export holds 2 files: with 3 shards, shards 0 and 1 take one each and shard 2 none.
+    let out = dir.path().join("delta");
+    let mut hashes = BTreeSet::new();
+    let mut files = 0;
+    for k in 0..3 {
+        let rep = dir.path().join(format!("report-{k}.json"));
+        let (code, stderr) = load(
+            &out,
+            &[
+                export,
+                "--format",
+                "delta",
+                "--min-rows",
+                "1",
+                "--shard",
+                &format!("{k}/3"),
+                "--report",
+                rep.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "shard {k}/3: {stderr}");
+        let r: serde_json::Value = serde_json::from_slice(&fs::read(&rep).unwrap()).unwrap();
+        let shard = &r["shard"];
+        assert_eq!(
+            (shard["index"].as_u64(), shard["count"].as_u64()),
+            (Some(k), Some(3))
+        );
+        assert_eq!(shard["listed_files"], 2);
+        let expected_files = if k < 2 { 1 } else { 0 };
+        assert_eq!(shard["files"], expected_files, "{shard}");
+        if k == 2 {
+            assert_eq!(r["rows_written"], 0);
+            assert_eq!(r["published"], true);
+        } else {
+            assert!(r["rows_written"].as_u64().unwrap() > 0);
+        }
+        files += shard["files"].as_u64().unwrap();
+        hashes.insert(shard["listing"].as_str().unwrap().to_string());
+    }
+    assert_eq!(files, 2, "every file taken once");
+    assert_eq!(hashes.len(), 1, "one listing: {hashes:?}");
+}
