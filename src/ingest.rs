@@ -38,17 +38,17 @@ impl<R: Read> Read for Hashing<R> {
 
 /// What a reader thread sends for one input, in order: chunks, then `Done` (or `Failed`).
 enum Feed {
-    Chunk {
-        chunk: Chunk,
-        raw_read: u64,
-    },
-    Done {
-        raw_bytes: u64,
-        decompressed_bytes: u64,
-        hash: u128,
-        compression: Compression,
-    },
+    Chunk { chunk: Chunk, raw_read: u64 },
+    Done(InputEnd),
     Failed(Error),
+}
+
+/// What is known of one input once it was read to its end.
+struct InputEnd {
+    raw_bytes: u64,
+    decompressed_bytes: u64,
+    hash: u128,
+    compression: Compression,
 }
 
 /// Chunks a reader may read ahead of the parser, per input.
@@ -101,12 +101,12 @@ fn spawn_reader(
                 }
             }
             let hashing = reader.into_inner();
-            Ok(Feed::Done {
+            Ok(Feed::Done(InputEnd {
                 raw_bytes: raw_read(),
                 decompressed_bytes: hashing.bytes,
                 hash: hashing.hasher.digest128(),
                 compression: opened.compression,
-            })
+            }))
         };
         let last = read().unwrap_or_else(Feed::Failed);
         let _ = tx.send(last);
@@ -139,59 +139,29 @@ pub fn read_inputs(
     mut earlier: Option<&mut EarlierIds>,
     progress: &Progress,
 ) -> Result<InputsRead> {
-    let pool = r.pool;
     let mut inputs = Vec::with_capacity(sources.len());
     let mut identities = Vec::with_capacity(sources.len());
     let mut done = 0;
-    // Inputs are read (and decompressed) up to `pool threads` at a time, consumed strictly in order.
-    let ahead = pool.current_num_threads().max(1);
-    // With one thread, parse and apply take turns; with more, they overlap.
-    let overlap = pool.current_num_threads() > 1;
-    let mut readers: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)> = VecDeque::new();
-    let mut spawned = 0;
+    let mut readers = Readers::new(r, sources);
     for (input, source) in sources.iter().enumerate() {
-        while spawned < sources.len() && readers.len() < ahead {
-            readers.push_back(spawn_reader(
-                sources[spawned].clone(),
-                r.max_line_bytes,
-                r.chunk_bytes,
-            ));
-            spawned += 1;
-        }
-        let Some((feed, recycle)) = readers.pop_front() else {
+        let Some((feed, recycle)) = readers.next() else {
             break;
         };
         let (lines_before, events_before) = sink.seen();
         let name = source.name();
         let mut pending: Option<Parsed> = None;
-        loop {
-            match feed.recv() {
-                Ok(Feed::Chunk { chunk, raw_read }) => {
+        let end = loop {
+            match receive(&feed, &name)? {
+                Feed::Chunk { chunk, raw_read } => {
                     let previous = pending.take();
-                    let earlier = earlier.as_deref_mut();
-                    let parse =
-                        |chunk| parse_chunk(chunk, r.max_line_bytes, pool, earlier, r.partition);
-                    let (parsed, applied) = if overlap {
-                        // Parse this chunk on the pool while the previous one is applied here.
-                        let (parsed, applied) = std::thread::scope(|s| {
-                            let parser = s.spawn(|| parse(chunk));
-                            let applied = sink.apply(input, &name, previous);
-                            (parser.join(), applied)
-                        });
-                        let parsed = parsed.unwrap_or_else(|_| {
-                            Err(Error::Io {
-                                action: "parsing",
-                                path: name.clone().into(),
-                                source: std::io::Error::other(
-                                    "internal: the parser thread panicked",
-                                ),
-                            })
-                        });
-                        (parsed, applied)
-                    } else {
-                        let applied = sink.apply(input, &name, previous);
-                        (parse(chunk), applied)
-                    };
+                    let (parsed, applied) = step(
+                        r,
+                        sink,
+                        (input, &name),
+                        chunk,
+                        previous,
+                        earlier.as_deref_mut(),
+                    );
                     if let Some(buf) = applied? {
                         let _ = recycle.send(buf);
                     }
@@ -199,45 +169,105 @@ pub fn read_inputs(
                     let (rows, rejected) = sink.tally();
                     progress.read(done + raw_read, rows, rejected);
                 }
-                Ok(Feed::Done {
-                    raw_bytes,
-                    decompressed_bytes,
-                    hash,
-                    compression,
-                }) => {
-                    sink.apply(input, &name, pending.take())?;
-                    done += raw_bytes;
-                    identities.push(match source.identity() {
-                        Some(id) => id.into_bytes(),
-                        None => [
-                            hash.to_le_bytes().as_slice(),
-                            &decompressed_bytes.to_le_bytes(),
-                        ]
-                        .concat(),
-                    });
-                    let (lines, events) = sink.seen();
-                    inputs.push(InputReport {
-                        path: name,
-                        bytes: raw_bytes,
-                        decompressed_bytes,
-                        compression: compression.name(),
-                        lines: lines - lines_before,
-                        events: events - events_before,
-                    });
-                    break;
-                }
-                Ok(Feed::Failed(e)) => return Err(e),
-                Err(_) => {
-                    return Err(Error::Io {
-                        action: "reading",
-                        path: name.into(),
-                        source: std::io::Error::other(
-                            "internal: the reader thread ended without answering",
-                        ),
-                    });
-                }
+                Feed::Done(end) => break end,
+                Feed::Failed(e) => return Err(e),
             }
-        }
+        };
+        sink.apply(input, &name, pending.take())?;
+        done += end.raw_bytes;
+        identities.push(match source.identity() {
+            Some(id) => id.into_bytes(),
+            None => [
+                end.hash.to_le_bytes().as_slice(),
+                &end.decompressed_bytes.to_le_bytes(),
+            ]
+            .concat(),
+        });
+        let (lines, events) = sink.seen();
+        inputs.push(InputReport {
+            path: name,
+            bytes: end.raw_bytes,
+            decompressed_bytes: end.decompressed_bytes,
+            compression: end.compression.name(),
+            lines: lines - lines_before,
+            events: events - events_before,
+        });
     }
     Ok(InputsRead { inputs, identities })
+}
+
+/// The reader threads of a run: inputs are read (and decompressed) up to `pool threads` at a time, and
+/// consumed strictly in order.
+struct Readers<'s> {
+    sources: &'s [Source],
+    max_line_bytes: usize,
+    chunk_bytes: usize,
+    ahead: usize,
+    spawned: usize,
+    running: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)>,
+}
+
+impl<'s> Readers<'s> {
+    fn new(r: &Reading<'_>, sources: &'s [Source]) -> Self {
+        Readers {
+            sources,
+            max_line_bytes: r.max_line_bytes,
+            chunk_bytes: r.chunk_bytes,
+            ahead: r.pool.current_num_threads().max(1),
+            spawned: 0,
+            running: VecDeque::new(),
+        }
+    }
+
+    /// The next input's feed (and where its chunk buffers go back), after starting readers up to `ahead`.
+    fn next(&mut self) -> Option<(Receiver<Feed>, Sender<Vec<u8>>)> {
+        while self.spawned < self.sources.len() && self.running.len() < self.ahead {
+            self.running.push_back(spawn_reader(
+                self.sources[self.spawned].clone(),
+                self.max_line_bytes,
+                self.chunk_bytes,
+            ));
+            self.spawned += 1;
+        }
+        self.running.pop_front()
+    }
+}
+
+/// The next message of an input's reader thread.
+fn receive(feed: &Receiver<Feed>, name: &str) -> Result<Feed> {
+    feed.recv().map_err(|_| Error::Io {
+        action: "reading",
+        path: name.into(),
+        source: std::io::Error::other("internal: the reader thread ended without answering"),
+    })
+}
+
+/// One step of the pipeline: parses `chunk` and applies the `previous` chunk of input `at` (its index and
+/// name). With more than one thread the two overlap (the parse runs on the pool); with one they take turns.
+/// Gives the parsed chunk and, from the apply, the buffer of the previous chunk to recycle.
+fn step(
+    r: &Reading<'_>,
+    sink: &mut impl Sink,
+    (input, name): (usize, &str),
+    chunk: Chunk,
+    previous: Option<Parsed>,
+    earlier: Option<&mut EarlierIds>,
+) -> (Result<Parsed>, Result<Option<Vec<u8>>>) {
+    let parse = |chunk| parse_chunk(chunk, r.max_line_bytes, r.pool, earlier, r.partition);
+    if r.pool.current_num_threads() <= 1 {
+        let applied = sink.apply(input, name, previous);
+        return (parse(chunk), applied);
+    }
+    std::thread::scope(|s| {
+        let parser = s.spawn(|| parse(chunk));
+        let applied = sink.apply(input, name, previous);
+        let parsed = parser.join().unwrap_or_else(|_| {
+            Err(Error::Io {
+                action: "parsing",
+                path: name.into(),
+                source: std::io::Error::other("internal: the parser thread panicked"),
+            })
+        });
+        (parsed, applied)
+    })
 }

@@ -27,12 +27,12 @@ use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
 use crate::input::{self, Source};
 use crate::publish;
 use crate::rejects::RejectsWriter;
-use crate::report::{DedupeReport, NotPublished, Phase, Progress, ProgressWhen, Report};
+use crate::report::{Counts, DedupeReport, NotPublished, Phase, Progress, ProgressWhen, Report};
 use crate::run::{PartitionsSeen, Run};
 use crate::schema;
 use crate::shard::{self, Shard, ShardReport};
 use crate::table::{Context, Ingested, Staging, Table};
-use crate::writer::{Codec, GroupsWriter, PartitionMode, WriterConfig};
+use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
 
 /// `--mode`: what a run does to data already in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -395,17 +395,7 @@ fn ingest(
         pool,
         partition: opts.partition,
     };
-    // Overwrite: the partitions this run's rows fall in are being replaced, so their rows are not "already
-    // loaded". A first pass finds them (standard input is kept in the staging folder to be read twice).
-    let mut being_replaced = BTreeSet::new();
-    if opts.mode == Mode::Overwrite && opts.reach() != Reach::Nothing {
-        input::spool_stdin(&mut sources, staging.dir())?;
-        let mut seen = PartitionsSeen::new(opts.partition);
-        progress.reading(Phase::FirstPass);
-        read_inputs(&reading, &sources, &mut seen, None, progress)?;
-        progress.reading(Phase::Reading);
-        being_replaced = seen.buckets;
-    }
+    let being_replaced = being_replaced(ctx, &reading, &mut sources, staging)?;
     let reach = opts.reach();
     let partitions = match reach {
         Reach::Nothing => Vec::new(),
@@ -454,28 +444,9 @@ fn ingest(
     } = run;
     debug_assert!(counts.adds_up());
     let files = writer.finish()?;
-    // Never lose a row silently: what the files hold must be what was counted, or nothing is published.
-    let staged_rows: u64 = files.iter().map(|f| f.rows).sum();
-    if staged_rows != counts.rows_written {
-        return Err(Error::Io {
-            action: "checking staged files in",
-            path: staging.dir().to_path_buf(),
-            source: std::io::Error::other(format!(
-                "internal: {} rows counted but {staged_rows} rows written to files",
-                counts.rows_written
-            )),
-        });
-    }
+    check_staged(&files, &counts, staging)?;
     report.reject_ratio = counts.reject_ratio();
-    report.not_published = if report.reject_ratio > opts.max_reject_ratio {
-        Some(NotPublished::RejectRatio)
-    } else if counts.rows_written < opts.min_rows && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
-    {
-        // (A shard given no files, because there are fewer files than shards, is a successful empty run.)
-        Some(NotPublished::MinRows)
-    } else {
-        None
-    };
+    report.not_published = not_published(ctx, &counts);
     report.published = report.not_published.is_none();
     report.counts = counts;
     report.not_ndjson = not_ndjson;
@@ -484,4 +455,54 @@ fn ingest(
         files,
         rejects: rejects.finish()?,
     })
+}
+
+/// Overwrite: the partitions this run's rows fall in are being replaced, so their rows are not "already
+/// loaded". A first pass finds them (standard input is kept in the staging folder to be read twice).
+fn being_replaced(
+    ctx: &Context<'_>,
+    reading: &Reading<'_>,
+    sources: &mut [Source],
+    staging: &Staging,
+) -> Result<BTreeSet<i64>> {
+    let opts = ctx.opts;
+    if opts.mode != Mode::Overwrite || opts.reach() == Reach::Nothing {
+        return Ok(BTreeSet::new());
+    }
+    input::spool_stdin(sources, staging.dir())?;
+    let mut seen = PartitionsSeen::new(opts.partition);
+    ctx.progress.reading(Phase::FirstPass);
+    read_inputs(reading, sources, &mut seen, None, ctx.progress)?;
+    ctx.progress.reading(Phase::Reading);
+    Ok(seen.buckets)
+}
+
+/// Never lose a row silently: what the staged files hold must be what was counted, or nothing is published.
+fn check_staged(files: &[StagedFile], counts: &Counts, staging: &Staging) -> Result<()> {
+    let staged_rows: u64 = files.iter().map(|f| f.rows).sum();
+    if staged_rows == counts.rows_written {
+        return Ok(());
+    }
+    Err(Error::Io {
+        action: "checking staged files in",
+        path: staging.dir().to_path_buf(),
+        source: std::io::Error::other(format!(
+            "internal: {} rows counted but {staged_rows} rows written to files",
+            counts.rows_written
+        )),
+    })
+}
+
+/// Why a run's rows may not be published (SPEC §8): too many rejects, or fewer rows than `--min-rows`.
+fn not_published(ctx: &Context<'_>, counts: &Counts) -> Option<NotPublished> {
+    let opts = ctx.opts;
+    if counts.reject_ratio() > opts.max_reject_ratio {
+        Some(NotPublished::RejectRatio)
+    } else if counts.rows_written < opts.min_rows && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
+    {
+        // (A shard given no files, because there are fewer files than shards, is a successful empty run.)
+        Some(NotPublished::MinRows)
+    } else {
+        None
+    }
 }
