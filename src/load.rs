@@ -215,6 +215,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         }),
         None => ingest(&*table, &ctx, sources, &staging, started_at),
     };
+    release_freed_memory();
     let published = ingested.and_then(|run| table.publish(run, staging, &ctx));
     progress.finish();
     finish(opts, published?)
@@ -504,5 +505,19 @@ fn not_published(ctx: &Context<'_>, counts: &Counts) -> Option<NotPublished> {
         Some(NotPublished::MinRows)
     } else {
         None
+    }
+}
+
+/// Hands the memory that ingest freed back to the system before publishing. glibc keeps freed memory in its
+/// arenas (fragmented by thousands of builder buffers), and the accounts merge would then reach its peak on
+/// top of what ingest left behind. Measured (1M events, default job, 3 runs each): peak RSS 431-476 MB before,
+/// 382-392 MB after with 100,000 groups; 596-645 MB before, 457-493 MB after with 1M groups; same wall time.
+/// Trimming during ingest too (every 8 or 32 chunks) lowered the 5M and 1M peaks alike but not their ratio,
+/// and cost system time: not done. A no-op elsewhere than glibc.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only returns free pages of glibc's own arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
