@@ -66,6 +66,20 @@ impl std::hash::Hash for Key96 {
     }
 }
 
+/// The radix index of sorted keys, given each key's top `bits` bits in order: entry `p` is where the keys
+/// whose top bits are `p` start, entry `p + 1` where they end. Counts are 32-bit (a quarter of a 16-byte key's
+/// size): an index covers up to 2^32 keys, 48 GB of 12-byte keys, past any memory a run is given.
+fn radix_index(tops: impl Iterator<Item = usize>, bits: u32) -> Box<[u32]> {
+    let mut radix = vec![0u32; (1usize << bits) + 1];
+    for top in tops {
+        radix[top + 1] += 1;
+    }
+    for i in 1..radix.len() {
+        radix[i] += radix[i - 1];
+    }
+    radix.into_boxed_slice()
+}
+
 /// Top bits of a key that index the sorted part of [`SeenIds`].
 const SEEN_RADIX_BITS: u32 = 16;
 /// Ids the hash table in front of the sorted part holds at least before they are merged into it.
@@ -82,7 +96,7 @@ pub struct SeenIds {
     sorted: Vec<Key96>,
     /// `radix[p]..radix[p + 1]`: the range of `sorted` whose keys' top bits are `p` (empty until the first
     /// merge).
-    radix: Vec<usize>,
+    radix: Box<[u32]>,
     recent: HashSet<Key96, BuildHasherDefault<Prehashed>>,
     /// How many ids `recent` takes before they are merged (its capacity, so it never grows).
     recent_limit: usize,
@@ -93,7 +107,7 @@ impl Default for SeenIds {
         let recent = HashSet::with_capacity_and_hasher(MIN_RECENT_IDS, Default::default());
         SeenIds {
             sorted: Vec::new(),
-            radix: Vec::new(),
+            radix: Box::default(),
             recent_limit: recent.capacity(),
             recent,
         }
@@ -126,7 +140,9 @@ impl SeenIds {
     fn in_sorted(&self, k: Key96) -> bool {
         let slot = (k.0[0] >> (32 - SEEN_RADIX_BITS)) as usize;
         match (self.radix.get(slot), self.radix.get(slot + 1)) {
-            (Some(&from), Some(&to)) => self.sorted[from..to].binary_search(&k).is_ok(),
+            (Some(&from), Some(&to)) => self.sorted[from as usize..to as usize]
+                .binary_search(&k)
+                .is_ok(),
             _ => false,
         }
     }
@@ -153,14 +169,12 @@ impl SeenIds {
             }
         }
         drop(new);
-        self.radix.clear();
-        self.radix.resize((1 << SEEN_RADIX_BITS) + 1, 0);
-        for k in &self.sorted {
-            self.radix[(k.0[0] >> (32 - SEEN_RADIX_BITS)) as usize + 1] += 1;
-        }
-        for p in 1..self.radix.len() {
-            self.radix[p] += self.radix[p - 1];
-        }
+        self.radix = radix_index(
+            self.sorted
+                .iter()
+                .map(|k| (k.0[0] >> (32 - SEEN_RADIX_BITS)) as usize),
+            SEEN_RADIX_BITS,
+        );
         self.recent = HashSet::with_capacity_and_hasher(
             (self.sorted.len() / 8).max(MIN_RECENT_IDS),
             Default::default(),
@@ -236,16 +250,10 @@ impl Segment {
         let bits = (usize::BITS - keys.len().max(1).leading_zeros())
             .saturating_sub(2)
             .clamp(1, 26);
-        let mut radix = vec![0u32; (1usize << bits) + 1];
-        for k in &keys {
-            radix[(k >> (128 - bits)) as usize + 1] += 1;
-        }
-        for i in 1..radix.len() {
-            radix[i] += radix[i - 1];
-        }
+        let radix = radix_index(keys.iter().map(|k| (k >> (128 - bits)) as usize), bits);
         Segment {
             keys: keys.into_boxed_slice(),
-            radix: radix.into_boxed_slice(),
+            radix,
             bits,
         }
     }

@@ -396,7 +396,7 @@ fn ingest(
         pool,
         partition: opts.partition,
     };
-    let being_replaced = being_replaced(ctx, &reading, &mut sources, staging)?;
+    let being_replaced = partitions_being_replaced(ctx, &reading, &mut sources, staging)?;
     let reach = opts.reach();
     let partitions = match reach {
         Reach::Nothing => Vec::new(),
@@ -460,7 +460,7 @@ fn ingest(
 
 /// Overwrite: the partitions this run's rows fall in are being replaced, so their rows are not "already
 /// loaded". A first pass finds them (standard input is kept in the staging folder to be read twice).
-fn being_replaced(
+fn partitions_being_replaced(
     ctx: &Context<'_>,
     reading: &Reading<'_>,
     sources: &mut [Source],
