@@ -241,6 +241,12 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The reject in `r`, leaving an empty message behind (no allocation).
+fn take_reject(r: &mut Reject) -> Reject {
+    let empty = Reject::new(r.reason, String::new());
+    std::mem::replace(r, empty)
+}
+
 /// Where an event sits: its input, line, and its index in a batch envelope.
 struct At<'l> {
     file: &'l str,
@@ -289,19 +295,19 @@ impl Sink for Run {
                 shape: None,
             });
         }
-        p.with_dependent_mut(|chunk, outcomes| {
-            self.apply_outcomes(file, chunk, std::mem::take(outcomes))
-        })?;
+        p.with_dependent_mut(|chunk, outcomes| self.apply_outcomes(file, chunk, outcomes))?;
         Ok(Some(p.into_owner().data))
     }
 }
 
 impl Run {
+    /// Applies a chunk's outcomes in place: an outcome holds a whole row (32 cells), and moving each out of
+    /// the chunk's vector cost a copy of it per line.
     fn apply_outcomes(
         &mut self,
         file: &str,
         chunk: &Chunk,
-        outcomes: Vec<Outcome<'_>>,
+        outcomes: &mut [Outcome<'_>],
     ) -> Result<()> {
         for (line, outcome) in chunk.lines.iter().zip(outcomes) {
             self.counts.lines += 1;
@@ -309,7 +315,7 @@ impl Run {
             match outcome {
                 Outcome::Blank => self.counts.blank += 1,
                 Outcome::Event(verdict) => {
-                    let rejected = match &verdict {
+                    let rejected = match verdict {
                         Verdict::Rejected(r) => Some(r.reason),
                         _ => None,
                     };
@@ -325,13 +331,13 @@ impl Run {
                     self.note_first_line(bytes, None);
                     self.counts.batches.lines += 1;
                     self.counts.batches.events += events.len() as u64;
-                    for (i, e) in events.into_iter().enumerate() {
+                    for (i, e) in events.iter_mut().enumerate() {
                         let at = At {
                             file,
                             line,
                             index: Some(i),
                         };
-                        self.event(&at, e.raw.as_bytes(), e.verdict)?;
+                        self.event(&at, e.raw.as_bytes(), &mut e.verdict)?;
                     }
                 }
                 Outcome::Batch(Err(reject)) => {
@@ -344,7 +350,8 @@ impl Run {
                         line,
                         index: None,
                     };
-                    self.event(&at, bytes, Verdict::Rejected(reject))?;
+                    let reject = take_reject(reject);
+                    self.event(&at, bytes, &mut Verdict::Rejected(reject))?;
                 }
             }
         }
@@ -372,12 +379,13 @@ impl Run {
         }
     }
 
-    /// Applies one event: a line, or an element of a batch (`raw` is its text).
-    fn event(&mut self, at: &At<'_>, raw: &[u8], verdict: Verdict<'_>) -> Result<()> {
+    /// Applies one event: a line, or an element of a batch (`raw` is its text). A reject's text is taken out
+    /// of `verdict`; a row is only read.
+    fn event(&mut self, at: &At<'_>, raw: &[u8], verdict: &mut Verdict<'_>) -> Result<()> {
         self.counts.events += 1;
         let mut reject = match verdict {
             Verdict::Skipped(t) => {
-                self.counts.skip(&t);
+                self.counts.skip(t);
                 return Ok(());
             }
             Verdict::Rejected(r) => {
@@ -385,7 +393,7 @@ impl Run {
                 if r.reason == Reason::DuplicateMessageId {
                     self.counts.duplicates.earlier_runs += 1;
                 }
-                r
+                take_reject(r)
             }
             Verdict::Row(row) => {
                 let duplicate = match (&mut self.seen_ids, row.dedupe_key()) {
@@ -402,7 +410,7 @@ impl Run {
                         offset: at.line.offset,
                         index: at.index.map_or(u32::MAX, |i| i as u32),
                     };
-                    self.writer.append(&row, origin);
+                    self.writer.append(row, origin);
                     return Ok(());
                 }
                 self.counts.duplicates.this_run += 1;
