@@ -134,9 +134,27 @@ pub(super) fn read_events(
     f: &mut dyn FnMut(&str, &Event<'_>),
 ) -> Result<()> {
     let (reader, cleared) = open_parquet(path, &groups_columns())?;
-    // Row -> bit mask of cleared trait columns (bit i: trait column i).
+    let cleared_rows = cleared_masks(path, cleared)?;
+    let mut row_base = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| path.error(e.to_string()))?;
+        let mask = |r: usize| {
+            cleared_rows
+                .get(&(row_base + r as u64))
+                .copied()
+                .unwrap_or(0)
+        };
+        batch_events(&batch, path, &mask, &|g| bucket(g, n) == b, f)?;
+        row_base += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+/// Row -> bit mask of the trait columns it cleared (bit i: trait column i), from a `groups` file's
+/// [`schema::META_CLEARED_TRAITS`] metadata.
+pub(super) fn cleared_masks(path: &DataFile, json: Option<String>) -> Result<HashMap<u64, u32>> {
     let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
-    if let Some(json) = cleared {
+    if let Some(json) = json {
         let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(&json)
             .map_err(|e| path.error(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
         for (name, rows) in by_col {
@@ -148,54 +166,58 @@ pub(super) fn read_events(
             }
         }
     }
-    let mut row_base = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| path.error(e.to_string()))?;
-        let gid = column::<StringArray>(&batch, Col::GroupId.column().name, path)?;
-        let ts = column::<TimestampMicrosecondArray>(&batch, Col::Timestamp.column().name, path)?;
-        let rcv = column::<TimestampMicrosecondArray>(&batch, Col::ReceivedAt.column().name, path)?;
-        let id = column::<StringArray>(&batch, Col::Id.column().name, path)?;
-        let extras = column::<StringArray>(&batch, Col::ExtraTraits.column().name, path)?;
-        let traits = trait_columns(&batch, path)?;
-        for r in 0..batch.num_rows() {
-            if gid.is_null(r) || ts.is_null(r) {
-                return Err(path.error("null group_id or timestamp".into()));
-            }
-            let group = gid.value(r);
-            if bucket(group, n) != b {
-                continue;
-            }
-            let mask = cleared_rows
-                .get(&(row_base + r as u64))
-                .copied()
-                .unwrap_or(0);
-            let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
-            for (i, col) in traits.iter().enumerate() {
-                if !col.is_null(r) {
-                    columns[i] = Some(Some(cell_value(col, r)));
-                } else if mask & (1 << i) != 0 {
-                    columns[i] = Some(None);
-                }
-            }
-            let mut extra_list = Vec::new();
-            if !extras.is_null(r) {
-                let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
-                    extra_list.push((k, (v.trim() != "null").then_some(v)));
-                });
-                if ok.is_err() {
-                    return Err(path.error("extra_traits is not a JSON object".into()));
-                }
-            }
-            let event = Event {
-                timestamp: ts.value(r),
-                received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
-                id: (!id.is_null(r)).then(|| id.value(r)),
-                columns,
-                extras: extra_list,
-            };
-            f(group, &event);
+    Ok(cleared_rows)
+}
+
+/// Calls `f` with the event of each row of a batch of `groups` columns ([`groups_columns`]) whose group
+/// `keep` accepts; `mask` gives a row's cleared trait columns.
+pub(super) fn batch_events(
+    batch: &RecordBatch,
+    path: &DataFile,
+    mask: &dyn Fn(usize) -> u32,
+    keep: &dyn Fn(&str) -> bool,
+    f: &mut dyn FnMut(&str, &Event<'_>),
+) -> Result<()> {
+    let gid = column::<StringArray>(batch, Col::GroupId.column().name, path)?;
+    let ts = column::<TimestampMicrosecondArray>(batch, Col::Timestamp.column().name, path)?;
+    let rcv = column::<TimestampMicrosecondArray>(batch, Col::ReceivedAt.column().name, path)?;
+    let id = column::<StringArray>(batch, Col::Id.column().name, path)?;
+    let extras = column::<StringArray>(batch, Col::ExtraTraits.column().name, path)?;
+    let traits = trait_columns(batch, path)?;
+    for r in 0..batch.num_rows() {
+        if gid.is_null(r) || ts.is_null(r) {
+            return Err(path.error("null group_id or timestamp".into()));
         }
-        row_base += batch.num_rows() as u64;
+        let group = gid.value(r);
+        if !keep(group) {
+            continue;
+        }
+        let mask = mask(r);
+        let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
+        for (i, col) in traits.iter().enumerate() {
+            if !col.is_null(r) {
+                columns[i] = Some(Some(cell_value(col, r)));
+            } else if mask & (1 << i) != 0 {
+                columns[i] = Some(None);
+            }
+        }
+        let mut extra_list = Vec::new();
+        if !extras.is_null(r) {
+            let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
+                extra_list.push((k, (v.trim() != "null").then_some(v)));
+            });
+            if ok.is_err() {
+                return Err(path.error("extra_traits is not a JSON object".into()));
+            }
+        }
+        let event = Event {
+            timestamp: ts.value(r),
+            received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
+            id: (!id.is_null(r)).then(|| id.value(r)),
+            columns,
+            extras: extra_list,
+        };
+        f(group, &event);
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ use crate::schema::{COLUMNS, Col};
 
 mod files;
 mod merge;
+mod spill;
 
 pub use files::{SnapshotFile, parse_file_name, snapshot_files};
 pub use merge::{Merge, Merged, merge};
