@@ -82,9 +82,9 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     // (`spill`), instead of every bucket decoding every source. With as many as threads or fewer, decoding a
     // source once per bucket costs no more than writing and reading the spill (measured on 1M events, 2
     // buckets), so it is not used.
-    let filled = (0..n)
-        .filter(|&b| n != old_n || touched[b as usize])
-        .count();
+    // A bucket kept as it is: same layout, and no event of the run touches it.
+    let kept_as_is = |b: u32| n == old_n && !touched[b as usize];
+    let filled = (0..n).filter(|&b| !kept_as_is(b)).count();
     let spill = if filled > m.pool.current_num_threads() && !sources.is_empty() {
         let dir = m.staging.join(SPILL_DIR);
         Some(Spill::route(&sources, n, &dir, m.pool)?)
@@ -98,8 +98,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         } else {
             None
         };
-        if n == old_n && !touched[b as usize] {
-            // Untouched and same layout: the file is kept as it is.
+        if kept_as_is(b) {
             return Ok((None, old_file.map(|p| p.rows()).transpose()?.unwrap_or(0)));
         }
         let mut state = Bucket::default();
@@ -137,7 +136,8 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
     for f in m.snapshot {
         let rewritten = merged.adds.iter().any(|(_, to)| *to == f.rel);
-        let kept = !m.rebuild && f.of == n && !touched[f.bucket as usize];
+        // (A rebuild has no old layout, so nothing is kept as it is.)
+        let kept = kept_as_is(f.bucket);
         if !rewritten && !kept {
             merged.removes.push(f.rel.clone());
         }

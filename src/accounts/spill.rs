@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use rayon::prelude::*;
@@ -147,9 +148,7 @@ fn route_file(src: &DataFile, i: usize, parts: u32, dir: &Path) -> Result<Vec<(u
             let part_batch = take_record_batch(&batch, &UInt32Array::from(rows))
                 .map_err(|e| src.error(e.to_string()))?;
             if let Some((path, writer)) = slot {
-                writer
-                    .write(&part_batch)
-                    .map_err(|e| Error::io("writing", path.as_path())(std::io::Error::other(e)))?;
+                writer.write(&part_batch).map_err(write_error(path))?;
             }
         }
         row_base += rows as u64;
@@ -157,24 +156,120 @@ fn route_file(src: &DataFile, i: usize, parts: u32, dir: &Path) -> Result<Vec<(u
     let mut written = Vec::new();
     for (part, slot) in writers.into_iter().enumerate() {
         if let Some((path, mut writer)) = slot {
-            writer
-                .finish()
-                .map_err(|e| Error::io("writing", path.as_path())(std::io::Error::other(e)))?;
+            writer.finish().map_err(write_error(&path))?;
             written.push((part as u32, path));
         }
     }
     Ok(written)
 }
 
+/// The error of writing spill file `path`.
+fn write_error(path: &Path) -> impl FnOnce(ArrowError) -> Error + '_ {
+    move |e| Error::io("writing", path)(std::io::Error::other(e))
+}
+
 /// The batch with the [`CLEARED`] column added.
 fn with_cleared(
     batch: RecordBatch,
     masks: UInt32Array,
-) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+) -> std::result::Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(CLEARED, DataType::UInt32, false)));
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(masks));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{ArrayRef, TimestampMicrosecondArray, new_null_array};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+    use crate::schema::{self, COLUMNS};
+
+    const ROWS: usize = 300;
+    /// Rows whose `plan` the file's metadata records as cleared.
+    const CLEARED_ROWS: [usize; 2] = [3, 200];
+
+    /// A `groups` file of `ROWS` rows over 50 groups (`timestamp` = row number), every trait null, `plan`
+    /// cleared on `CLEARED_ROWS`.
+    fn groups_file(path: &Path) {
+        let schema = schema::groups_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "group_id" => Arc::new(StringArray::from_iter_values(
+                        (0..ROWS).map(|i| format!("g{}", i % 50)),
+                    )),
+                    "timestamp" => Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(0..ROWS as i64)
+                            .with_timezone("UTC"),
+                    ),
+                    _ => new_null_array(f.data_type(), ROWS),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                schema::META_CLEARED_TRAITS.into(),
+                format!("{{\"plan\":{CLEARED_ROWS:?}}}"),
+            )]))
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// Routes the same file twice into `n` buckets and reads every bucket back: each row arrives twice, in its
+    /// own bucket only, with its cleared `plan`; the spill folder is gone once the spill is dropped.
+    fn round_trip(n: u32) {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = DataFile::Local(tmp.path().join("g.parquet"));
+        groups_file(&tmp.path().join("g.parquet"));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let dir = tmp.path().join("spill");
+        let spill = Spill::route(&[&file, &file], n, &dir, &pool).unwrap();
+        let plan = COLUMNS.iter().position(|c| c.name == "plan").unwrap()
+            - COLUMNS.iter().position(|c| c.name == "name").unwrap();
+        let mut seen: BTreeMap<i64, (usize, Option<Option<String>>)> = BTreeMap::new();
+        for b in 0..n {
+            spill
+                .read_bucket(b, n, &mut |group, event| {
+                    assert_eq!(bucket(group, n), b, "{group} read in bucket {b} of {n}");
+                    assert_eq!(group, format!("g{}", event.timestamp % 50));
+                    let e = seen.entry(event.timestamp).or_default();
+                    e.0 += 1;
+                    e.1 = event.columns[plan].clone().map(|v| v.map(String::from));
+                })
+                .unwrap();
+        }
+        assert_eq!(seen.len(), ROWS, "{n} buckets");
+        for (ts, (times, plan)) in seen {
+            assert_eq!(times, 2, "row {ts}, {n} buckets");
+            let cleared = CLEARED_ROWS.contains(&(ts as usize));
+            assert_eq!(plan, cleared.then_some(None), "row {ts}, {n} buckets");
+        }
+        assert!(dir.exists());
+        drop(spill);
+        assert!(!dir.exists(), "the spill folder is removed on drop");
+    }
+
+    #[test]
+    fn routes_every_row_once_per_source_to_its_bucket_with_its_cleared_traits() {
+        round_trip(4);
+        // More buckets than spill parts: buckets share a part and filter it.
+        round_trip(2 * MAX_PARTS);
+    }
 }
