@@ -486,11 +486,43 @@ pub(crate) fn file_properties(codec: Codec) -> parquet::file::properties::Writer
 
 /// The properties of a `groups` file.
 pub(crate) fn groups_properties(codec: Codec) -> WriterProperties {
-    let mut props = file_properties(codec);
-    for col in NO_DICTIONARY {
-        props = props.set_column_dictionary_enabled(ColumnPath::from(col.column().name), false);
-    }
-    props.build()
+    without_dictionary(codec, NO_DICTIONARY.iter().map(|col| col.column().name))
+}
+
+/// `accounts` columns whose value is one a group (its id, its own name, email or address line, its times and
+/// versions): with a row a group they hardly repeat, so a dictionary would be filled up to its page limit and
+/// abandoned in every file. The traits shared between groups (industry, plan, city, ...) keep theirs.
+const ACCOUNTS_NO_DICTIONARY: &[&str] = &[
+    "group_id",
+    "name",
+    "email",
+    "phone",
+    "website",
+    "avatar",
+    "description",
+    "created_at",
+    "address_street",
+    "trait_id",
+    "extra_traits",
+    "first_seen_at",
+    "last_seen_at",
+    "trait_versions",
+];
+
+/// The properties of an `accounts` file.
+pub(crate) fn accounts_properties(codec: Codec) -> WriterProperties {
+    without_dictionary(codec, ACCOUNTS_NO_DICTIONARY.iter().copied())
+}
+
+fn without_dictionary<'a>(
+    codec: Codec,
+    columns: impl Iterator<Item = &'a str>,
+) -> WriterProperties {
+    columns
+        .fold(file_properties(codec), |props, name| {
+            props.set_column_dictionary_enabled(ColumnPath::from(name), false)
+        })
+        .build()
 }
 
 impl GroupsWriter {
@@ -756,5 +788,35 @@ mod tests {
             assert_eq!(mode.bucket_of_path(bad), None, "{mode:?} {bad}");
         }
         assert_eq!(PartitionMode::None.bucket_of_path(""), Some(0));
+    }
+
+    #[test]
+    fn accounts_files_keep_dictionaries_only_for_traits_groups_share() {
+        // A name that is not a column would be ignored by the Parquet writer, keeping its dictionary.
+        let names: Vec<&str> = schema::ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
+        let props = accounts_properties(Codec::Zstd);
+        for name in ACCOUNTS_NO_DICTIONARY {
+            assert!(names.contains(name), "{name} is not an accounts column");
+            assert!(
+                !props.dictionary_enabled(&ColumnPath::from(*name)),
+                "{name}"
+            );
+        }
+        for shared in [
+            "industry",
+            "plan",
+            "employees",
+            "address_city",
+            "address_country",
+        ] {
+            assert!(
+                names.contains(&shared),
+                "{shared} is not an accounts column"
+            );
+            assert!(
+                props.dictionary_enabled(&ColumnPath::from(shared)),
+                "{shared}"
+            );
+        }
     }
 }

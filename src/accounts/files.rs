@@ -312,7 +312,7 @@ pub(super) fn write_bucket(path: &Path, bucket: Bucket, codec: Codec) -> Result<
     let mut rows: Vec<(CompactString, Account)> = accounts.into_iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let schema = schema::accounts_schema();
-    let props = crate::writer::file_properties(codec).build();
+    let props = crate::writer::accounts_properties(codec);
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
     }
