@@ -415,7 +415,7 @@ fn buckets_split_grow_and_are_kept_when_untouched() {
         let input = inputs.join(format!("{name}.ndjson"));
         fs::write(&input, lines.join("\n")).unwrap();
         let mut opts = options(&input, &out);
-        opts.accounts_budget = 64 * 2048 * 2; // 64 groups per bucket with 2 threads
+        opts.accounts_budget = 64 * 2048 * 2; // the smallest buckets: 64 groups each
         let report = load_in_process(&opts).unwrap();
         reports.push(report.accounts.clone().unwrap());
     }
@@ -441,4 +441,55 @@ fn buckets_split_grow_and_are_kept_when_untouched() {
     let expected = accounts(&once);
     assert_eq!(expected.len(), 1500);
     assert_eq!(accounts(&out), expected);
+}
+
+#[test]
+fn the_accounts_layout_and_bytes_do_not_depend_on_threads() {
+    // Enough groups for many buckets under a small budget, so that every thread count goes through the spill
+    // and more than one bucket is merged at once; traits set and cleared, so the registers matter.
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            let plan = if i % 7 == 0 { "null".to_string() } else { format!("\"p{}\"", i % 5) };
+            format!(
+                r#"{{"type":"group","messageId":"m{i}","groupId":"g{}","userId":"u","timestamp":"2024-03-01T00:{:02}:{:02}Z","traits":{{"plan":{plan},"x{}":{i}}}}}"#,
+                i % 1500,
+                i / 60 % 60,
+                i % 60,
+                i % 4
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    fs::write(&input, lines.join("\n")).unwrap();
+    let mut layouts = Vec::new();
+    for threads in [1, 2, 3] {
+        let out = dir.path().join(format!("out-{threads}"));
+        let mut opts = options(&input, &out);
+        opts.accounts_budget = 64 * 2048 * 2;
+        opts.threads = Some(threads);
+        let report = load_in_process(&opts).unwrap();
+        let buckets = report.accounts.unwrap().buckets;
+        assert!(
+            buckets > 3,
+            "{buckets} buckets: the spill is used at every thread count"
+        );
+        let files: Vec<(String, Vec<u8>)> = parquet_files(&out.join("accounts"))
+            .iter()
+            .map(|f| {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                (name, fs::read(f).unwrap())
+            })
+            .collect();
+        layouts.push((threads, buckets, files));
+    }
+    let (_, buckets, files) = &layouts[0];
+    for (threads, b, f) in &layouts[1..] {
+        assert_eq!(b, buckets, "bucket count with --threads {threads}");
+        assert_eq!(f.len(), files.len(), "files with --threads {threads}");
+        for ((name_a, a), (name_b, b)) in files.iter().zip(f) {
+            assert_eq!(name_a, name_b);
+            assert!(a == b, "{name_a} differs with --threads {threads}");
+        }
+    }
 }

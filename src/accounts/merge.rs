@@ -18,6 +18,11 @@ use crate::writer::Codec;
 use super::spill::Spill;
 use super::{ACCOUNTS_DIR, BYTES_PER_GROUP, Bucket, Event};
 
+/// How many buckets the budget is shared between, so the most merged at once: each gets this share of the budget
+/// whatever the thread count. A constant, not `--threads`, so that the bucket count, and with it every file of
+/// the snapshot, depends on the input only (a pool with more threads merges this many buckets at a time).
+const MERGE_WAYS: u64 = 8;
+
 /// The folder of the staging area that holds the spill files while the merge runs.
 const SPILL_DIR: &str = "accounts-spill";
 
@@ -41,7 +46,7 @@ pub struct Merge<'a> {
     pub codec: Codec,
     /// Bytes the accounts being merged may take in memory (all buckets merged at once together).
     pub budget: u64,
-    /// Buckets are merged in parallel on this pool, one per thread.
+    /// Buckets are merged in parallel on this pool, one per thread and at most `MERGE_WAYS` at once.
     pub pool: &'a rayon::ThreadPool,
 }
 
@@ -122,13 +127,23 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         let rows = write_bucket(&staged, state, m.codec)?;
         Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
     };
-    let done: Vec<(Option<(PathBuf, PathBuf)>, u64)> = m.pool.install(|| {
-        (0..n)
-            .into_par_iter()
-            .with_max_len(1)
-            .map(one)
-            .collect::<Result<_>>()
-    })?;
+    // One bucket per thread, and never more than `MERGE_WAYS` at once (the budget's share of each).
+    let wave = if m.pool.current_num_threads() > MERGE_WAYS as usize {
+        MERGE_WAYS as u32
+    } else {
+        n
+    };
+    let mut done: Vec<(Option<(PathBuf, PathBuf)>, u64)> = Vec::with_capacity(n as usize);
+    for start in (0..n).step_by(wave as usize) {
+        let buckets = start..n.min(start + wave);
+        done.extend(m.pool.install(|| {
+            buckets
+                .into_par_iter()
+                .with_max_len(1)
+                .map(one)
+                .collect::<Result<Vec<_>>>()
+        })?);
+    }
     for (file, rows) in done {
         merged.groups += rows;
         merged.adds.extend(file);
@@ -178,11 +193,10 @@ fn layout(
     for f in old {
         estimate += f.file.rows()?;
     }
-    let threads = m.pool.current_num_threads().max(1) as u64;
-    let per_bucket = (m.budget / threads / BYTES_PER_GROUP).max(64);
-    // At least one bucket per thread once there is real work, so that every core merges.
+    let per_bucket = (m.budget / MERGE_WAYS / BYTES_PER_GROUP).max(64);
+    // Once there is real work, at least as many buckets as may be merged at once, so that the cores share it.
     let floor = if estimate > 4 * per_bucket.min(16_384) {
-        threads
+        MERGE_WAYS
     } else {
         1
     };
