@@ -119,6 +119,8 @@ pub struct Reading<'a> {
     pub max_line_bytes: usize,
     /// Bytes of lines per chunk.
     pub chunk_bytes: usize,
+    /// Inputs read (and decompressed) at once, at most: each holds its chunks read ahead.
+    pub readers: usize,
     pub pool: &'a Arc<rayon::ThreadPool>,
     pub partition: PartitionMode,
 }
@@ -196,8 +198,8 @@ pub fn read_inputs(
     Ok(InputsRead { inputs, identities })
 }
 
-/// The reader threads of a run: inputs are read (and decompressed) up to `pool threads` at a time, and
-/// consumed strictly in order.
+/// The reader threads of a run: inputs are read (and decompressed) up to `readers` at a time, never more than
+/// the pool has threads, and consumed strictly in order.
 struct Readers<'s> {
     sources: &'s [Source],
     max_line_bytes: usize,
@@ -213,7 +215,7 @@ impl<'s> Readers<'s> {
             sources,
             max_line_bytes: r.max_line_bytes,
             chunk_bytes: r.chunk_bytes,
-            ahead: r.pool.current_num_threads().max(1),
+            ahead: r.readers.min(r.pool.current_num_threads()).max(1),
             spawned: 0,
             running: VecDeque::new(),
         }

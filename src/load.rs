@@ -92,17 +92,20 @@ impl LoadOptions {
             .clamp(256 << 10, MAX_CHUNK_BYTES)
     }
 
+    /// Inputs read at once: one per 512 MiB of `--memory-limit`, between 2 and 8. It comes from the limit, not
+    /// `--threads`, because what reading may hold sets the row buffers' budget, and with it where row groups end:
+    /// the files must not depend on the thread count.
+    pub(crate) fn readers(&self) -> usize {
+        (self.memory_limit / (512 << 20)).clamp(2, 8) as usize
+    }
+
     /// How `--memory-limit` is spent. First what reading holds: per reader thread, the chunks read ahead and
     /// one being filled; the chunk being parsed and the one being applied; each chunk with its parsed rows
     /// (about as large again). Then a baseline that no buffer counts. Of the rest, a fifth goes to the row
     /// buffers; batches being encoded (back-pressured to as much again) and allocator slack take the others.
     fn writer_config(&self) -> WriterConfig {
         let limit = usize::try_from(self.memory_limit).unwrap_or(usize::MAX);
-        let readers = self
-            .threads
-            .unwrap_or_else(rayon::current_num_threads)
-            .max(1);
-        let reading = (readers * (PREFETCH_CHUNKS + 1) + 2) * 2 * self.chunk_bytes();
+        let reading = (self.readers() * (PREFETCH_CHUNKS + 1) + 2) * 2 * self.chunk_bytes();
         // A baseline for what no buffer counts: open writers' state, thread stacks, the program itself.
         let baseline = 32 << 20;
         let dedupe = usize::try_from(self.dedupe_budget()).unwrap_or(usize::MAX);
@@ -393,6 +396,7 @@ fn ingest(
     let reading = Reading {
         max_line_bytes: opts.max_line_bytes,
         chunk_bytes: opts.chunk_bytes(),
+        readers: opts.readers(),
         pool,
         partition: opts.partition,
     };

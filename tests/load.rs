@@ -377,6 +377,78 @@ fn threads_do_not_change_the_output() {
 }
 
 #[test]
+fn threads_do_not_change_where_row_groups_end_under_memory_pressure() {
+    // ~36 MB of one day's events at the smallest --memory-limit: the row buffers fill and are cut many times,
+    // so the budget that decides the cuts must not depend on the thread count (it once reserved reading
+    // memory per thread). Every event is a new group, so the accounts layout is exercised too.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let mut f = std::io::BufWriter::new(fs::File::create(&input).unwrap());
+    let pad = "x".repeat(700);
+    for i in 0..50_000 {
+        writeln!(
+            f,
+            r#"{{"type":"group","messageId":"m{i}","groupId":"g{i}","userId":"u{}","timestamp":"2024-03-01T{:02}:{:02}:{:02}Z","traits":{{"name":"n{i}","plan":"p{}","note":"{pad}"}}}}"#,
+            i % 97,
+            i / 3600 % 24,
+            i / 60 % 60,
+            i % 60,
+            i % 5
+        )
+        .unwrap();
+    }
+    drop(f);
+    let input = input.display().to_string();
+    let outs: Vec<_> = (1..=3)
+        .map(|threads| {
+            let out = dir.path().join(format!("out-{threads}"));
+            let t = threads.to_string();
+            let args = [&input, "--memory-limit", "256MiB", "--threads", &t];
+            assert_eq!(load(&out, &args).0, 0);
+            out
+        })
+        .collect();
+    let files = |out: &std::path::Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        parquet_files(out)
+            .into_iter()
+            .map(|f| {
+                (
+                    f.strip_prefix(out).unwrap().to_path_buf(),
+                    fs::read(&f).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let first = files(&outs[0]);
+    let groups_files = first
+        .iter()
+        .filter(|(p, _)| p.starts_with("groups"))
+        .count();
+    assert!(groups_files >= 1);
+    let row_groups: usize = first
+        .iter()
+        .filter(|(p, _)| p.starts_with("groups"))
+        .map(|(_, bytes)| {
+            let reader =
+                parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone()));
+            parquet::file::reader::FileReader::metadata(&reader.unwrap()).num_row_groups()
+        })
+        .sum();
+    assert!(
+        row_groups > 3,
+        "{row_groups} row groups: the buffers were never under pressure"
+    );
+    for out in &outs[1..] {
+        let other = files(out);
+        assert_eq!(other.len(), first.len(), "{}", out.display());
+        for ((pa, a), (pb, b)) in first.iter().zip(&other) {
+            assert_eq!(pa, pb);
+            assert!(a == b, "{} differs in {}", pa.display(), out.display());
+        }
+    }
+}
+
+#[test]
 fn no_dedupe_keeps_repeated_message_ids() {
     let out = tempfile::tempdir().unwrap();
     let (code, _) = load(
