@@ -127,23 +127,7 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         let rows = write_bucket(&staged, state, m.codec)?;
         Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
     };
-    // One bucket per thread, and never more than `MERGE_WAYS` at once (the budget's share of each).
-    let wave = if m.pool.current_num_threads() > MERGE_WAYS as usize {
-        MERGE_WAYS as u32
-    } else {
-        n
-    };
-    let mut done: Vec<(Option<(PathBuf, PathBuf)>, u64)> = Vec::with_capacity(n as usize);
-    for start in (0..n).step_by(wave as usize) {
-        let buckets = start..n.min(start + wave);
-        done.extend(m.pool.install(|| {
-            buckets
-                .into_par_iter()
-                .with_max_len(1)
-                .map(one)
-                .collect::<Result<Vec<_>>>()
-        })?);
-    }
+    let done = in_waves(m.pool, n, one)?;
     for (file, rows) in done {
         merged.groups += rows;
         merged.adds.extend(file);
@@ -158,6 +142,32 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         }
     }
     Ok(merged)
+}
+
+/// Runs `one` for every bucket on `pool`, one bucket per thread and never more than `MERGE_WAYS` at once (each
+/// holds its share of the budget), and gives the results in bucket order.
+fn in_waves<T: Send>(
+    pool: &rayon::ThreadPool,
+    n: u32,
+    one: impl Fn(u32) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let wave = if pool.current_num_threads() > MERGE_WAYS as usize {
+        MERGE_WAYS as u32
+    } else {
+        n.max(1)
+    };
+    let mut done = Vec::with_capacity(n as usize);
+    for start in (0..n).step_by(wave as usize) {
+        let buckets = start..n.min(start + wave);
+        done.extend(pool.install(|| {
+            buckets
+                .into_par_iter()
+                .with_max_len(1)
+                .map(&one)
+                .collect::<Result<Vec<_>>>()
+        })?);
+    }
+    Ok(done)
 }
 
 /// The bucket count of the new snapshot (a power of two, never fewer than the current one's) and which buckets
