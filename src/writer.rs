@@ -489,29 +489,34 @@ pub(crate) fn groups_properties(codec: Codec) -> WriterProperties {
     without_dictionary(codec, NO_DICTIONARY.iter().map(|col| col.column().name))
 }
 
-/// `accounts` columns whose value is one a group (its id, its own name, email or address line, its times and
-/// versions): with a row a group they hardly repeat, so a dictionary would be filled up to its page limit and
-/// abandoned in every file. The traits shared between groups (industry, plan, city, ...) keep theirs.
-const ACCOUNTS_NO_DICTIONARY: &[&str] = &[
-    "group_id",
-    "name",
-    "email",
-    "phone",
-    "website",
-    "avatar",
-    "description",
-    "created_at",
-    "address_street",
-    "trait_id",
-    "extra_traits",
-    "first_seen_at",
-    "last_seen_at",
-    "trait_versions",
+/// The traits groups share (an industry, a plan, a city): the only `accounts` columns that keep a dictionary.
+/// Every other column holds one value a group (its id, its own name, email or address line, its times and
+/// versions); with a row a group those hardly repeat, so a dictionary would be filled up to its page limit and
+/// abandoned in every file.
+const ACCOUNTS_SHARED_TRAITS: &[Col] = &[
+    Col::Industry,
+    Col::Employees,
+    Col::Plan,
+    Col::AddressCity,
+    Col::AddressState,
+    Col::AddressPostalCode,
+    Col::AddressCountry,
 ];
 
 /// The properties of an `accounts` file.
 pub(crate) fn accounts_properties(codec: Codec) -> WriterProperties {
-    without_dictionary(codec, ACCOUNTS_NO_DICTIONARY.iter().copied())
+    let shared = |name: &str| {
+        ACCOUNTS_SHARED_TRAITS
+            .iter()
+            .any(|c| c.column().name == name)
+    };
+    without_dictionary(
+        codec,
+        schema::ACCOUNT_COLUMNS
+            .iter()
+            .map(|c| c.name)
+            .filter(|name| !shared(name)),
+    )
 }
 
 fn without_dictionary<'a>(
@@ -795,12 +800,25 @@ mod tests {
         // A name that is not a column would be ignored by the Parquet writer, keeping its dictionary.
         let names: Vec<&str> = schema::ACCOUNT_COLUMNS.iter().map(|c| c.name).collect();
         let props = accounts_properties(Codec::Zstd);
-        for name in ACCOUNTS_NO_DICTIONARY {
-            assert!(names.contains(name), "{name} is not an accounts column");
-            assert!(
-                !props.dictionary_enabled(&ColumnPath::from(*name)),
-                "{name}"
-            );
+        let one_a_group = [
+            "group_id",
+            "name",
+            "email",
+            "phone",
+            "website",
+            "avatar",
+            "description",
+            "created_at",
+            "address_street",
+            "trait_id",
+            "extra_traits",
+            "first_seen_at",
+            "last_seen_at",
+            "trait_versions",
+        ];
+        for name in one_a_group {
+            assert!(names.contains(&name), "{name} is not an accounts column");
+            assert!(!props.dictionary_enabled(&ColumnPath::from(name)), "{name}");
         }
         for shared in [
             "industry",

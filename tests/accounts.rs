@@ -474,22 +474,15 @@ fn the_accounts_layout_and_bytes_do_not_depend_on_threads() {
             buckets > 3,
             "{buckets} buckets: the spill is used at every thread count"
         );
-        let files: Vec<(String, Vec<u8>)> = parquet_files(&out.join("accounts"))
-            .iter()
-            .map(|f| {
-                let name = f.file_name().unwrap().to_string_lossy().into_owned();
-                (name, fs::read(f).unwrap())
-            })
-            .collect();
-        layouts.push((threads, buckets, files));
+        layouts.push((threads, buckets, out));
     }
-    let (_, buckets, files) = &layouts[0];
-    for (threads, b, f) in &layouts[1..] {
+    let (_, buckets, first) = &layouts[0];
+    for (threads, b, out) in &layouts[1..] {
         assert_eq!(b, buckets, "bucket count with --threads {threads}");
-        assert_eq!(f.len(), files.len(), "files with --threads {threads}");
-        for ((name_a, a), (name_b, b)) in files.iter().zip(f) {
-            assert_eq!(name_a, name_b);
-            assert!(a == b, "{name_a} differs with --threads {threads}");
-        }
+        assert_same_parquet_files(
+            &first.join("accounts"),
+            &out.join("accounts"),
+            &format!("--threads {threads}"),
+        );
     }
 }

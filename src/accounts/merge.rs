@@ -20,7 +20,8 @@ use super::{ACCOUNTS_DIR, BYTES_PER_GROUP, Bucket, Event};
 
 /// How many buckets the budget is shared between, so the most merged at once: each gets this share of the budget
 /// whatever the thread count. A constant, not `--threads`, so that the bucket count, and with it every file of
-/// the snapshot, depends on the input only (a pool with more threads merges this many buckets at a time).
+/// the snapshot, depends on the input and the budget only (a pool with more threads merges this many buckets
+/// at a time).
 const MERGE_WAYS: u64 = 8;
 
 /// The folder of the staging area that holds the spill files while the merge runs.

@@ -29,9 +29,10 @@
 //! are merged one per thread and at most `merge::MERGE_WAYS` at once, each holding its groups in memory; the
 //! bucket count (a power of two) is chosen so that the snapshot's groups plus the distinct groups of the run
 //! fit a `MERGE_WAYS`th of the budget per bucket at `BYTES_PER_GROUP` each, and only grows. It never depends on
-//! the thread count, so neither do the files. A bucket that no event of the run touches is kept as it is. With no more buckets to fill
-//! than threads, each bucket reads the run's rows again (filtered by hash); with more, the rows are routed to
-//! their buckets in one pass through spill files (`spill`), so many buckets cost neither memory nor decodes.
+//! the thread count, so neither do the files. A bucket that no event of the run touches is kept as it is. With
+//! no more buckets to fill than threads, each bucket reads the run's rows again (filtered by hash); with more,
+//! the rows are routed to their buckets in one pass through spill files (`spill`), so many buckets cost neither
+//! memory nor decodes.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

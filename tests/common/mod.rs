@@ -71,6 +71,23 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Asserts that `a` and `b` hold the same `.parquet` files ([`parquet_files`]): the same relative paths, byte
+/// for byte. `what` names the run of `b` in the messages.
+pub fn assert_same_parquet_files(a: &Path, b: &Path, what: &str) {
+    let fa = parquet_files(a);
+    let fb = parquet_files(b);
+    assert_eq!(fa.len(), fb.len(), "files with {what}");
+    for (x, y) in fa.iter().zip(&fb) {
+        let rel = x.strip_prefix(a).unwrap();
+        assert_eq!(rel, y.strip_prefix(b).unwrap(), "{what}");
+        assert!(
+            fs::read(x).unwrap() == fs::read(y).unwrap(),
+            "{} differs with {what}",
+            rel.display()
+        );
+    }
+}
+
 /// Reads one Parquet file into rows (column name -> value), checking the time columns' Arrow type.
 pub fn read_file(path: &Path) -> Vec<Row> {
     let file = fs::File::open(path).expect("open parquet");
