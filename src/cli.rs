@@ -289,7 +289,10 @@ where
     match run(cli) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
-            eprintln!("group-loader: error: {e}");
+            eprintln!(
+                "group-loader: error: {}",
+                crate::error::redact(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

@@ -235,9 +235,38 @@ pub fn file_rows(path: &Path) -> Result<u64> {
 
 /// The published report of run `run_id`, if that run published its rows (the same inputs were loaded).
 pub fn published_run(out: &Path, run_id: &str) -> Option<serde_json::Value> {
-    let bytes = fs::read(out.join(RUNS_DIR).join(format!("{run_id}.json"))).ok()?;
-    let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    (report["published"] == true).then_some(report)
+    run_files(&out.join(RUNS_DIR), run_id)
+        .into_iter()
+        .filter_map(|name| fs::read(out.join(RUNS_DIR).join(name)).ok())
+        .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .find(|report| report["published"] == true)
+}
+
+/// The name (without extension) of a run's report in `_runs/` and rejects in `_rejects/`: the time it started,
+/// then its id (`2026-12-02T051233.123Z-3f9a...`), so that `ls` lists runs in the order they started and every
+/// attempt of a run has files of its own.
+pub fn run_stem(started_at: &str, run_id: &str) -> String {
+    format!("{}-{run_id}", started_at.replace(':', ""))
+}
+
+/// Whether `name` (a file of `_runs/` or `_rejects/`) belongs to run `run_id`.
+pub fn is_run_file(name: &str, run_id: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(stem, _)| stem.ends_with(&format!("-{run_id}")))
+}
+
+/// The names of the files of `dir` that belong to run `run_id`, sorted.
+pub fn run_files(dir: &Path, run_id: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_run_file(n, run_id))
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ pub mod exit {
     pub const REJECT_RATIO: u8 = 3;
     pub const LOCKED: u8 = 4;
     pub const MIN_ROWS: u8 = 5;
+    /// The run's rows were published (or may have been: a commit whose answer was lost), but a step after it
+    /// failed: the `accounts` update, the report, a `--report`/`--rejects` copy. Re-running the same command
+    /// finishes it and never loads a row twice.
+    pub const AFTER_PUBLISH: u8 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,37 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    /// A broken invariant of the tool itself: a bug, never a property of the input.
+    #[error("internal error: {0} (a bug in group-loader; nothing was published by this step)")]
+    Internal(String),
+
+    /// The run was stopped because another part of it failed (that failure is the one reported).
+    #[error("cancelled")]
+    Cancelled,
+
+    /// The rows were published, then a later step failed.
+    #[error(
+        "the run's rows were published, but {step} failed: {source}. Re-run the same command to finish it: \
+         it loads no row twice"
+    )]
+    AfterPublish {
+        step: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A commit was sent but its answer never came, and the table could not be read back to learn whether it
+    /// landed.
+    #[error(
+        "the commit to {url} may or may not have landed ({source}); re-run the same command: it finishes the \
+         run if the commit landed and loads it if not, never twice"
+    )]
+    CommitUncertain {
+        url: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -157,7 +192,21 @@ impl Error {
             | Error::Parquet { .. }
             | Error::Dataset { .. }
             | Error::Arrow(_)
-            | Error::Json { .. } => exit::FAILURE,
+            | Error::Json { .. }
+            | Error::Internal(_)
+            | Error::Cancelled => exit::FAILURE,
+            Error::AfterPublish { .. } | Error::CommitUncertain { .. } => exit::AFTER_PUBLISH,
+        }
+    }
+
+    /// This error, as the failure of `step` after the rows were published (exit 6), unless it already says so.
+    pub fn after_publish(step: &'static str) -> impl FnOnce(Error) -> Error {
+        move |e| match e {
+            e @ (Error::AfterPublish { .. } | Error::CommitUncertain { .. }) => e,
+            e => Error::AfterPublish {
+                step,
+                source: Box::new(e),
+            },
         }
     }
 
@@ -173,9 +222,150 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// XML elements of a store's error body that quote the request's credentials back (S3 does so on a signature
+/// mismatch), compared without case.
+const SECRET_ELEMENTS: [&str; 8] = [
+    "signatureprovided",
+    "stringtosign",
+    "stringtosignbytes",
+    "canonicalrequest",
+    "canonicalrequestbytes",
+    "x-amz-security-token",
+    "securitytoken",
+    "sessiontoken",
+];
+/// URL query parameters and header names that carry credentials (S3 presigned URLs, Azure SAS tokens).
+const SECRET_PARAMS: [&str; 8] = [
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "signature",
+    "sig",
+    "authorization",
+    "x-goog-signature",
+    "x-goog-credential",
+];
+
+/// A message with every credential it quotes masked: the contents of [`SECRET_ELEMENTS`], and the values of
+/// [`SECRET_PARAMS`] as query parameters (`name=value`) or headers (`name: value`). A store's error message
+/// may quote the request back; nothing the tool prints may carry a secret of the environment.
+pub fn redact(message: &str) -> String {
+    let mut out = message.to_string();
+    for name in SECRET_ELEMENTS {
+        out = mask_elements(&out, name);
+    }
+    for name in SECRET_PARAMS {
+        out = mask_after(&out, name, &['=', ':']);
+    }
+    // object_store counts its retries against a limit the tool sets out of the way; the count is noise.
+    if let Some(at) = out.find(", max_retries: ") {
+        let rest = &out[at + ", max_retries: ".len()..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out.replace_range(at..at + ", max_retries: ".len() + digits, "");
+    }
+    out
+}
+
+/// Masks the text of every `<name>...</name>` element (name compared without case).
+fn mask_elements(text: &str, name: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(i) = lower[at..].find(&open) {
+        let start = at + i + open.len();
+        let end = lower[start..]
+            .find(&close)
+            .map_or(text.len(), |j| start + j);
+        out.push_str(&text[at..start]);
+        out.push_str("***");
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Masks the value after every `name=` or `name:` (the name compared without case, and standing alone: not
+/// the end of a longer word), up to the next `&`, white space, quote or `<`.
+fn mask_after(text: &str, name: &str, separators: &[char]) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name) {
+        let begin = from + i;
+        let after = begin + name.len();
+        from = after;
+        let standalone = lower[..begin]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let Some(sep) = text[after..]
+            .chars()
+            .next()
+            .filter(|c| separators.contains(c))
+        else {
+            continue;
+        };
+        if !standalone {
+            continue;
+        }
+        let value = after + sep.len_utf8();
+        let value = value + (text[value..].len() - text[value..].trim_start_matches(' ').len());
+        let end = text[value..]
+            .find(|c: char| {
+                c == '&' || c.is_whitespace() || c == '"' || c == '\'' || c == '<' || c == ','
+            })
+            .map_or(text.len(), |j| value + j);
+        if end == value {
+            continue;
+        }
+        out.push_str(&text[at..value]);
+        out.push_str("***");
+        at = end;
+        from = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_messages_are_masked() {
+        let body = "Generic S3 error: Error performing PUT http://127.0.0.1:9/b/k?X-Amz-Signature=abc123&x=1 \
+                    in 1.2s, after 3 retries, max_retries: 18446744073709551615, retry_timeout: 8s - Server \
+                    returned non-2XX status code: 403 Forbidden: <Error><Code>SignatureDoesNotMatch</Code>\
+                    <SignatureProvided>deadbeef</SignatureProvided><StringToSign>AWS4-HMAC-SHA256\n2026\
+                    </StringToSign><X-Amz-Security-Token>SESSIONSECRET</X-Amz-Security-Token></Error> \
+                    x-amz-security-token: OTHERSECRET sv=2024&sig=AZURESECRET&se=1";
+        let r = redact(body);
+        for secret in [
+            "abc123",
+            "deadbeef",
+            "AWS4-HMAC-SHA256",
+            "SESSIONSECRET",
+            "OTHERSECRET",
+            "AZURESECRET",
+            "max_retries",
+        ] {
+            assert!(!r.contains(secret), "{secret} in {r}");
+        }
+        // What says what went wrong stays.
+        for kept in [
+            "SignatureDoesNotMatch",
+            "403 Forbidden",
+            "retry_timeout: 8s",
+            "&x=1",
+            "se=1",
+        ] {
+            assert!(r.contains(kept), "{kept} lost from {r}");
+        }
+        // Words that merely end like a parameter name are left alone.
+        assert_eq!(redact("design=on usig=x"), "design=on usig=x");
+    }
 
     #[test]
     fn exit_codes() {

@@ -86,7 +86,7 @@ fn spawn_reader(
                             .is_err()
                         {
                             // The run stopped (an error elsewhere): nothing left to do.
-                            return Err(Error::Usage("cancelled".into()));
+                            return Err(Error::Cancelled);
                         }
                     }
                     Ok(None) => break,
@@ -237,10 +237,10 @@ impl<'s> Readers<'s> {
 
 /// The next message of an input's reader thread.
 fn receive(feed: &Receiver<Feed>, name: &str) -> Result<Feed> {
-    feed.recv().map_err(|_| Error::Io {
-        action: "reading",
-        path: name.into(),
-        source: std::io::Error::other("internal: the reader thread ended without answering"),
+    feed.recv().map_err(|_| {
+        Error::Internal(format!(
+            "the reader thread of {name} ended without answering"
+        ))
     })
 }
 
@@ -264,11 +264,9 @@ fn step(
         let parser = s.spawn(|| parse(chunk));
         let applied = sink.apply(input, name, previous);
         let parsed = parser.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                action: "parsing",
-                path: name.into(),
-                source: std::io::Error::other("internal: the parser thread panicked"),
-            })
+            Err(Error::Internal(format!(
+                "the parser thread panicked on a chunk of {name}"
+            )))
         });
         (parsed, applied)
     })

@@ -222,9 +222,10 @@ fn discover_objects(url: &str, output: Option<&str>) -> Result<Vec<Source>> {
         return Ok(vec![as_object(location, meta)]);
     }
     let base = location.path.as_ref().to_string();
-    let skip = output
-        .filter(|o| store::is_url(o))
-        .map(|o| format!("{}/", o.trim_end_matches('/')));
+    let skip = match output.filter(|o| store::is_url(o)) {
+        Some(o) => Some(format!("{}/", Location::parse(o)?.url)),
+        None => None,
+    };
     let mut found = Vec::new();
     for meta in location.list()? {
         let rel = meta
@@ -235,10 +236,10 @@ fn discover_objects(url: &str, output: Option<&str>) -> Result<Vec<Source>> {
             .trim_start_matches('/')
             .to_string();
         let hidden = rel.split('/').any(|part| part.starts_with('.'));
-        let name = rel.rsplit('/').next().unwrap_or_default();
-        let object = location.join(&rel);
+        let name = rel.rsplit('/').next().unwrap_or_default().to_string();
+        let object = location.child(meta.location.clone());
         let in_output = skip.as_ref().is_some_and(|s| object.url.starts_with(s));
-        if !hidden && !in_output && is_input_name(name) {
+        if !hidden && !in_output && is_input_name(&name) {
             found.push(as_object(object, meta));
         }
     }

@@ -5,6 +5,11 @@
 //! the parser then works on in parallel; it keeps exact line numbers and byte offsets, drops a trailing `\r`
 //! and a leading UTF-8 BOM, and never holds a line over the line limit: such a line keeps only its first
 //! [`TOO_LONG_PREFIX`] bytes (for the rejects file) and its length.
+//!
+//! What a chunk holds is bounded by its bytes *and* by its lines: every line costs a [`Line`] here and an
+//! outcome in the parser whatever its length, so a chunk ends after [`chunk_lines`] lines even when they are
+//! short. Empty lines (nothing, or only `\r`) are only counted ([`Chunk::empty`]): a file of newlines costs
+//! no memory per line and is read at the speed of a byte scan.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -14,6 +19,13 @@ use std::sync::mpsc::Receiver;
 pub const TOO_LONG_PREFIX: usize = 64 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 const READ_SIZE: usize = 256 * 1024;
+/// A chunk holds at most one line per this many bytes of its target size.
+pub const BYTES_PER_LINE: usize = 512;
+
+/// The most lines (other than empty ones) a chunk of `chunk_target` bytes holds.
+pub fn chunk_lines(chunk_target: usize) -> usize {
+    (chunk_target / BYTES_PER_LINE).max(1)
+}
 
 /// One line inside a [`Chunk`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +45,10 @@ pub struct Line {
 pub struct Chunk {
     /// The bytes the lines point into (possibly followed by unused bytes).
     pub data: Vec<u8>,
+    /// The lines of the chunk that are not empty, in order.
     pub lines: Vec<Line>,
+    /// Empty lines among them (nothing between two newlines, or only `\r`): counted, not listed.
+    pub empty: u64,
 }
 
 impl Chunk {
@@ -47,6 +62,7 @@ pub struct LineReader<R> {
     inner: R,
     limit: usize,
     chunk_target: usize,
+    max_lines: usize,
     /// Bytes read but not yet handed out (the start of a partial line).
     carry: Vec<u8>,
     /// Offset in the stream of `carry[0]`.
@@ -65,6 +81,7 @@ impl<R: Read> LineReader<R> {
             inner,
             limit: limit.max(1),
             chunk_target: chunk_target.max(1),
+            max_lines: chunk_lines(chunk_target),
             carry: Vec::new(),
             carry_offset: 0,
             next_number: 1,
@@ -110,12 +127,13 @@ impl<R: Read> LineReader<R> {
 
     fn push_line(
         &mut self,
-        lines: &mut Vec<Line>,
+        chunk: (&mut Vec<Line>, &mut u64),
         data: &[u8],
         base: u64,
         range: Range<usize>,
         too_long: Option<u64>,
     ) {
+        let (lines, empty) = chunk;
         let offset = base + range.start as u64;
         let mut range = range;
         if self.at_start {
@@ -134,6 +152,11 @@ impl<R: Read> LineReader<R> {
         });
         if too_long.is_none() && range.end > range.start && data[range.end - 1] == b'\r' {
             range.end -= 1;
+        }
+        if range.is_empty() && too_long.is_none() {
+            *empty += 1;
+            self.next_number += 1;
+            return;
         }
         lines.push(Line {
             range,
@@ -158,15 +181,22 @@ impl<R: Read> LineReader<R> {
         let mut filled = self.carry.len();
         self.carry.clear();
         let base = self.carry_offset;
-        let mut lines = Vec::with_capacity(self.chunk_target / 256);
+        let mut lines = Vec::with_capacity(self.max_lines.min(self.chunk_target / 256));
+        let mut empty = 0;
         let mut line_start = 0;
         let mut scan_from = 0;
         loop {
-            while let Some(i) = memchr::memchr(b'\n', &data[scan_from..filled]) {
+            while lines.len() < self.max_lines {
+                let Some(i) = memchr::memchr(b'\n', &data[scan_from..filled]) else {
+                    break;
+                };
                 let end = scan_from + i;
-                self.push_line(&mut lines, &data, base, line_start..end, None);
+                self.push_line((&mut lines, &mut empty), &data, base, line_start..end, None);
                 line_start = end + 1;
                 scan_from = line_start;
+            }
+            if lines.len() >= self.max_lines {
+                break;
             }
             scan_from = filled;
             let partial = filled - line_start;
@@ -175,11 +205,17 @@ impl<R: Read> LineReader<R> {
                 data.truncate(filled);
                 let (len, rest) = self.skip_rest_of_line(&mut data, line_start)?;
                 let keep_end = data.len();
-                self.push_line(&mut lines, &data, base, line_start..keep_end, Some(len));
+                self.push_line(
+                    (&mut lines, &mut empty),
+                    &data,
+                    base,
+                    line_start..keep_end,
+                    Some(len),
+                );
                 // Hand out this chunk now: what follows the newline starts the next chunk, at a known offset.
                 self.carry = rest;
                 self.carry_offset = base + line_start as u64 + len + 1;
-                return Ok(Some(Chunk { data, lines }));
+                return Ok(Some(Chunk { data, lines, empty }));
             }
             if line_start >= self.chunk_target {
                 break;
@@ -187,7 +223,13 @@ impl<R: Read> LineReader<R> {
             if self.eof || !self.fill(&mut data, &mut filled)? {
                 self.eof = true;
                 if filled > line_start {
-                    self.push_line(&mut lines, &data, base, line_start..filled, None);
+                    self.push_line(
+                        (&mut lines, &mut empty),
+                        &data,
+                        base,
+                        line_start..filled,
+                        None,
+                    );
                     line_start = filled;
                 }
                 break;
@@ -195,10 +237,10 @@ impl<R: Read> LineReader<R> {
         }
         self.carry.extend_from_slice(&data[line_start..filled]);
         self.carry_offset = base + line_start as u64;
-        if lines.is_empty() && self.eof && self.carry.is_empty() {
+        if lines.is_empty() && empty == 0 && self.eof && self.carry.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Chunk { data, lines }))
+        Ok(Some(Chunk { data, lines, empty }))
     }
 
     /// Reads past the end of a too-long line that starts at `data[line_start]`, keeping at most
@@ -260,6 +302,16 @@ mod tests {
         out
     }
 
+    /// Every chunk of `input`: (lines, empty lines, bytes held).
+    fn chunks(input: &[u8], chunk: usize) -> Vec<(usize, u64)> {
+        let mut r = LineReader::new(input, 1 << 20, chunk);
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            out.push((c.lines.len(), c.empty));
+        }
+        out
+    }
+
     fn simple(input: &[u8]) -> Vec<(String, u64, u64)> {
         all_lines(input, 1 << 20, 3)
             .into_iter()
@@ -269,27 +321,60 @@ mod tests {
 
     #[test]
     fn lines_numbers_and_offsets() {
+        // The empty third line is counted, not listed; the lines after it keep their numbers.
         assert_eq!(
             simple(b"a\nbb\n\nccc"),
             vec![
                 ("a".into(), 1, 0),
                 ("bb".into(), 2, 2),
-                ("".into(), 3, 5),
                 ("ccc".into(), 4, 6)
             ]
         );
+        assert_eq!(chunks(b"a\nbb\n\nccc", 1 << 20), vec![(3, 1)]);
         // A trailing newline does not make an extra line; an empty input has none.
         assert_eq!(simple(b"a\n").len(), 1);
         assert!(simple(b"").is_empty());
-        assert_eq!(simple(b"\n"), vec![("".into(), 1, 0)]);
+        assert!(chunks(b"", 1 << 20).is_empty());
+        assert_eq!(chunks(b"\n", 1 << 20), vec![(0, 1)]);
+        // A line of spaces is not empty: the parser calls it blank.
+        assert_eq!(simple(b" \n"), vec![(" ".into(), 1, 0)]);
+    }
+
+    #[test]
+    fn empty_lines_cost_no_line_and_short_lines_end_chunks() {
+        // A million newlines (and \r\n pairs): nothing listed, every one counted, in chunks of the byte target.
+        let newlines = vec![b'\n'; 1_000_000];
+        let c = chunks(&newlines, 64 << 10);
+        assert!(c.iter().all(|&(lines, _)| lines == 0));
+        assert_eq!(c.iter().map(|&(_, e)| e).sum::<u64>(), 1_000_000);
+        assert!(c.len() > 1, "{c:?}");
+        assert!(
+            c.iter().all(|&(_, e)| e <= (64 << 10) + READ_SIZE as u64),
+            "a chunk ends near its byte target: {c:?}"
+        );
+        let crlf = b"\r\n".repeat(1000);
+        assert_eq!(chunks(&crlf, 1 << 20), vec![(0, 1000)]);
+        // Short lines: a chunk lists at most chunk_lines(target) of them, whatever their bytes.
+        let short = b"{}\n".repeat(10_000);
+        let c = chunks(&short, 64 << 10);
+        let cap = chunk_lines(64 << 10);
+        assert_eq!(cap, 128);
+        assert!(c.iter().all(|&(lines, _)| lines <= cap), "{c:?}");
+        assert_eq!(c.iter().map(|&(l, _)| l).sum::<usize>(), 10_000);
+        // Numbers and offsets stay exact across those cuts.
+        let all = all_lines(&short, 1 << 20, 64 << 10);
+        assert_eq!(all.len(), 10_000);
+        assert_eq!((all[9_999].1, all[9_999].2), (10_000, 29_997));
     }
 
     #[test]
     fn crlf_and_bom() {
         assert_eq!(
             simple(b"\xEF\xBB\xBFa\r\nb\r\n\r\n"),
-            vec![("a".into(), 1, 0), ("b".into(), 2, 6), ("".into(), 3, 9)]
+            vec![("a".into(), 1, 0), ("b".into(), 2, 6)]
         );
+        // A file that is only a BOM and a newline has one empty line.
+        assert_eq!(chunks(b"\xEF\xBB\xBF\n", 1 << 20), vec![(0, 1)]);
         // Only a BOM at the start of the stream is dropped, and only one `\r`.
         assert_eq!(simple(b"a\n\xEF\xBB\xBFb\r\r\n")[1].0, "\u{feff}b\r");
     }

@@ -255,13 +255,23 @@ fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
 
 /// After the run: the copies asked for, the summary, and the outcome the report calls for (SPEC §8).
 fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
-    copy_out(opts, &report)?;
     if !opts.quiet {
         eprint!("{}", report.summary());
+    }
+    // A copy that cannot be written after the rows were published must not say "nothing published".
+    let copied = copy_out(opts, &report);
+    if report.published || report.finished.is_some() {
+        copied.map_err(Error::after_publish("the --report/--rejects copy"))?;
+    } else {
+        copied?;
     }
     let c = &report.counts;
     match report.not_published {
         None | Some(NotPublished::AlreadyLoaded) => Ok(report),
+        Some(NotPublished::CommitPending) => Err(Error::Internal(format!(
+            "run {} ended with its commit still pending",
+            report.run
+        ))),
         Some(NotPublished::RejectRatio) => Err(Error::RejectRatio {
             rejected: c.rejected_for_ratio(),
             considered: c.considered(),
@@ -295,13 +305,14 @@ fn already_loaded(
     if ctx.opts.mode != Mode::Append {
         return Ok(None);
     }
-    let Some(when) = table.already_loaded(run_id)? else {
+    let Some(earlier) = table.already_loaded(run_id)? else {
         return Ok(None);
     };
     let mut report = new_report(ctx, run_id, started_at.to_string());
     report.published = false;
     report.not_published = Some(NotPublished::AlreadyLoaded);
-    report.already_loaded = Some(when);
+    report.already_loaded = Some(earlier.started_at);
+    report.finished = earlier.unfinished;
     Ok(Some(report))
 }
 
@@ -347,6 +358,7 @@ fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
         published: false,
         not_published: None,
         already_loaded: None,
+        finished: None,
         accounts: None,
         commit: None,
         shard: ctx.shard.clone(),
@@ -488,14 +500,11 @@ fn check_staged(files: &[StagedFile], counts: &Counts, staging: &Staging) -> Res
     if staged_rows == counts.rows_written {
         return Ok(());
     }
-    Err(Error::Io {
-        action: "checking staged files in",
-        path: staging.dir().to_path_buf(),
-        source: std::io::Error::other(format!(
-            "internal: {} rows counted but {staged_rows} rows written to files",
-            counts.rows_written
-        )),
-    })
+    Err(Error::Internal(format!(
+        "{} rows counted but {staged_rows} rows written to the files of {}",
+        counts.rows_written,
+        staging.dir().display()
+    )))
 }
 
 /// Why a run's rows may not be published (SPEC §8): too many rejects, or fewer rows than `--min-rows`.

@@ -79,6 +79,8 @@ impl RejectsWriter {
         bytes: &[u8],
         reject: &Reject,
     ) -> Result<()> {
+        let masked = mask_write_keys(bytes);
+        let bytes = masked.as_ref();
         let (raw, raw_base64) = match std::str::from_utf8(bytes) {
             _ if reject.id.is_some() => (None, None),
             Ok(s) => (Some(s), None),
@@ -135,6 +137,71 @@ impl RejectsWriter {
             .map_err(Error::io("syncing rejects file", &self.path))?;
         Ok(Some(self.path))
     }
+}
+
+/// Keys whose values are credentials (Segment's `writeKey`, sent in batch envelopes and accepted in single
+/// calls), compared without ASCII case.
+const CREDENTIAL_KEYS: [&[u8]; 2] = [b"\"writekey\"", b"\"write_key\""];
+
+/// The line with the value of every `"writeKey": ...` masked (`"***"`): the rejects file keeps raw lines, and
+/// must not keep a source's credential. Works on bytes, so it masks lines that are not valid JSON or UTF-8
+/// too; a value that is a string keeps its quotes, any other value becomes the string `"***"`.
+pub fn mask_write_keys(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let lower = line.to_ascii_lowercase();
+    let mut spans = Vec::new();
+    for key in CREDENTIAL_KEYS {
+        let mut from = 0;
+        while let Some(i) = memchr::memmem::find(&lower[from..], key) {
+            let mut at = from + i + key.len();
+            from = at;
+            let skip_ws = |at: &mut usize| {
+                while line.get(*at).is_some_and(|b| b.is_ascii_whitespace()) {
+                    *at += 1;
+                }
+            };
+            skip_ws(&mut at);
+            if line.get(at) != Some(&b':') {
+                continue;
+            }
+            at += 1;
+            skip_ws(&mut at);
+            let start = at;
+            let end = if line.get(at) == Some(&b'"') {
+                // A string: to its closing quote (escapes skipped), or the end of the line.
+                let mut j = at + 1;
+                while j < line.len() && line[j] != b'"' {
+                    j += if line[j] == b'\\' { 2 } else { 1 };
+                }
+                (j + 1).min(line.len())
+            } else {
+                let rest = &line[at..];
+                at + rest
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                    .unwrap_or(rest.len())
+            };
+            if end > start {
+                spans.push((start, end));
+            }
+            from = end.max(from);
+        }
+    }
+    if spans.is_empty() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    spans.sort_unstable();
+    let mut out = Vec::with_capacity(line.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if start < at {
+            continue;
+        }
+        out.extend_from_slice(&line[at..start]);
+        out.extend_from_slice(b"\"***\"");
+        at = end;
+    }
+    out.extend_from_slice(&line[at..]);
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -225,6 +292,43 @@ mod tests {
         assert!(r[0].get("raw").is_none());
         assert_eq!(r[1]["raw"], "");
         assert_eq!(r[1]["length"], 99);
+    }
+
+    #[test]
+    fn write_keys_are_masked_in_every_raw_line() {
+        let m = |s: &str| String::from_utf8(mask_write_keys(s.as_bytes()).into_owned()).unwrap();
+        assert_eq!(
+            m(r#"{"batch":[],"writeKey":"SECRET","sentAt":"x"}"#),
+            r#"{"batch":[],"writeKey":"***","sentAt":"x"}"#
+        );
+        // Broken JSON, other spellings, escapes, and values that are not strings.
+        assert_eq!(
+            m(r#"{"WriteKey" : "a\"b", oops"#),
+            r#"{"WriteKey" : "***", oops"#
+        );
+        assert_eq!(m(r#"{"write_key":12345}"#), r#"{"write_key":"***"}"#);
+        assert_eq!(m(r#"{"writeKey":"unterminated"#), r#"{"writeKey":"***""#);
+        assert_eq!(
+            m(r#"{"writeKey":"a","batch":[{"writeKey":"b"}]}"#),
+            r#"{"writeKey":"***","batch":[{"writeKey":"***"}]}"#
+        );
+        // A key named like it but not it, and the word in a value, stay.
+        assert_eq!(
+            m(r#"{"writeKeys":"x","n":"writeKey"}"#),
+            r#"{"writeKeys":"x","n":"writeKey"}"#
+        );
+        // Bytes that are not UTF-8 around it.
+        assert_eq!(
+            mask_write_keys(b"\xff{\"writeKey\":\"S\"}").as_ref(),
+            b"\xff{\"writeKey\":\"***\"}"
+        );
+        // Through the writer: the record's raw line holds no key.
+        let r = records(&[(
+            br#"{"batch":"nope","writeKey":"SECRET"}"#,
+            None,
+            Reason::InvalidBatch,
+        )]);
+        assert_eq!(r[0]["raw"], r#"{"batch":"nope","writeKey":"***"}"#);
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl Sink for PartitionsSeen {
         };
         let mode = self.mode;
         p.with_dependent(|chunk, outcomes| {
-            self.lines += chunk.lines.len() as u64;
+            self.lines += chunk.lines.len() as u64 + chunk.empty;
             for o in outcomes {
                 self.buckets
                     .extend(rows(o).map(|r| mode.bucket(r.partition_time())));
@@ -309,6 +309,9 @@ impl Run {
         chunk: &Chunk,
         outcomes: &mut [Outcome<'_>],
     ) -> Result<()> {
+        // Empty lines are only counted by the reader (they are blank lines: nothing to apply).
+        self.counts.lines += chunk.empty;
+        self.counts.blank += chunk.empty;
         for (line, outcome) in chunk.lines.iter().zip(outcomes) {
             self.counts.lines += 1;
             let bytes = chunk.bytes(line);

@@ -59,21 +59,115 @@ pub fn set_retry_timeout(d: Duration) {
     let _ = RETRY_TIMEOUT.set(d);
 }
 
+/// `--retry-timeout` (three minutes unless set).
+pub fn retry_timeout() -> Duration {
+    RETRY_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(Duration::from_secs(180))
+}
+
+/// Requests are retried until `--retry-timeout` has passed, however many attempts that takes (object_store also
+/// stops after a number of retries: that number is set out of the way, so the timeout is what decides).
 fn retry_config() -> RetryConfig {
-    let mut retry = RetryConfig::default();
-    if let Some(t) = RETRY_TIMEOUT.get() {
-        retry.retry_timeout = *t;
+    RetryConfig {
+        retry_timeout: retry_timeout(),
+        max_retries: usize::MAX,
+        ..RetryConfig::default()
     }
-    retry
 }
 
 /// A location in object storage: the store of its bucket and the path inside it.
 #[derive(Clone)]
 pub struct Location {
-    /// The URL as given, without a trailing `/`.
+    /// The URL in its one canonical spelling (percent-encoded where a URL must be, no trailing `/`): the form
+    /// given to delta-rs, and the one printed.
     pub url: String,
+    /// `scheme://bucket` (or `file://` for a local folder).
+    base: String,
     pub store: Arc<dyn ObjectStore>,
+    /// The object path: the URL's path, percent-decoded (`my%20data` is the object `my data`), as delta-rs
+    /// and every reader of the table decode it.
     pub path: ObjectPath,
+}
+
+/// Refuses a URL that could name one place to the tool and another to a reader, or that holds a secret:
+/// credentials (`user:password@`), a port, a query or a fragment, a `.` or `..` segment (written, or
+/// percent-encoded), an encoded slash, or an empty segment.
+fn check_url(url: &str) -> Result<()> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::Usage(format!(
+            "{url}: not a URL (expected scheme://bucket/path)"
+        )));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // The message names the URL, never the credentials it holds.
+    let shown = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
+        None => url.to_string(),
+    };
+    let refuse = |why: &str| Err(Error::Usage(format!("{shown}: {why}")));
+    if authority.contains('@') {
+        return refuse(
+            "credentials in a URL are refused (they would be written to reports and logs): give them \
+             through the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or the \
+             cloud's credential chain)",
+        );
+    }
+    if authority.contains(':') {
+        return refuse(
+            "a port is not part of a bucket name; for an S3-compatible server, set AWS_ENDPOINT_URL \
+             (e.g. http://127.0.0.1:9000) and use s3://BUCKET/PATH",
+        );
+    }
+    if rest.contains('?') || rest.contains('#') {
+        return refuse(
+            "a query (?) or fragment (#) is not part of an object's name, and readers would each read it \
+             differently; write the path without it",
+        );
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    for segment in segments.iter().filter(|_| !path.is_empty()) {
+        let lower = segment.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            return refuse(
+                "an encoded slash (%2F) names one object to one reader and a folder to another; write the \
+                 path with plain / between its folders",
+            );
+        }
+        match percent_decoded(segment).as_str() {
+            "" => return refuse("an empty path segment (//) names no folder"),
+            "." | ".." => {
+                return refuse(
+                    "a . or .. segment would write outside the folder the URL names (readers resolve it \
+                     differently): give the folder itself",
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `s` with `%XX` sequences decoded (bytes that do not decode as UTF-8 are replaced).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Debug for Location {
@@ -85,6 +179,7 @@ impl fmt::Debug for Location {
 impl Location {
     /// Opens the store of a URL's bucket (or container), configured from the environment.
     pub fn parse(url: &str) -> Result<Location> {
+        check_url(url)?;
         let trimmed = url.trim_end_matches('/');
         let parsed =
             Url::parse(trimmed).map_err(|e| Error::Usage(format!("invalid URL {url}: {e}")))?;
@@ -132,10 +227,11 @@ impl Location {
                 )));
             }
         };
-        let path = ObjectPath::parse(parsed.path().trim_start_matches('/'))
+        let path = ObjectPath::from_url_path(parsed.path())
             .map_err(|e| Error::Usage(format!("invalid path in {url}: {e}")))?;
         Ok(Location {
-            url: trimmed.to_string(),
+            url: parsed.as_str().trim_end_matches('/').to_string(),
+            base: format!("{}://{bucket}", parsed.scheme()),
             store,
             path,
         })
@@ -152,6 +248,7 @@ impl Location {
             .map_err(|e| Error::Usage(format!("{}: {e}", abs.display())))?;
         Ok(Location {
             url: url.as_str().trim_end_matches('/').to_string(),
+            base: "file://".to_string(),
             store: Arc::new(object_store::local::LocalFileSystem::new()),
             path,
         })
@@ -164,23 +261,31 @@ impl Location {
             path = path.join(part);
         }
         Location {
-            url: format!("{}/{}", self.url, rel.trim_matches('/')),
+            url: self.url_of(&path),
+            base: self.base.clone(),
             store: self.store.clone(),
             path,
         }
     }
 
-    /// The URL of an object path of this store.
-    pub fn url_of(&self, path: &ObjectPath) -> String {
-        let base = self
-            .url
-            .strip_suffix(self.path.as_ref())
-            .unwrap_or(&self.url);
-        if base.ends_with('/') {
-            format!("{base}{path}")
-        } else {
-            format!("{base}/{path}")
+    /// The location of an object path of this store (as a listing names it).
+    pub fn child(&self, path: ObjectPath) -> Location {
+        Location {
+            url: self.url_of(&path),
+            base: self.base.clone(),
+            store: self.store.clone(),
+            path,
         }
+    }
+
+    /// The canonical URL of an object path of this store (percent-encoded where a URL must be).
+    pub fn url_of(&self, path: &ObjectPath) -> String {
+        let mut url = match Url::parse(&format!("{}/", self.base)) {
+            Ok(u) => u,
+            Err(_) => return format!("{}/{path}", self.base),
+        };
+        url.set_path(&format!("/{path}"));
+        url.as_str().trim_end_matches('/').to_string()
     }
 
     /// The object's size and version tag, or `None` when there is no object here.
@@ -386,5 +491,57 @@ mod tests {
         assert_eq!(local.url_of(&f.path), f.url);
         assert!(Location::parse("s3:///nobucket").is_err());
         assert!(Location::parse("ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn a_url_names_one_place_for_every_reader() {
+        // Spaces and non-ASCII names: the object path is the decoded name (as delta-rs and readers decode
+        // the URL), the URL its canonical encoding; both spellings of the URL are the same place.
+        for url in ["s3://lake/my data", "s3://lake/my%20data/"] {
+            let loc = Location::parse(url).unwrap();
+            assert_eq!(loc.path.as_ref(), "my data", "{url}");
+            assert_eq!(loc.url, "s3://lake/my%20data", "{url}");
+            let f = loc.join("groups/_delta_log/00000000000000000000.json");
+            assert_eq!(
+                f.path.as_ref(),
+                "my data/groups/_delta_log/00000000000000000000.json"
+            );
+            assert_eq!(
+                f.url,
+                "s3://lake/my%20data/groups/_delta_log/00000000000000000000.json"
+            );
+        }
+        let loc = Location::parse("s3://lake/café/p").unwrap();
+        assert_eq!(loc.path.as_ref(), "café/p");
+        assert_eq!(loc.url, "s3://lake/caf%C3%A9/p");
+        assert_eq!(loc.url_of(&loc.path), loc.url);
+    }
+
+    #[test]
+    fn urls_that_would_name_another_place_or_hold_secrets_are_refused() {
+        for (url, why) in [
+            ("s3://lake?x=1/p", "query"),
+            ("s3://lake/p#frag/p", "fragment"),
+            ("s3://lake/p?versionId=3", "query"),
+            ("s3://lake/a/../escape", ".."),
+            ("s3://lake/a/%2e%2E/escape", ".."),
+            ("s3://lake/./p", ".."),
+            ("s3://lake/a%2fb", "encoded slash"),
+            ("s3://lake/a//b", "empty path segment"),
+            ("s3://user:pw@lake/p", "credentials"),
+            ("s3://lake:9000/p", "port"),
+        ] {
+            match Location::parse(url) {
+                Err(Error::Usage(m)) => {
+                    assert!(m.contains(why), "{url}: {m}");
+                    assert!(!m.contains("pw"), "the message repeats the password: {m}");
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(loc) => panic!("{url} accepted as {}", loc.url),
+            }
+        }
+        // A trailing slash is not an empty segment.
+        assert!(Location::parse("s3://lake/p/").is_ok());
+        assert!(Location::parse("s3://lake").is_ok());
     }
 }

@@ -13,9 +13,15 @@ pub type Micros = i64;
 
 const MICROS_PER_SEC: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
-/// `0001-01-01T00:00:00Z` and `9999-12-31T23:59:59.999999Z`: the range of accepted epoch numbers.
-const MIN_MICROS: Micros = -62_135_596_800 * MICROS_PER_SEC;
-const MAX_MICROS: Micros = 253_402_300_800 * MICROS_PER_SEC - 1;
+/// `0001-01-01T00:00:00Z` and `9999-12-31T23:59:59.999999Z`: the range of every valid time, in UTC. Outside it a
+/// partition's date would need five digits or year zero, which no reader of the dataset accepts.
+pub const MIN_MICROS: Micros = -62_135_596_800 * MICROS_PER_SEC;
+pub const MAX_MICROS: Micros = 253_402_300_800 * MICROS_PER_SEC - 1;
+
+/// The time itself when it lies within [`MIN_MICROS`] ..= [`MAX_MICROS`] (in UTC).
+pub fn in_range(t: Micros) -> Option<Micros> {
+    (MIN_MICROS..=MAX_MICROS).contains(&t).then_some(t)
+}
 /// Epoch numbers whose absolute value is below this are seconds, others milliseconds.
 pub const EPOCH_SECONDS_BELOW: i64 = 100_000_000_000;
 
@@ -115,7 +121,9 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> Option<i64> {
     Some(i64::from(date.num_days_from_ce()) - 719_163)
 }
 
-/// Parses `YYYY-MM-DD` and `YYYY-MM-DD[T|t| ]HH:MM[:SS[.fraction]][zone]` (SPEC §3).
+/// Parses `YYYY-MM-DD` and `YYYY-MM-DD[T|t| ]HH:MM[:SS[.fraction]][zone]`. The year is checked twice: as
+/// written (0001 to 9999) and once the zone is applied, in UTC (an offset may carry `9999-12-31T23:00-01:00`
+/// into year 10000, or `0001-01-01T00:00+01:00` into year 0).
 pub fn parse_time_str(s: &str) -> Option<Micros> {
     let b = s.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
@@ -180,7 +188,7 @@ pub fn parse_time_str(s: &str) -> Option<Micros> {
         }
         _ => return None,
     };
-    Some(micros - offset_secs * MICROS_PER_SEC)
+    in_range(micros - offset_secs * MICROS_PER_SEC)
 }
 
 /// Parses a JSON number as Unix epoch time: seconds where `|v| < 1e11`, milliseconds otherwise. The decimal
@@ -254,10 +262,7 @@ pub fn parse_epoch_number(text: &str) -> Option<Micros> {
         }
     };
     let micros = if negative { -micros } else { micros };
-    let micros = i64::try_from(micros).ok()?;
-    (MIN_MICROS..=MAX_MICROS)
-        .contains(&micros)
-        .then_some(micros)
+    in_range(i64::try_from(micros).ok()?)
 }
 
 fn digits_i128(d: &[u8]) -> Option<i128> {
@@ -359,6 +364,26 @@ mod tests {
         assert_eq!(t("0000-01-01"), None);
         assert!(t("0001-01-01").is_some());
         assert!(t("9999-12-31T23:59:59.999999Z").is_some());
+    }
+
+    #[test]
+    fn the_year_range_holds_in_utc_not_as_written() {
+        // An offset that carries the time past 9999-12-31T23:59:59.999999Z or before 0001-01-01T00:00:00Z.
+        assert_eq!(t("9999-12-31T23:00:00-01:00"), None);
+        assert_eq!(t("9999-12-31T23:59:59.999999-00:01"), None);
+        assert_eq!(t("0001-01-01T00:00:00+01:00"), None);
+        assert_eq!(t("0001-01-01T00:59:59+01:00"), None);
+        // The same offsets, with the UTC time just inside the range.
+        assert_eq!(t("9999-12-31T22:59:59.999999-01:00"), Some(MAX_MICROS));
+        assert_eq!(t("0001-01-01T01:00:00+01:00"), Some(MIN_MICROS));
+        assert_eq!(t("9999-12-31T23:59:59.999999Z"), Some(MAX_MICROS));
+        assert_eq!(t("0001-01-01"), Some(MIN_MICROS));
+        // The boundaries as epoch numbers (milliseconds, being past 1e11): 253402300799 s is
+        // 9999-12-31T23:59:59Z (date -u -d @253402300799), -62135596800 s is 0001-01-01T00:00:00Z.
+        assert_eq!(parse_epoch_number("253402300799999.999"), Some(MAX_MICROS));
+        assert_eq!(parse_epoch_number("253402300800000"), None);
+        assert_eq!(parse_epoch_number("-62135596800000"), Some(MIN_MICROS));
+        assert_eq!(parse_epoch_number("-62135596800000.001"), None);
     }
 
     #[test]

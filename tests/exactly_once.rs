@@ -48,10 +48,9 @@ fn distinct(v: &[String]) -> usize {
     v.iter().collect::<BTreeSet<_>>().len()
 }
 
-/// The report of run `run` (by id), or the only one.
+/// The report of run `run` (by id).
 fn report_of(out: &Path, run: &str) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(out.join("_runs").join(format!("{run}.json"))).unwrap())
-        .unwrap()
+    serde_json::from_slice(&fs::read(run_file(&out.join("_runs"), run)).unwrap()).unwrap()
 }
 
 /// The run id named in a summary (`run 0123456789abcdef in 0.12s`).
@@ -61,7 +60,7 @@ fn run_id(stderr: &str) -> String {
 }
 
 fn rejects_of(out: &Path, run: &str) -> Vec<serde_json::Value> {
-    fs::read_to_string(out.join("_rejects").join(format!("{run}.ndjson")))
+    fs::read_to_string(run_file(&out.join("_rejects"), run))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -405,7 +404,7 @@ fn a_repeated_run_has_nothing_to_do() {
     let (code, first) = load(&out, &[&day(1), &day(2)]);
     assert_eq!(code, 0, "{first}");
     let id = run_id(&first);
-    let before = fs::read(out.join("_runs").join(format!("{id}.json"))).unwrap();
+    let before = fs::read(run_file(&out.join("_runs"), &id)).unwrap();
     let files = parquet_files(&out.join("groups"));
     let rows = read_dataset(&out);
     // The same command again (a retried cron job), with --min-rows: nothing to do, exit 0.
@@ -421,7 +420,7 @@ fn a_repeated_run_has_nothing_to_do() {
     assert_eq!(parquet_files(&out.join("groups")), files);
     assert_eq!(read_dataset(&out), rows);
     assert_eq!(
-        fs::read(out.join("_runs").join(format!("{id}.json"))).unwrap(),
+        fs::read(run_file(&out.join("_runs"), &id)).unwrap(),
         before,
         "the first report stays"
     );

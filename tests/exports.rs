@@ -255,11 +255,16 @@ fn batch_envelopes_are_cut_into_events_with_the_envelope_defaults() {
         recs[1]["raw"],
         r#"{"type":"group","messageId":"b-6","userId":"b-user-2","timestamp":"2024-03-05T11:00:00Z"}"#
     );
+    // An envelope rejected whole keeps its line, but not the source's credential.
+    assert!(line_text(3).contains(r#""writeKey":"wk_do_not_store""#));
     assert_eq!(
         recs[2]["raw"],
-        line_text(3),
-        "an envelope rejected whole keeps its line"
+        line_text(3).replace("wk_do_not_store", "***"),
+        "an envelope rejected whole keeps its line, its writeKey masked"
     );
+    for rec in &recs {
+        assert!(!rec.to_string().contains("wk_do_not_store"), "{rec}");
+    }
 }
 
 #[test]

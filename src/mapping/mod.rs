@@ -26,8 +26,11 @@ enum Top {
     Context,
     Traits,
     /// Stays in `extra` (like any unmapped field) and also fills the column when nothing else gave it a value:
-    /// RudderStack records the client's address as `request_ip`, not `context.ip` (SPEC §5.4).
+    /// RudderStack records the client's address as `request_ip`, not `context.ip`.
     Fallback(Col),
+    /// Not stored anywhere: `writeKey`, a source's credential (Segment's HTTP API accepts it in the body of
+    /// single calls). The one exception to the lossless rule.
+    Credential,
 }
 
 /// Top-level fields, matched exactly (SPEC §4). Any other top-level field goes whole to `extra`.
@@ -48,6 +51,7 @@ const TOP_LEVEL: &[(&str, Top)] = &[
     ("context", Top::Context),
     ("traits", Top::Traits),
     ("request_ip", Top::Fallback(Col::ContextIp)),
+    ("writeKey", Top::Credential),
 ];
 
 /// Where a reserved trait goes.
@@ -275,6 +279,7 @@ pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
                 extra.member(key, value);
                 fallbacks.push((col, value));
             }
+            Some(Top::Credential) => {}
         }
     }
     // Fallbacks fill only what the walk left empty (whatever the key order was).
@@ -405,14 +410,14 @@ fn put_time(row: &mut Row<'_>, col: Col, key: &str, value: &str, overflow: &mut 
     }
 }
 
-/// SPEC §5.3: `timestamp`; else `receivedAt - (sentAt - originalTimestamp)` where all three are valid; else
-/// `originalTimestamp`; else `receivedAt`.
+/// SPEC §5.3: `timestamp`; else `receivedAt - (sentAt - originalTimestamp)` where all three are valid (and the
+/// result is a valid time: within years 0001 to 9999 in UTC); else `originalTimestamp`; else `receivedAt`.
 fn derive_timestamp(row: &Row<'_>) -> Option<Micros> {
     let original = row.time(Col::OriginalTimestamp);
     let received = row.time(Col::ReceivedAt);
     let skewed = || {
         let (sent, original, received) = (row.time(Col::SentAt)?, original?, received?);
-        received.checked_sub(sent.checked_sub(original)?)
+        values::in_range(received.checked_sub(sent.checked_sub(original)?)?)
     };
     row.time(Col::Timestamp)
         .or_else(skewed)

@@ -140,6 +140,49 @@ fn timestamp_fallbacks() {
 }
 
 #[test]
+fn times_outside_years_1_to_9999_in_utc_are_invalid_wherever_they_come_from() {
+    let base = r#""type":"group","groupId":"g","userId":"u""#;
+    let t = |s: &str| values::parse_time_str(s).unwrap();
+    // Written within 9999, but an offset carries it into year 10000 (or back into year 0): invalid, kept in
+    // `extra`, counted; the partition then comes from a valid time.
+    for (late, fallback) in [
+        ("9999-12-31T23:00:00-01:00", "2024-01-02"),
+        ("0001-01-01T00:00:00+01:00", "2024-01-03"),
+    ] {
+        let row = map(&format!(
+            r#"{{{base},"timestamp":"{late}","receivedAt":"{fallback}"}}"#
+        ));
+        assert_eq!(row.time(Col::Timestamp), Some(t(fallback)), "{late}");
+        assert_eq!(row.partition_time(), t(fallback));
+        assert_eq!(
+            text(&row, Col::Extra),
+            Some(format!(r#"{{"timestamp":"{late}"}}"#))
+        );
+        assert_eq!(row.invalid_times, 1);
+    }
+    // The clock-skew formula would land after 9999-12-31 (every input valid): not used; originalTimestamp is.
+    let row = map(&format!(
+        r#"{{{base},"receivedAt":"9999-12-31T23:00:00Z","sentAt":"0001-01-01T00:00:00Z","originalTimestamp":"9999-12-01T00:00:00Z"}}"#
+    ));
+    assert_eq!(row.time(Col::Timestamp), Some(t("9999-12-01T00:00:00Z")));
+    assert_eq!(row.invalid_times, 0);
+}
+
+#[test]
+fn an_events_own_write_key_is_never_stored() {
+    let row = map(&with(r#""writeKey":"SECRET","projectId":"p1""#));
+    assert_eq!(
+        text(&row, Col::Extra).as_deref(),
+        Some(r#"{"projectId":"p1"}"#)
+    );
+    for cell in &row.cells {
+        if let Cell::Text(t) = cell {
+            assert!(!t.contains("SECRET"), "{t}");
+        }
+    }
+}
+
+#[test]
 fn partition_time_is_received_at_else_timestamp() {
     let row = map(&with(r#""receivedAt":"2020-05-05T23:00:00Z""#));
     assert_eq!(

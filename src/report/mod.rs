@@ -164,6 +164,11 @@ pub enum NotPublished {
     MinRows,
     /// A published run with the same id already loaded these inputs: nothing to do (exit 0).
     AlreadyLoaded,
+    /// Delta: the report as written just before the run's commit to `groups`. The run replaces it once the
+    /// commit landed; a report left in this state belongs to a run that stopped during its commit, and the
+    /// `groups` log says whether the commit landed (a transaction named after the run). The next run of the
+    /// same inputs finishes it either way.
+    CommitPending,
 }
 
 /// What a Delta run committed (SPEC §6.4).
@@ -221,6 +226,10 @@ pub struct Report {
     pub not_published: Option<NotPublished>,
     /// When these inputs were already loaded (the `started_at` of the run that loaded them), if they were.
     pub already_loaded: Option<String>,
+    /// Set when the run that loaded these inputs had stopped right after its commit, and this run finished it
+    /// (brought `accounts` up to date, completed its report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Unfinished>,
     /// The `accounts` snapshot this run published (absent with `--no-accounts` or when nothing was published).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<AccountsReport>,
@@ -230,6 +239,16 @@ pub struct Report {
     /// `--shard K/N`: this shard's share of the listing (absent without `--shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::shard::ShardReport>,
+}
+
+/// A Delta run that committed its rows to `groups` and stopped before finishing (killed, or cut off from the
+/// store right after its commit): the next run of the same inputs finishes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    /// Its report (relative to the output), still as written before the commit; `None` when it left none.
+    pub report: Option<String>,
+    /// The `groups` version its commit made.
+    pub groups_version: u64,
 }
 
 /// What the run did to the `accounts` table.
@@ -340,14 +359,31 @@ impl Report {
         let c = &self.counts;
         let mut s = String::new();
         if self.not_published == Some(NotPublished::AlreadyLoaded) {
-            let _ = writeln!(
-                s,
-                "group-loader: nothing to do: these inputs were already loaded into {} by run {} (started {}); \
-                 --mode overwrite loads them again",
-                self.output,
-                self.run,
-                self.already_loaded.as_deref().unwrap_or("earlier")
-            );
+            let when = self.already_loaded.as_deref().unwrap_or("earlier");
+            match &self.finished {
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "group-loader: nothing to do: these inputs were already loaded into {} by run {} \
+                         (started {when}); a re-run never loads a row twice",
+                        self.output, self.run
+                    );
+                }
+                Some(f) => {
+                    let _ = writeln!(
+                        s,
+                        "group-loader: finished run {} (started {when}), which had committed these inputs to {} \
+                         (groups version {}) and stopped before it was done: accounts brought up to date{}",
+                        self.run,
+                        self.output,
+                        f.groups_version,
+                        f.report
+                            .as_deref()
+                            .map(|r| format!(", its report {r} completed"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
             return s;
         }
@@ -407,7 +443,7 @@ impl Report {
     fn headline(&self) -> String {
         let c = &self.counts;
         match self.not_published {
-            None | Some(NotPublished::AlreadyLoaded) => format!(
+            None | Some(NotPublished::AlreadyLoaded | NotPublished::CommitPending) => format!(
                 "loaded {} rows into {} ({} partitions, {} files)",
                 thousands(c.rows_written),
                 self.output,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::load::{LoadOptions, Mode};
 use crate::publish::{self, Lock, Plan};
 use crate::report::{AccountsReport, FileReport, NotPublished, Phase, Report};
-use crate::table::{Context, Ingested, Staging, Table};
+use crate::table::{Context, EarlierRun, Ingested, Staging, Table};
 use crate::writer::{PartitionMode, StagedFile};
 
 /// A local hive dataset, locked for the run.
@@ -61,9 +61,13 @@ impl Hive {
 }
 
 impl Table for Hive {
-    fn already_loaded(&self, run_id: &str) -> Result<Option<String>> {
-        Ok(dataset::published_run(&self.out, run_id)
-            .map(|r| r["started_at"].as_str().unwrap_or("earlier").to_string()))
+    fn already_loaded(&self, run_id: &str) -> Result<Option<EarlierRun>> {
+        Ok(
+            dataset::published_run(&self.out, run_id).map(|r| EarlierRun {
+                started_at: r["started_at"].as_str().unwrap_or("earlier").to_string(),
+                unfinished: None,
+            }),
+        )
     }
 
     fn earlier(
@@ -98,13 +102,19 @@ impl Table for Hive {
             report.accounts = update_accounts(ctx.opts, ctx.pool, &staging, &[], &mut plan)?;
         }
         if !already_loaded {
-            let rejects_rel = Path::new(REJECTS_DIR).join(format!("{}.ndjson", report.run));
-            match rejects {
-                Some(from) => {
-                    report.rejects_file = Some(rel(&rejects_rel));
-                    plan.adds.push((from, rejects_rel));
-                }
-                None => plan.removes.push(rejects_rel),
+            // An earlier attempt of this run (that published nothing) leaves its report and rejects to this one.
+            for dir in [RUNS_DIR, REJECTS_DIR] {
+                plan.removes.extend(
+                    dataset::run_files(&out.join(dir), &report.run)
+                        .into_iter()
+                        .map(|name| Path::new(dir).join(name)),
+                );
+            }
+            let stem = dataset::run_stem(&report.started_at, &report.run);
+            if let Some(from) = rejects {
+                let rejects_rel = Path::new(REJECTS_DIR).join(format!("{stem}.ndjson"));
+                report.rejects_file = Some(rel(&rejects_rel));
+                plan.adds.push((from, rejects_rel));
             }
             report.elapsed_s = ctx.started.elapsed().as_secs_f64();
             let staged_report = staging.dir().join("report.json");
@@ -115,7 +125,7 @@ impl Table for Hive {
                 .map_err(Error::io("writing report", &staged_report))?;
             plan.adds.push((
                 staged_report,
-                Path::new(RUNS_DIR).join(format!("{}.json", report.run)),
+                Path::new(RUNS_DIR).join(format!("{stem}.json")),
             ));
         }
         if plan.is_empty() {

@@ -100,10 +100,20 @@ pub fn open(opts: &LoadOptions) -> Result<Box<dyn Table>> {
     })
 }
 
+/// A published run with the same id as this one: these inputs are already loaded.
+#[derive(Debug, Clone)]
+pub struct EarlierRun {
+    /// When it started (from its report), or `earlier` when its report cannot say.
+    pub started_at: String,
+    /// The run committed its rows but stopped before it finished (a Delta run killed or cut off right after
+    /// its commit): this run finishes it, bringing `accounts` up to date and completing its report.
+    pub unfinished: Option<crate::report::Unfinished>,
+}
+
 /// A dataset a run loads into.
 pub trait Table {
-    /// When a published run with this id already loaded these inputs (its start time), if one did.
-    fn already_loaded(&self, run_id: &str) -> Result<Option<String>>;
+    /// The published run with this id, if one already loaded these inputs.
+    fn already_loaded(&self, run_id: &str) -> Result<Option<EarlierRun>>;
 
     /// The dataset's partitions (as buckets of `mode`) whose ids count as already loaded (all but `exclude`),
     /// with their files: what the dedupe window may read.

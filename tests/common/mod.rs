@@ -165,6 +165,25 @@ pub fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(&runs[0]).unwrap()).unwrap()
 }
 
+/// The one file of `dir` (`_runs/` or `_rejects/`) of run `run`: files are named `<started>-<run>.<ext>`.
+pub fn run_file(dir: &Path, run: &str) -> PathBuf {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().ends_with(&format!("-{run}")))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "files of run {run} in {}: {found:?}",
+        dir.display()
+    );
+    found.into_iter().next().unwrap()
+}
+
 /// A seed for randomised trials, from the clock (the caller prints it, so a failure can be replayed); odd,
 /// never zero, as [`xorshift`] needs.
 pub fn clock_seed() -> u64 {
@@ -463,3 +482,4 @@ pub fn run_env(args: &[&str], env: &[(String, String)]) -> (i32, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+pub mod proxy;

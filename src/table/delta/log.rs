@@ -197,6 +197,41 @@ pub(super) fn is_conflict(e: &DeltaTableError) -> bool {
     )
 }
 
+/// Errors of the store under a commit (a connection closed or reset, a timeout): the commit may or may not
+/// have landed, and trying again is safe (a commit is a conditional create of the next log file).
+pub(super) fn is_transient(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::ObjectStore { .. }
+            | DeltaTableError::Transaction {
+                source: TransactionError::ObjectStore { .. }
+                    | TransactionError::LogStoreError { .. }
+            }
+    )
+}
+
+/// Checks every partition value a commit would write: a date of years 0001 to 9999 (`dt`) and an hour of 0 to
+/// 23 (`hr`), as every Delta reader parses them. A value outside that range would make the table unreadable to
+/// them for good, so it is never committed.
+pub(super) fn check_partition_values(
+    mode: PartitionMode,
+    actions: &[Action],
+    url: &str,
+) -> Result<()> {
+    for action in actions {
+        if let Action::Add(add) = action
+            && bucket_of(mode, &add.partition_values).is_none()
+        {
+            return Err(Error::Internal(format!(
+                "the commit to {url} would add {} with partition values {:?}, which Delta readers cannot \
+                 parse; nothing was committed",
+                add.path, add.partition_values
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A random token for file names that must never have been used.
 pub(super) fn uuid_token() -> String {
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
@@ -250,13 +285,7 @@ pub(super) fn upload_all(uploads: Vec<(Location, std::path::PathBuf)>) -> Result
             .map(|(to, from)| async move {
                 tokio::task::spawn_blocking(move || to.upload(&from))
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(Error::Io {
-                            action: "uploading",
-                            path: "upload task".into(),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    })
+                    .unwrap_or_else(|e| Err(Error::Internal(format!("an upload task failed: {e}"))))
             })
             .buffer_unordered(8)
             .collect(),

@@ -19,6 +19,7 @@
 mod accounts;
 mod concurrent;
 mod log;
+mod runs;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,19 +30,20 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 
 use self::log::{
-    LiveFile, bucket_of, create, delta_err, is_conflict, live_files, open_table, partition_columns,
-    partition_path, partition_values, register_log_stores, remove_action, upload_all, uuid_token,
+    LiveFile, bucket_of, check_partition_values, create, delta_err, is_conflict, is_transient,
+    live_files, open_table, partition_columns, partition_path, partition_values,
+    register_log_stores, remove_action, upload_all, uuid_token,
 };
 use crate::accounts::ACCOUNTS_DIR;
 use crate::datafile::DataFile;
-use crate::dataset::{self, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+use crate::dataset::{self, GROUPS_DIR};
 use crate::dedupe::Reach;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, Mode};
-use crate::report::{CommitReport, FileReport, NotPublished, Phase, Report};
+use crate::report::{CommitReport, NotPublished, Phase, Report};
 use crate::schema::COLUMNS;
 use crate::store::{self, Location, block_on};
-use crate::table::{Context, Ingested, Staging, Table};
+use crate::table::{Context, EarlierRun, Ingested, Staging, Table};
 use crate::writer::{PartitionMode, StagedFile};
 
 /// The `txn` application id that marks a run's commit to `groups` (its run id appended).
@@ -172,8 +174,10 @@ impl Delta {
 
     /// The commit of a run's rows to `groups`, retried on top of concurrent commits. Before each attempt, the
     /// files committed since the run started (in partitions within the window of its own) are compared with
-    /// its rows, and duplicates dropped ([`concurrent`]). Returns the version and the attempts that failed, or
-    /// `None` when a commit of the same run is already in the table.
+    /// its rows, and duplicates dropped ([`concurrent`]); the run's record ([`runs`]) is uploaded before the
+    /// first attempt and again whenever that changed its files. A commit whose answer is lost (a connection
+    /// closed or reset) is looked for in the log and tried again, until `--retry-timeout`. Returns the version
+    /// and the attempts that failed, or `None` when another run with the same id committed first.
     fn commit_groups(
         &mut self,
         ctx: &Context<'_>,
@@ -185,18 +189,25 @@ impl Delta {
         let run = report.run.clone();
         let overwrite = ctx.opts.mode == Mode::Overwrite;
         let reach = ctx.opts.reach();
+        let rejects = staging.dir().join("rejects.ndjson");
         let partitions: BTreeSet<String> =
             pending.iter().map(|p| p.staged.partition.clone()).collect();
         let mut checked: BTreeSet<String> = BTreeSet::new();
+        let mut patience = Patience::new(store::retry_timeout());
+        self.put_pending(report, pending, &rejects)?;
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            self.latest_groups()?;
-            let app = format!("{RUN_APP}{run}");
-            let state = self.groups.snapshot().map_err(delta_err(&url))?;
-            if block_on(state.transaction_version(self.groups.log_store().as_ref(), &app))
-                .map_err(delta_err(&url))?
-                .is_some()
-            {
-                return Ok(None);
+            if let Err(e) = self.latest_groups() {
+                patience.again(e, &url)?;
+                continue;
+            }
+            if let Some(earlier) = self.run_commit(&run)? {
+                // Ours when it added exactly our files (their names hold this attempt's token).
+                let ours: BTreeSet<String> = pending
+                    .iter()
+                    .filter(|p| p.staged.rows > 0)
+                    .map(|p| p.add.path.clone())
+                    .collect();
+                return Ok((earlier.adds == ours).then_some((earlier.version, attempt)));
             }
             let live = live_files(&self.groups, &url)?;
             let replaced = overwrite.then_some(&partitions);
@@ -206,29 +217,19 @@ impl Delta {
                     reach,
                     budget: ctx.opts.dedupe_budget().max(64 << 20),
                     codec: ctx.opts.codec,
-                    rejects: &staging.dir().join("rejects.ndjson"),
+                    rejects: &rejects,
                 };
                 let changed =
                     concurrent::drop_duplicates(pending, new.into_iter().collect(), &how, report)?;
-                self.upload_again(&run, pending, &changed)?;
-            }
-            let state = self.groups.snapshot().map_err(delta_err(&url))?;
-            let mut actions: Vec<Action> = pending
-                .iter()
-                .filter(|p| p.staged.rows > 0)
-                .map(|p| Action::Add(p.add.clone()))
-                .collect();
-            report.replaced.clear();
-            if overwrite {
-                // Every file of the partitions this run writes, at the version it commits on top of.
-                for f in live {
-                    let p = partition_path(&f.values);
-                    if partitions.contains(&p) {
-                        *report.replaced.entry(p).or_insert(0) += f.rows.unwrap_or(0) as u64;
-                        actions.push(remove_action(f.path, Some(f.size), Some(f.values)));
-                    }
+                if !changed.is_empty() {
+                    self.upload_again(&run, pending, &changed)?;
+                    self.put_pending(report, pending, &rejects)?;
                 }
             }
+            let actions =
+                self.groups_actions(pending, overwrite.then_some((&partitions, live)), report);
+            check_partition_values(self.partition, &actions, &url)?;
+            let state = self.groups.snapshot().map_err(delta_err(&url))?;
             let op = DeltaOperation::Write {
                 mode: if overwrite {
                     SaveMode::Overwrite
@@ -241,7 +242,7 @@ impl Delta {
             let props = CommitProperties::default()
                 .with_max_retries(0)
                 .with_application_transaction(Transaction::new_with_last_update(
-                    app,
+                    format!("{RUN_APP}{run}"),
                     0,
                     Some(chrono::Utc::now().timestamp_millis()),
                 ))
@@ -255,6 +256,10 @@ impl Delta {
             match committed {
                 Ok(c) => return Ok(Some((c.version(), attempt))),
                 Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_transient(&e) => {
+                    patience.sent = true;
+                    patience.again(delta_err(&url)(e), &url)?;
+                }
                 Err(e) => return Err(delta_err(&url)(e)),
             }
         }
@@ -264,6 +269,32 @@ impl Delta {
                 "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
             ),
         })
+    }
+
+    /// The actions of the run's commit to `groups`: its files, and with `--mode overwrite` the removal of every
+    /// file of the partitions it writes at the version it commits on top of (counted in `report.replaced`).
+    fn groups_actions(
+        &self,
+        pending: &[Pending],
+        overwrite: Option<(&BTreeSet<String>, Vec<LiveFile>)>,
+        report: &mut Report,
+    ) -> Vec<Action> {
+        let mut actions: Vec<Action> = pending
+            .iter()
+            .filter(|p| p.staged.rows > 0)
+            .map(|p| Action::Add(p.add.clone()))
+            .collect();
+        report.replaced.clear();
+        if let Some((partitions, live)) = overwrite {
+            for f in live {
+                let p = partition_path(&f.values);
+                if partitions.contains(&p) {
+                    *report.replaced.entry(p).or_insert(0) += f.rows.unwrap_or(0) as u64;
+                    actions.push(remove_action(f.path, Some(f.size), Some(f.values)));
+                }
+            }
+        }
+        actions
     }
 
     /// Uploads the run's staged `groups` files (several at once), each under a name never used before.
@@ -373,26 +404,8 @@ impl Delta {
 }
 
 impl Table for Delta {
-    fn already_loaded(&self, run_id: &str) -> Result<Option<String>> {
-        let Ok(state) = self.groups.snapshot() else {
-            return Ok(None);
-        };
-        let app = format!("{RUN_APP}{run_id}");
-        let committed = block_on(state.transaction_version(self.groups.log_store().as_ref(), &app))
-            .map_err(delta_err(&self.groups_url()))?;
-        if committed.is_none() {
-            return Ok(None);
-        }
-        // When: from the run's report, if it was written.
-        let report = self
-            .root
-            .join(&format!("{RUNS_DIR}/{run_id}.json"))
-            .get_bytes()?;
-        let when = report
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|r| r["started_at"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "earlier".to_string());
-        Ok(Some(when))
+    fn already_loaded(&self, run_id: &str) -> Result<Option<EarlierRun>> {
+        self.earlier_run(run_id)
     }
 
     fn earlier(
@@ -429,77 +442,137 @@ impl Table for Delta {
 
     fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
         let Ingested {
-            mut report,
-            files,
-            rejects,
+            mut report, files, ..
         } = run;
-        let already_loaded = report.not_published == Some(NotPublished::AlreadyLoaded);
-        let mut commit = CommitReport::default();
+        let published = self.publish_in(&mut report, files, &staging, ctx);
+        let _ = staging.discard();
+        published.map(|()| report)
+    }
+}
+
+impl Delta {
+    /// [`Table::publish`], with the staging folder discarded by the caller whatever happens.
+    fn publish_in(
+        &mut self,
+        report: &mut Report,
+        files: Vec<StagedFile>,
+        staging: &Staging,
+        ctx: &Context<'_>,
+    ) -> Result<()> {
+        let retried = report.not_published == Some(NotPublished::AlreadyLoaded);
+        if !report.published && !retried {
+            // Over the reject ratio or under --min-rows: the record only, saying why.
+            let rejects = staging.dir().join("rejects.ndjson");
+            let why = report.not_published;
+            self.put_pending(report, &[], &rejects)?;
+            report.not_published = why;
+            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
+            return self.put_report(report);
+        }
+        report.commit = Some(CommitReport::default());
         if report.published {
             ctx.progress.phase(
                 Phase::Publishing,
                 report.counts.rows_written,
                 report.counts.rejected_total(),
             );
-            let mut pending = self.upload_groups(&report.run.clone(), files)?;
-            report.commit = Some(CommitReport::default());
-            let committed = self.commit_groups(ctx, &mut pending, &mut report, &staging)?;
-            commit.concurrent_duplicates =
-                report.commit.take().map_or(0, |c| c.concurrent_duplicates);
-            match committed {
-                Some((version, retries)) => {
-                    commit.groups_version = Some(version);
-                    commit.retries = retries as u64;
-                    for p in pending.iter().filter(|p| p.staged.rows > 0) {
-                        *report
-                            .partitions
-                            .entry(p.staged.partition.clone())
-                            .or_insert(0) += p.staged.rows;
-                        report.files.push(FileReport {
-                            path: format!("{GROUPS_DIR}/{}", p.add.path),
-                            rows: p.staged.rows,
-                            bytes: p.staged.bytes,
-                        });
-                    }
-                }
-                None => {
-                    // A run with the same id committed meanwhile (a retried shard): nothing new.
-                    report.published = false;
-                    report.not_published = Some(NotPublished::AlreadyLoaded);
-                    report.already_loaded = Some("a concurrent run".into());
-                    report.files.clear();
-                    report.partitions.clear();
-                }
+            if !self.commit_rows(report, files, staging, ctx)? {
+                return Ok(());
             }
         }
-        if report.published || already_loaded {
-            ctx.progress.phase(
-                Phase::Accounts,
-                report.counts.rows_written,
-                report.counts.rejected_total(),
-            );
-            let (accounts, version) = self.update_accounts(ctx, &staging)?;
-            report.accounts = accounts;
-            commit.accounts_version = version;
-            commit.files_vacuumed = self.vacuum(ctx.opts.vacuum_retention)?;
+        // From here on the rows are live: a failure says so (exit 6), and a re-run finishes the run.
+        ctx.progress.phase(
+            Phase::Accounts,
+            report.counts.rows_written,
+            report.counts.rejected_total(),
+        );
+        let after = |step| Error::after_publish(step);
+        let (accounts, version) = self
+            .update_accounts(ctx, staging)
+            .map_err(after("the accounts update"))?;
+        report.accounts = accounts;
+        let vacuumed = self
+            .vacuum(ctx.opts.vacuum_retention)
+            .map_err(after("the vacuum"))?;
+        if let Some(c) = report.commit.as_mut() {
+            c.accounts_version = version;
+            c.files_vacuumed = vacuumed;
         }
-        if report.not_published != Some(NotPublished::AlreadyLoaded) {
-            // The staged rejects file, with what dropping concurrent duplicates added to it.
-            let from = rejects.unwrap_or_else(|| staging.dir().join("rejects.ndjson"));
-            if from.exists() {
-                let rel = format!("{REJECTS_DIR}/{}.ndjson", report.run);
-                self.root.join(&rel).upload(&from)?;
-                report.rejects_file = Some(rel);
+        if retried {
+            if let Some(unfinished) = report.finished.clone() {
+                self.finish_unfinished(report, &unfinished)
+                    .map_err(after("completing the report of the run it finished"))?;
             }
-            report.commit = Some(commit);
-            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-            self.root
-                .join(&format!("{RUNS_DIR}/{}.json", report.run))
-                .put_bytes(crate::load::report_json(&report)?)?;
-        } else {
-            report.commit = Some(commit);
+            return Ok(());
         }
-        let _ = staging.discard();
-        Ok(report)
+        report.elapsed_s = ctx.started.elapsed().as_secs_f64();
+        self.put_report(report).map_err(after("writing the report"))
+    }
+
+    /// Uploads the run's files and commits them to `groups`. False when a run with the same id committed
+    /// first (the report then says the inputs were already loaded, and this attempt's uploads are removed).
+    fn commit_rows(
+        &mut self,
+        report: &mut Report,
+        files: Vec<StagedFile>,
+        staging: &Staging,
+        ctx: &Context<'_>,
+    ) -> Result<bool> {
+        let mut pending = self.upload_groups(&report.run.clone(), files)?;
+        let committed = self.commit_groups(ctx, &mut pending, report, staging)?;
+        let Some((version, retries)) = committed else {
+            // A run with the same id committed meanwhile (a retried shard): nothing new.
+            self.remove_record(report)?;
+            report.published = false;
+            report.not_published = Some(NotPublished::AlreadyLoaded);
+            report.already_loaded = Some("a concurrent run of the same inputs".into());
+            report.files.clear();
+            report.partitions.clear();
+            report.rejects_file = None;
+            return Ok(false);
+        };
+        report.published = true;
+        report.not_published = None;
+        if let Some(c) = report.commit.as_mut() {
+            c.groups_version = Some(version);
+            c.retries = retries as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// How long a commit keeps trying when the store does not answer: until `--retry-timeout` has passed since the
+/// first try, with pauses that grow to a few seconds.
+struct Patience {
+    deadline: std::time::Instant,
+    pause: std::time::Duration,
+    /// A commit was sent whose outcome is unknown: giving up then cannot say "nothing was published".
+    sent: bool,
+}
+
+impl Patience {
+    fn new(timeout: std::time::Duration) -> Self {
+        Patience {
+            deadline: std::time::Instant::now() + timeout,
+            pause: std::time::Duration::from_millis(100),
+            sent: false,
+        }
+    }
+
+    /// After a failed request: pauses and returns to try again, or gives up with `error` once the time is up.
+    fn again(&mut self, error: Error, url: &str) -> Result<()> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(if self.sent {
+                Error::CommitUncertain {
+                    url: url.to_string(),
+                    source: Box::new(error),
+                }
+            } else {
+                error
+            });
+        }
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(5));
+        Ok(())
     }
 }
