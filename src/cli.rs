@@ -121,6 +121,11 @@ pub struct LoadArgs {
     #[arg(long)]
     pub no_accounts: bool,
 
+    /// Also read the files that links in input folders point to outside those folders (by default such
+    /// links are skipped, with a warning: a folder of exports should not read /etc/shadow through a link).
+    #[arg(long)]
+    pub follow_links: bool,
+
     /// Progress bar on stderr: auto draws it only when stderr is a terminal.
     #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
     pub progress: ProgressWhen,
@@ -223,6 +228,7 @@ impl LoadArgs {
                 .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
             threads: self.threads,
             shard: self.shard,
+            follow_links: self.follow_links,
         })
     }
 }

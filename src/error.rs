@@ -67,8 +67,8 @@ pub enum Error {
         source: Box<object_store::Error>,
     },
 
-    /// Committing to a Delta table failed.
-    #[error("committing to the Delta table {url}: {message}")]
+    /// Reading or committing to a Delta table failed.
+    #[error("Delta table {url}: {message}")]
     Delta { url: String, message: String },
 
     /// Encoding Parquet failed.

@@ -133,41 +133,73 @@ fn path_bytes(p: &Path) -> Vec<u8> {
     }
 }
 
-fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(Error::io("reading directory", dir))? {
-        let entry = entry.map_err(Error::io("reading directory", dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue; // hidden files and folders
-        }
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(Error::io("reading", &path))?;
-        if file_type.is_dir() {
-            let is_skipped = skip.is_some_and(|s| fs::canonicalize(&path).is_ok_and(|c| c == s));
-            if !is_skipped {
-                walk(&path, skip, out)?;
+/// A directory walk: the folder given on the command line (canonical), the output it never enters, whether
+/// links leading out of the folder are followed, and what it found.
+struct Walk<'a> {
+    root: PathBuf,
+    skip: Option<&'a Path>,
+    follow_links: bool,
+    found: &'a mut Vec<PathBuf>,
+    skipped_links: &'a mut Vec<PathBuf>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<()> {
+        for entry in fs::read_dir(dir).map_err(Error::io("reading directory", dir))? {
+            let entry = entry.map_err(Error::io("reading directory", dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue; // hidden files and folders
             }
-        } else if is_input_name(&name) {
-            // Regular files, and symlinks to files (links to folders are not followed: no cycles).
-            let is_file =
-                file_type.is_file() || fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
-            if is_file {
-                out.push(path);
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(Error::io("reading", &path))?;
+            if file_type.is_dir() {
+                let is_skipped = self
+                    .skip
+                    .is_some_and(|s| fs::canonicalize(&path).is_ok_and(|c| c == s));
+                if !is_skipped {
+                    self.dir(&path)?;
+                }
+            } else if file_type.is_file() && is_input_name(&name) {
+                self.found.push(path);
+            } else if file_type.is_symlink() && is_input_name(&name) {
+                // Links to files inside the folder are read; a link leading out of it (to /etc/shadow, say)
+                // only with --follow-links. Links to folders are never followed (no cycles).
+                let Ok(target) = fs::canonicalize(&path) else {
+                    continue;
+                };
+                if !fs::metadata(&target).is_ok_and(|m| m.is_file()) {
+                    continue;
+                }
+                if self.follow_links || target.starts_with(&self.root) {
+                    self.found.push(path);
+                } else {
+                    self.skipped_links.push(path);
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// What a run reads: its sources, in order, and the links of its input folders that lead out of them and were
+/// not followed (the run says so on stderr).
+#[derive(Debug)]
+pub struct Listing {
+    pub sources: Vec<Source>,
+    pub skipped_links: Vec<PathBuf>,
 }
 
 /// Expands the command-line inputs into the list of sources, in the order a run reads them: standard input
 /// first (if `-` is given), then every file and object, in byte-wise sorted path (or URL) order, each once.
 /// Directory and prefix walks never enter `output` (the dataset), so `load data/ -o data/out` does not read
 /// its own reports and rejects.
-pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
+pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<Listing> {
     let skip = fs::canonicalize(output).ok();
     let mut stdin = false;
     let mut files = Vec::new();
+    let mut skipped_links = Vec::new();
     let mut objects = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
@@ -184,7 +216,14 @@ pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
         })?;
         if meta.is_dir() {
             let before = files.len();
-            walk(arg, skip.as_deref(), &mut files)?;
+            let mut walk = Walk {
+                root: fs::canonicalize(arg).map_err(Error::io("reading", arg))?,
+                skip: skip.as_deref(),
+                follow_links,
+                found: &mut files,
+                skipped_links: &mut skipped_links,
+            };
+            walk.dir(arg)?;
             if files.len() == before {
                 return Err(Error::NoInputs(arg.clone()));
             }
@@ -204,7 +243,11 @@ pub fn discover(args: &[PathBuf], output: &Path) -> Result<Vec<Source>> {
         sources.push(Source::Stdin);
     }
     sources.extend(named.into_iter().map(|(_, s)| s));
-    Ok(sources)
+    skipped_links.sort();
+    Ok(Listing {
+        sources,
+        skipped_links,
+    })
 }
 
 /// The objects a URL names: the object itself, or (a prefix, like a folder) every object under it whose name a
@@ -389,12 +432,16 @@ mod tests {
         ] {
             fs::write(d.join(f), b"").unwrap();
         }
-        let got: Vec<String> =
-            discover(&[d.to_path_buf(), PathBuf::from("-")], &d.join("no-output"))
-                .unwrap()
-                .iter()
-                .map(|s| s.name().replace(&d.display().to_string(), ""))
-                .collect();
+        let got: Vec<String> = discover(
+            &[d.to_path_buf(), PathBuf::from("-")],
+            &d.join("no-output"),
+            false,
+        )
+        .unwrap()
+        .sources
+        .iter()
+        .map(|s| s.name().replace(&d.display().to_string(), ""))
+        .collect();
         assert_eq!(
             got,
             [
@@ -408,24 +455,33 @@ mod tests {
         // An explicitly named file is read whatever its name; naming it twice reads it once.
         let notes = d.join("a/notes.txt");
         let out = d.join("out");
-        assert_eq!(discover(&[notes.clone(), notes], &out).unwrap().len(), 1);
+        assert_eq!(
+            discover(&[notes.clone(), notes], &out, false)
+                .unwrap()
+                .sources
+                .len(),
+            1
+        );
         assert!(matches!(
-            discover(&[d.join("missing")], &out),
+            discover(&[d.join("missing")], &out, false),
             Err(Error::InputNotFound(_))
         ));
         fs::create_dir(d.join("empty")).unwrap();
         assert!(matches!(
-            discover(&[d.join("empty")], &out),
+            discover(&[d.join("empty")], &out, false),
             Err(Error::NoInputs(_))
         ));
         // The output folder is never walked into, even when it sits inside an input folder.
         fs::create_dir_all(d.join("a/out/_runs")).unwrap();
         fs::write(d.join("a/out/_runs/r.json"), b"{}").unwrap();
-        let got = discover(&[d.join("a")], &d.join("a/out")).unwrap();
+        let got = discover(&[d.join("a")], &d.join("a/out"), false)
+            .unwrap()
+            .sources;
         assert!(got.iter().all(|s| !s.name().contains("_runs")), "{got:?}");
         assert_eq!(
-            discover(&[d.join("a")], &d.join("elsewhere"))
+            discover(&[d.join("a")], &d.join("elsewhere"), false)
                 .unwrap()
+                .sources
                 .len(),
             3
         );
@@ -474,5 +530,35 @@ mod tests {
         assert!(read_all(&corrupt).is_err());
         let zs = zstd::encode_all(&vec![b'y'; 100_000][..], 3).unwrap();
         assert!(read_all(&zs[..zs.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn links_leading_out_of_an_input_folder_are_followed_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("in/sub")).unwrap();
+        fs::write(d.join("secret.json"), b"{}").unwrap();
+        fs::write(d.join("in/real.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(d.join("secret.json"), d.join("in/leak.json")).unwrap();
+        std::os::unix::fs::symlink(d.join("in/real.json"), d.join("in/sub/inside.json")).unwrap();
+        std::os::unix::fs::symlink(d, d.join("in/sub/loop")).unwrap();
+        let names = |l: &Listing| -> Vec<String> {
+            l.sources
+                .iter()
+                .map(|s| s.name().replace(&d.display().to_string(), ""))
+                .collect()
+        };
+        let l = discover(&[d.join("in")], &d.join("out"), false).unwrap();
+        assert_eq!(names(&l), ["/in/real.json", "/in/sub/inside.json"]);
+        assert_eq!(l.skipped_links, [d.join("in/leak.json")]);
+        let l = discover(&[d.join("in")], &d.join("out"), true).unwrap();
+        assert_eq!(
+            names(&l),
+            ["/in/leak.json", "/in/real.json", "/in/sub/inside.json"]
+        );
+        assert!(l.skipped_links.is_empty());
+        // A file named on the command line is the user's choice: read, link or not.
+        let l = discover(&[d.join("in/leak.json")], &d.join("out"), false).unwrap();
+        assert_eq!(names(&l), ["/in/leak.json"]);
     }
 }

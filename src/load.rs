@@ -79,6 +79,8 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// `--shard K/N`: load only this shard's share of the input files (Delta only).
     pub shard: Option<Shard>,
+    /// `--follow-links`: read links of input folders that lead out of them.
+    pub follow_links: bool,
 }
 
 /// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
@@ -227,7 +229,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
 /// The inputs this run reads: the listing of `INPUT...`, or with `--shard` this shard's share of it.
 fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
     let Some(k_of_n) = opts.shard else {
-        return Ok((input::discover(&opts.inputs, &opts.output)?, None));
+        return Ok((listing(opts)?, None));
     };
     // Checked before listing: a prefix on object storage can take a while to walk.
     if opts.format() != Format::Delta {
@@ -238,9 +240,23 @@ fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
             opts.output.display()
         )));
     }
-    let listing = input::discover(&opts.inputs, &opts.output)?;
-    let (mine, report) = shard::share(listing, k_of_n)?;
+    let (mine, report) = shard::share(listing(opts)?, k_of_n)?;
     Ok((mine, Some(report)))
+}
+
+/// The listing of `INPUT...`, saying on stderr which links of the input folders were not followed.
+fn listing(opts: &LoadOptions) -> Result<Vec<Source>> {
+    let listing = input::discover(&opts.inputs, &opts.output, opts.follow_links)?;
+    if let Some(first) = listing.skipped_links.first() {
+        // Said even with --quiet: lines left unread are never silent.
+        eprintln!(
+            "group-loader: warning: not following {} link(s) that lead out of their input folder (the first: \
+             {}); --follow-links reads them",
+            listing.skipped_links.len(),
+            first.display()
+        );
+    }
+    Ok(listing.sources)
 }
 
 fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {

@@ -27,6 +27,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -58,6 +59,69 @@ pub fn check_output(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses (exit 2, touching nothing) a state folder that holds a symbolic link where the tool keeps none:
+/// the tool never follows a link inside the state it owns, so a planted link cannot make it write, or delete,
+/// anything outside the output. Its own links are `current` (and a `current.tmp-*` a killed publish left),
+/// each pointing at `versions/NNNNNNNNNN`; everything else must be a plain folder or file.
+pub fn check_state(out: &Path) -> Result<()> {
+    let state = out.join(STATE_DIR);
+    match fs::symlink_metadata(&state) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading", &state)(e)),
+        Ok(m) if m.file_type().is_symlink() => return Err(planted_link(&state)),
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Usage(format!(
+                "{} is not a folder: it is group-loader's state folder; move it away or choose another \
+                 --output",
+                state.display()
+            )));
+        }
+        Ok(_) => {}
+    }
+    check_tree(&state, true)
+}
+
+fn check_tree(dir: &Path, top: bool) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("reading directory", dir))? {
+        let entry = entry.map_err(Error::io("reading directory", dir))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(Error::io("reading", &path))?;
+        if ft.is_symlink() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let own = top && (name == CURRENT || name.starts_with(&format!("{CURRENT}.tmp-")));
+            if !own || !is_version_link(&path) {
+                return Err(planted_link(&path));
+            }
+        } else if ft.is_dir() {
+            check_tree(&path, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// True for a link whose target is `versions/` and a version number (what `current` holds).
+fn is_version_link(link: &Path) -> bool {
+    fs::read_link(link).is_ok_and(|t| {
+        let mut parts = t.components();
+        parts.next().is_some_and(|c| c.as_os_str() == VERSIONS_DIR)
+            && parts.next().is_some_and(|c| {
+                let n = c.as_os_str().to_string_lossy();
+                n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit())
+            })
+            && parts.next().is_none()
+    })
+}
+
+fn planted_link(path: &Path) -> Error {
+    Error::Usage(format!(
+        "{} is a symbolic link inside group-loader's state folder, where the tool keeps none of its own: it \
+         never follows such a link (it could lead outside the output). Nothing was changed; remove the link \
+         (restore the folder or file it replaced) and run again",
+        path.display()
+    ))
+}
+
 /// Takes the output's lock, or fails at once with [`Error::Locked`]. Creates the output folder if needed.
 pub fn lock(out: &Path) -> Result<Lock> {
     check_output(out)?;
@@ -69,8 +133,12 @@ pub fn lock(out: &Path) -> Result<Lock> {
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(Error::io("opening lock file", &path))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => planted_link(&path),
+            _ => Error::io("opening lock file", &path)(e),
+        })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -390,6 +458,75 @@ mod tests {
         }
         drop(first);
         assert!(lock(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn links_planted_in_the_state_folder_are_refused_untouched() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        let plant = |what: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().to_path_buf();
+            {
+                let _lock = lock(&out).unwrap();
+                prepare(&out).unwrap();
+                publish_files(&out, &[("a/1", "A1")], &[]);
+            }
+            let state = out.join(STATE_DIR);
+            match what {
+                "lock" => {
+                    fs::remove_file(state.join(LOCK_FILE)).unwrap();
+                    std::os::unix::fs::symlink(&victim, state.join(LOCK_FILE)).unwrap();
+                }
+                "staging" | "versions" => {
+                    let _ = fs::remove_dir_all(state.join(what));
+                    std::os::unix::fs::symlink(outside.path(), state.join(what)).unwrap();
+                }
+                "a file in a version" => {
+                    let v = version_dir(&out, 1).join("groups/a/2");
+                    std::os::unix::fs::symlink(&victim, v).unwrap();
+                }
+                "current elsewhere" => {
+                    fs::remove_file(state.join(CURRENT)).unwrap();
+                    std::os::unix::fs::symlink(outside.path(), state.join(CURRENT)).unwrap();
+                }
+                _ => {
+                    let moved = dir.path().join("moved");
+                    fs::rename(&state, &moved).unwrap();
+                    std::os::unix::fs::symlink(&moved, &state).unwrap();
+                }
+            }
+            (dir, out)
+        };
+        for what in [
+            "lock",
+            "staging",
+            "versions",
+            "a file in a version",
+            "current elsewhere",
+            "state",
+        ] {
+            let (_dir, out) = plant(what);
+            match check_state(&out) {
+                Err(Error::Usage(m)) => assert!(m.contains("symbolic link"), "{what}: {m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+            assert_eq!(fs::read(&victim).unwrap(), b"keep me", "{what}");
+            assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1, "{what}");
+        }
+        // The lock itself never follows a link, even if asked to open it directly.
+        let (_dir, out) = plant("lock");
+        assert!(matches!(lock(&out), Err(Error::Usage(_))));
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        // The tool's own links pass.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let _lock = lock(dir.path()).unwrap();
+            prepare(dir.path()).unwrap();
+            publish_files(dir.path(), &[("a/1", "A1")], &[]);
+        }
+        check_state(dir.path()).unwrap();
     }
 
     #[test]

@@ -12,37 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn state(url: &str, env: &[(String, String)]) -> serde_json::Value {
-    serde_json::from_str(&python_check("delta_check.py", &["state", url], env)).unwrap()
-}
-
-fn ids(state: &serde_json::Value) -> Vec<String> {
-    state["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The objects under `prefix` of a bucket.
-fn objects(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
-    let store = moto.store(bucket);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let prefix = object_store::path::Path::from(prefix);
-    let metas: Vec<object_store::ObjectMeta> = rt
-        .block_on(store.list(Some(&prefix)).try_collect())
-        .unwrap();
-    let mut names: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
-    names.sort();
-    names
-}
-
 /// A Segment-layout export on S3 loaded into Delta tables on S3: what deltalake and polars read equals, row by
 /// row and in both tables, a hive run over the same files on disk. Re-running commits nothing new.
 #[test]

@@ -330,6 +330,14 @@ fn a_full_disk_fails_cleanly_and_publishes_nothing() {
     );
     assert_eq!(visible_ids(&out), before, "nothing published");
     assert_eq!(run_reports(&out), 1);
+    // The failed run cleaned up after itself: the disk is not left full until the next run.
+    assert_eq!(
+        fs::read_dir(out.join(".group-loader/staging"))
+            .unwrap()
+            .count(),
+        0,
+        "the failed run's staging folder is gone"
+    );
 
     // The next run (with room) cleans up whatever the failed one left.
     let (code, stderr) = run_in_shell(prelude, &small_args);

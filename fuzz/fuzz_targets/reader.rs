@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         max_line_bytes: 300,
         threads: Some(2),
         shard: None,
+        follow_links: false,
     };
     match load(&opts) {
         Ok(report) => assert!(report.counts.adds_up(), "{:?}", report.counts),

@@ -43,6 +43,7 @@ impl Hive {
                 out.display()
             )));
         }
+        publish::check_state(out)?;
         dataset::check_shape(out, shape)?;
         let lock = publish::lock(out)?;
         // Again under the lock: a run may have created the dataset meanwhile.

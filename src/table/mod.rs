@@ -45,16 +45,26 @@ pub struct Context<'a> {
     pub shard: Option<crate::shard::ShardReport>,
 }
 
-/// A folder for a run's files before they are published.
+/// A folder for a run's files before they are published. It is removed when dropped, so a run that fails
+/// (a full disk, a store that does not answer) leaves nothing behind; only a killed run leaves its folder,
+/// for the next run's recovery.
 #[derive(Debug)]
 pub struct Staging {
     dir: PathBuf,
 }
 
 impl Staging {
-    /// A new, empty folder at `dir`.
+    /// A new folder at `dir`, which must not exist yet (its parent is created if missing): a name someone
+    /// else created first, or planted as a link, is never written into.
     pub fn create(dir: PathBuf) -> Result<Staging> {
-        std::fs::create_dir_all(&dir)
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(crate::error::Error::io("creating directory", parent))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
             .map_err(crate::error::Error::io("creating staging directory", &dir))?;
         Ok(Staging { dir })
     }
@@ -69,6 +79,12 @@ impl Staging {
             "removing staging directory",
             &self.dir,
         ))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

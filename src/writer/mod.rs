@@ -780,7 +780,7 @@ mod tests {
             let day = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()
                 + chrono::Duration::days((k % days) as i64);
             // Every 7th event clears its name (sent as null): the cleared record must follow the row.
-            let name = if k % 7 == 0 {
+            let name = if k.is_multiple_of(7) {
                 "null".to_string()
             } else {
                 format!("\"n{k}\"")
@@ -818,7 +818,7 @@ mod tests {
             let lines: Vec<u64> = origins.iter().map(|o| o.line).collect();
             assert_eq!(lines, expected.iter().map(|k| k + 1).collect::<Vec<_>>());
             let rows: Vec<usize> = (0..expected.len())
-                .filter(|&r| expected[r] % 7 == 0)
+                .filter(|&r| expected[r].is_multiple_of(7))
                 .collect();
             let want_cleared =
                 (!rows.is_empty()).then(|| serde_json::json!({ "name": rows }).to_string());

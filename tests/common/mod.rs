@@ -295,6 +295,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         max_line_bytes: 200,
         threads: Some(2),
         shard: None,
+        follow_links: false,
     }
 }
 
@@ -430,6 +431,19 @@ impl Moto {
             .expect("store")
     }
 
+    /// The bytes of object `key` of `bucket`.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let store = self.store(bucket);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = object_store::path::Path::from(key);
+        rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() })
+            .to_vec()
+    }
+
     /// Uploads every file under `dir` to `bucket` under `prefix` (keeping relative paths).
     pub fn upload_dir(&self, bucket: &str, prefix: &str, dir: &Path) {
         use object_store::ObjectStoreExt;
@@ -483,3 +497,36 @@ pub fn run_env(args: &[&str], env: &[(String, String)]) -> (i32, String) {
     )
 }
 pub mod proxy;
+
+/// What a reader of the Delta dataset at `url` sees (tests/consumer/delta_check.py `state`).
+pub fn state(url: &str, env: &[(String, String)]) -> serde_json::Value {
+    serde_json::from_str(&python_check("delta_check.py", &["state", url], env)).unwrap()
+}
+
+/// The `groups` ids of a [`state`].
+pub fn ids(state: &serde_json::Value) -> Vec<String> {
+    state["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The objects under `prefix` of a bucket.
+pub fn objects(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let store = moto.store(bucket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let prefix = object_store::path::Path::from(prefix);
+    let metas: Vec<object_store::ObjectMeta> = rt
+        .block_on(store.list(Some(&prefix)).try_collect())
+        .unwrap();
+    let mut names: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}

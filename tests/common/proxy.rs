@@ -237,14 +237,14 @@ fn forward(req: &Request, upstream: &str) -> std::io::Result<Vec<u8>> {
 }
 
 fn serve(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
-    if state
-        .lock()
-        .unwrap()
-        .outage_until
-        .is_some_and(|t| Instant::now() < t)
     {
-        reset(conn);
-        return Ok(());
+        let mut s = state.lock().unwrap();
+        if s.outage_until.is_some_and(|t| Instant::now() < t) {
+            s.log.push("(outage)".into());
+            drop(s);
+            reset(conn);
+            return Ok(());
+        }
     }
     let mut reader = BufReader::new(conn.try_clone()?);
     let Some(req) = read_request(&mut reader)? else {

@@ -210,6 +210,80 @@ pub(super) fn is_transient(e: &DeltaTableError) -> bool {
     )
 }
 
+/// An error opening a table, reworded when its cause is a partition value no Delta reader parses (a date
+/// outside 0001-01-01 to 9999-12-31, written by an earlier version of the tool): which commit added it, and
+/// how to take it back.
+pub(super) fn diagnose_partitions(table: &Location, error: Error) -> Error {
+    if !error.to_string().contains("Failed to parse value") {
+        return error;
+    }
+    let log = table.join("_delta_log");
+    let Ok(objects) = log.list() else {
+        return error;
+    };
+    let mut commits: Vec<(u64, object_store::path::Path)> = objects
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+            Some((name, m.location))
+        })
+        .collect();
+    commits.sort();
+    let latest = commits.last().map(|(v, _)| *v);
+    for (version, path) in &commits {
+        let Ok(Some(bytes)) = log.child(path.clone()).get_bytes() else {
+            continue;
+        };
+        for line in bytes.split(|&b| b == b'\n') {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let values = &action["add"]["partitionValues"];
+            let bad = values
+                .as_object()
+                .into_iter()
+                .flatten()
+                .find(|(k, v)| !partition_value_ok(k, v.as_str().unwrap_or("")));
+            if let Some((k, v)) = bad {
+                let v = v.as_str().unwrap_or_default();
+                let undo = if Some(*version) == latest {
+                    format!(
+                        "It is the table's latest commit: deleting its log file {} takes the table back to \
+                         version {}, as it was before that commit (the data files the commit added are then \
+                         removed by a later run's vacuum)",
+                        log.child(path.clone()).url,
+                        version.saturating_sub(1)
+                    )
+                } else {
+                    "Later commits were made on top of it: restore the version before it with a Delta tool"
+                        .into()
+                };
+                return Error::Delta {
+                    url: table.url.clone(),
+                    message: format!(
+                        "the table cannot be read: version {version} added a file in partition {k}={v}, which no \
+                         Delta reader parses (dates run from 0001-01-01 to 9999-12-31); an earlier version of \
+                         group-loader wrote it from a time whose offset carried it out of that range. {undo}. \
+                         Cause: {error}"
+                    ),
+                };
+            }
+        }
+    }
+    error
+}
+
+/// Whether a partition value of `groups` is one every Delta reader parses.
+fn partition_value_ok(key: &str, value: &str) -> bool {
+    match key {
+        "dt" => PartitionMode::Day
+            .bucket_of_path(&format!("dt={value}"))
+            .is_some(),
+        "hr" => value.parse::<u32>().is_ok_and(|h| h < 24),
+        _ => true,
+    }
+}
+
 /// Checks every partition value a commit would write: a date of years 0001 to 9999 (`dt`) and an hour of 0 to
 /// 23 (`hr`), as every Delta reader parses them. A value outside that range would make the table unreadable to
 /// them for good, so it is never committed.

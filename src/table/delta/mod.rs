@@ -94,9 +94,18 @@ impl Delta {
                      one layout: run with --format hive, or load into a new --output"
                 )));
             }
+            let abs =
+                std::path::absolute(&opts.output).map_err(Error::io("reading", &opts.output))?;
+            if url::Url::from_directory_path(&abs).is_ok_and(|u| u.as_str().contains('%')) {
+                return Err(needs_one_spelling(&abs.display().to_string()));
+            }
             Location::local(&opts.output)?
         };
-        let groups = open_table(&root, GROUPS_DIR)?;
+        if root.url.contains('%') {
+            return Err(needs_one_spelling(&root.url));
+        }
+        let groups = open_table(&root, GROUPS_DIR)
+            .map_err(|e| log::diagnose_partitions(&root.join(GROUPS_DIR), e))?;
         if let Ok(state) = groups.snapshot() {
             let recorded = state.metadata().partition_columns().to_vec();
             if recorded != partition_columns(opts.partition) {
@@ -112,10 +121,25 @@ impl Delta {
             }
         }
         let accounts = open_table(&root, ACCOUNTS_DIR)?;
-        let base = live_files(&groups, &root.join(GROUPS_DIR).url)?
-            .into_iter()
-            .map(|f| f.path)
+        let live = live_files(&groups, &root.join(GROUPS_DIR).url)
+            .map_err(|e| log::diagnose_partitions(&root.join(GROUPS_DIR), e))?;
+        let unreadable: Vec<String> = live
+            .iter()
+            .filter(|f| bucket_of(opts.partition, &f.values).is_none())
+            .map(|f| f.path.clone())
             .collect();
+        if let Some(first) = unreadable.first() {
+            eprintln!(
+                "group-loader: warning: {} holds {} file(s) in partitions outside the dates 0001-01-01 to \
+                 9999-12-31 (the first: {first}), written by an earlier version of group-loader. deltalake, \
+                 polars and Spark cannot read the table until they are removed (delete their rows, e.g. \
+                 DELETE FROM the table WHERE dt < '0001-01-01' OR dt > '9999-12-31', with a Delta tool that \
+                 reads it)",
+                root.join(GROUPS_DIR).url,
+                unreadable.len()
+            );
+        }
+        let base = live.into_iter().map(|f| f.path).collect();
         Ok(Delta {
             root,
             partition: opts.partition,
@@ -433,10 +457,10 @@ impl Table for Delta {
     }
 
     fn staging(&self) -> Result<Staging> {
+        // Directly in the temporary folder, under a name of its own (never inside a shared folder another
+        // user could have created, or replaced by a link).
         Staging::create(
-            std::env::temp_dir()
-                .join("group-loader")
-                .join(crate::table::staging_name()),
+            std::env::temp_dir().join(format!("group-loader-{}", crate::table::staging_name())),
         )
     }
 
@@ -539,6 +563,18 @@ impl Delta {
         }
         Ok(true)
     }
+}
+
+/// The refusal of a Delta dataset path that readers spell two ways: deltalake's file list and polars' reader
+/// percent-encode a space (or any character a URL must encode) again, and look for the data files at
+/// `my%20data/...` while the log is at `my data/`; no spelling serves every reader.
+fn needs_one_spelling(place: &str) -> Error {
+    Error::Usage(format!(
+        "{place}: a Delta dataset's path must be written with letters, digits and - _ . ~ = / only: a space or \
+         any other character a URL must percent-encode is read at two different places by deltalake and \
+         polars (the log under one spelling, the data files under the other). Choose such a path (or \
+         --format hive for a local folder)"
+    ))
 }
 
 /// How long a commit keeps trying when the store does not answer: until `--retry-timeout` has passed since the
