@@ -104,8 +104,10 @@ pub struct LoadArgs {
     pub memory_limit: u64,
 
     /// Longest line accepted, in bytes (longer lines are rejected as line_too_long, never held whole).
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
-    pub max_line_bytes: u64,
+    /// Default: 16MiB, or less when --memory-limit cannot hold lines that long (a line takes up to about 18
+    /// times its length while it is parsed and written: a 256MiB limit holds lines of 12MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_line_bytes: Option<u64>,
 
     /// Keep every event, even when its messageId was already loaded (by this run or an earlier one).
     #[arg(long)]
@@ -224,8 +226,11 @@ impl LoadArgs {
             accounts_budget: self.memory_limit / 2,
             progress: self.progress,
             quiet: self.quiet,
-            max_line_bytes: usize::try_from(self.max_line_bytes)
-                .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
+            max_line_bytes: match self.max_line_bytes {
+                Some(n) => usize::try_from(n)
+                    .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
+                None => load::default_max_line_bytes(self.memory_limit),
+            },
             threads: self.threads,
             shard: self.shard,
             follow_links: self.follow_links,

@@ -73,8 +73,8 @@ fn spawn_reader(
                 hasher: Xxh3::new(),
                 bytes: 0,
             };
-            let mut reader =
-                LineReader::new(hashing, max_line_bytes, chunk_bytes).with_recycling(recycled);
+            let mut reader = LineReader::new(hashing, max_line_bytes, chunk_bytes)
+                .with_recycling(recycled, (PREFETCH_CHUNKS + 1) * chunk_bytes);
             loop {
                 match reader.next_chunk() {
                     Ok(Some(chunk)) => {

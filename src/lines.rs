@@ -72,6 +72,12 @@ pub struct LineReader<R> {
     at_start: bool,
     /// Chunk buffers handed back by the consumer, reused so their memory is not cleared and faulted in again.
     recycled: Option<Receiver<Vec<u8>>>,
+    /// With recycling: the chunks handed out and not yet back, and the bytes they hold. Reading ahead stops
+    /// at [`LineReader::ahead`] bytes (once two chunks are out), so chunks made large by long lines are not
+    /// read ahead as far as ordinary ones.
+    out_chunks: usize,
+    out_bytes: usize,
+    ahead: usize,
 }
 
 impl<R: Read> LineReader<R> {
@@ -88,13 +94,43 @@ impl<R: Read> LineReader<R> {
             eof: false,
             at_start: true,
             recycled: None,
+            out_chunks: 0,
+            out_bytes: 0,
+            ahead: usize::MAX,
         }
     }
 
-    /// Reuses the chunk buffers (`Chunk::data`) sent back on `recycled`.
-    pub fn with_recycling(mut self, recycled: Receiver<Vec<u8>>) -> Self {
+    /// Reuses the chunk buffers (`Chunk::data`) sent back on `recycled`, where the consumer returns every chunk
+    /// it is done with; and reads no further ahead than `ahead` bytes of chunks not yet back (two chunks are
+    /// always allowed out: the one being applied, and the next).
+    pub fn with_recycling(mut self, recycled: Receiver<Vec<u8>>, ahead: usize) -> Self {
         self.recycled = Some(recycled);
+        self.ahead = ahead;
         self
+    }
+
+    /// A buffer for the next chunk: one handed back (waiting for one while too much is out), or a new one.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut reuse = None;
+        if let Some(r) = &self.recycled {
+            let back = |buf: Vec<u8>, out: &mut (usize, usize)| {
+                out.0 = out.0.saturating_sub(1);
+                out.1 = out.1.saturating_sub(buf.capacity());
+                buf
+            };
+            let mut out = (self.out_chunks, self.out_bytes);
+            while let Ok(buf) = r.try_recv() {
+                reuse = Some(back(buf, &mut out));
+            }
+            while out.0 >= 2 && out.1 > self.ahead {
+                match r.recv() {
+                    Ok(buf) => reuse = Some(back(buf, &mut out)),
+                    Err(_) => break, // the consumer is gone: the send that follows ends the reader
+                }
+            }
+            (self.out_chunks, self.out_bytes) = out;
+        }
+        reuse.unwrap_or_else(|| Vec::with_capacity(self.chunk_target + 2 * READ_SIZE))
     }
 
     /// The number the next line will get (for error messages).
@@ -110,8 +146,14 @@ impl<R: Read> LineReader<R> {
     /// Reads more bytes into `buf[*filled..]` (growing its initialised part only when it is too short); false
     /// at the end of the stream.
     fn fill(&mut self, buf: &mut Vec<u8>, filled: &mut usize) -> io::Result<bool> {
-        if buf.len() < *filled + READ_SIZE {
-            buf.resize(*filled + READ_SIZE, 0);
+        let want = *filled + READ_SIZE;
+        if buf.len() < want {
+            // Grown by a quarter at a time (not doubled): a chunk holding one long line stays near its size.
+            if buf.capacity() < want {
+                let grown = want.max(buf.capacity() + buf.capacity() / 4);
+                buf.reserve_exact(grown - buf.len());
+            }
+            buf.resize(want, 0);
         }
         loop {
             match self.inner.read(&mut buf[*filled..*filled + READ_SIZE]) {
@@ -170,10 +212,7 @@ impl<R: Read> LineReader<R> {
     /// The next chunk of lines, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
         // A recycled buffer, or room for a whole chunk up front: growing by doubling would copy it.
-        let mut data = match self.recycled.as_ref().and_then(|r| r.try_recv().ok()) {
-            Some(buf) => buf,
-            None => Vec::with_capacity(self.chunk_target + 2 * READ_SIZE),
-        };
+        let mut data = self.buffer();
         if data.len() < self.carry.len() {
             data.resize(self.carry.len(), 0);
         }
@@ -215,7 +254,7 @@ impl<R: Read> LineReader<R> {
                 // Hand out this chunk now: what follows the newline starts the next chunk, at a known offset.
                 self.carry = rest;
                 self.carry_offset = base + line_start as u64 + len + 1;
-                return Ok(Some(Chunk { data, lines, empty }));
+                return Ok(Some(self.hand_out(Chunk { data, lines, empty })));
             }
             if line_start >= self.chunk_target {
                 break;
@@ -240,7 +279,16 @@ impl<R: Read> LineReader<R> {
         if lines.is_empty() && empty == 0 && self.eof && self.carry.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Chunk { data, lines, empty }))
+        Ok(Some(self.hand_out(Chunk { data, lines, empty })))
+    }
+
+    /// Counts a chunk as out (with recycling, until its buffer comes back).
+    fn hand_out(&mut self, chunk: Chunk) -> Chunk {
+        if self.recycled.is_some() {
+            self.out_chunks += 1;
+            self.out_bytes += chunk.data.capacity();
+        }
+        chunk
     }
 
     /// Reads past the end of a too-long line that starts at `data[line_start]`, keeping at most

@@ -201,21 +201,16 @@ pub(super) fn batch_events(
                 columns[i] = Some(None);
             }
         }
-        let mut extra_list = Vec::new();
-        if !extras.is_null(r) {
-            let ok = crate::parse::for_each_member(extras.value(r), |k, v| {
-                extra_list.push((k, (v.trim() != "null").then_some(v)));
-            });
-            if ok.is_err() {
-                return Err(path.error("extra_traits is not a JSON object".into()));
-            }
+        let extra_traits = (!extras.is_null(r)).then(|| extras.value(r));
+        if extra_traits.is_some_and(|t| crate::parse::for_each_member(t, |_, _| {}).is_err()) {
+            return Err(path.error("extra_traits is not a JSON object".into()));
         }
         let event = Event {
             timestamp: ts.value(r),
             received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
             id: (!id.is_null(r)).then(|| id.value(r)),
             columns,
-            extras: extra_list,
+            extra_traits,
         };
         f(group, &event);
     }
@@ -296,7 +291,7 @@ pub(super) fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) 
             }
             acc.regs.sort_unstable_by_key(|r| r.key);
             match into.accounts.get_mut(group) {
-                Some(existing) => existing.absorb(acc),
+                Some(existing) => existing.absorb(acc, &mut into.keys),
                 None => {
                     into.accounts.insert(group.into(), acc);
                 }

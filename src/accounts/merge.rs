@@ -58,8 +58,23 @@ pub struct Merged {
     pub adds: Vec<(PathBuf, PathBuf)>,
     pub removes: Vec<PathBuf>,
     pub groups: u64,
+    /// Groups that reached more `extra_traits` keys than a group keeps ([`super::MAX_EXTRA_KEYS`]).
+    pub groups_over_key_limit: u64,
     pub buckets: u32,
     pub rebuilt: bool,
+}
+
+impl Merged {
+    /// What the run's report says of it.
+    pub fn report(&self) -> crate::report::AccountsReport {
+        crate::report::AccountsReport {
+            groups: self.groups,
+            files_written: self.adds.len(),
+            buckets: self.buckets,
+            rebuilt: self.rebuilt,
+            groups_over_key_limit: self.groups_over_key_limit,
+        }
+    }
 }
 
 /// Merges the run into the snapshot (or rebuilds it), bucket by bucket. See the module doc.
@@ -97,15 +112,20 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     } else {
         None
     };
-    // One bucket: its new file (staged, final) and rows, or the rows of the old file it keeps.
-    let one = |b: u32| -> Result<(Option<(PathBuf, PathBuf)>, u64)> {
+    // One bucket: its new file (staged, final) and rows, or the rows of the old file it keeps; and its groups
+    // over the key limit.
+    let one = |b: u32| -> Result<BucketDone> {
         let old_file = if old_n > 0 {
             old_by_bucket.get(&(b % old_n)).copied()
         } else {
             None
         };
         if kept_as_is(b) {
-            return Ok((None, old_file.map(|p| p.rows()).transpose()?.unwrap_or(0)));
+            return Ok((
+                None,
+                old_file.map(|p| p.rows()).transpose()?.unwrap_or(0),
+                0,
+            ));
         }
         let mut state = Bucket::default();
         if let Some(p) = old_file {
@@ -121,16 +141,22 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
             }
         }
         if state.accounts.is_empty() {
-            return Ok((None, 0));
+            return Ok((None, 0, 0));
         }
+        let over = state.accounts.values().filter(|a| a.over_key_limit).count() as u64;
         let name = file_name(b, n, m.name_suffix);
         let staged = m.staging.join(ACCOUNTS_DIR).join(&name);
         let rows = write_bucket(&staged, state, m.codec)?;
-        Ok((Some((staged, Path::new(ACCOUNTS_DIR).join(name))), rows))
+        Ok((
+            Some((staged, Path::new(ACCOUNTS_DIR).join(name))),
+            rows,
+            over,
+        ))
     };
     let done = in_waves(m.pool, n, one)?;
-    for (file, rows) in done {
+    for (file, rows, over) in done {
         merged.groups += rows;
+        merged.groups_over_key_limit += over;
         merged.adds.extend(file);
     }
     // Files of the current snapshot not rewritten under the same name are dropped (a rebuild, a new layout).
@@ -144,6 +170,9 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     }
     Ok(merged)
 }
+
+/// What merging one bucket gave: its new file (staged, final), its rows, its groups over the key limit.
+type BucketDone = (Option<(PathBuf, PathBuf)>, u64, u64);
 
 /// Runs `one` for every bucket on `pool`, one bucket per thread and never more than `MERGE_WAYS` at once (each
 /// holds its share of the budget), and gives the results in bucket order.

@@ -55,6 +55,8 @@ pub const ACCOUNTS_DIR: &str = "accounts";
 const NT: usize = Col::TraitId as usize - Col::Name as usize + 1;
 /// Estimated memory of one group in a bucket being merged (its registers, versions and strings), for sizing.
 const BYTES_PER_GROUP: u64 = 2048;
+/// The most `extra_traits` keys one group keeps: the first this many in name order (see the module doc).
+pub const MAX_EXTRA_KEYS: usize = 1000;
 /// Rows per row group of an accounts file.
 const BATCH_ROWS: usize = 65_536;
 
@@ -82,6 +84,10 @@ pub struct Keys {
 }
 
 impl Keys {
+    fn get(&self, name: &str) -> Option<Key> {
+        self.ids.get(name).copied()
+    }
+
     fn id(&mut self, name: &str) -> Key {
         if let Some(&k) = self.ids.get(name) {
             return k;
@@ -114,6 +120,11 @@ pub struct Account {
     versions: Vec<Version>,
     /// Registers sorted by key.
     regs: Vec<Register>,
+    /// More `extra_traits` keys reached it than [`MAX_EXTRA_KEYS`]: those after the first in name order were
+    /// not kept.
+    over_key_limit: bool,
+    /// Once it holds [`MAX_EXTRA_KEYS`] keys: their names in order, to find the last kept one quickly.
+    kept_names: Option<std::collections::BTreeSet<(CompactString, Key)>>,
 }
 
 /// What one event (a `groups` row) says about its group, borrowed from the batch it was read from (values
@@ -125,8 +136,9 @@ pub struct Event<'a> {
     pub id: Option<&'a str>,
     /// Per trait column: `None` not sent, `Some(None)` cleared, `Some(Some(v))` set.
     pub columns: [Option<Option<Cow<'a, str>>>; NT],
-    /// Top-level keys of `extra_traits` with their raw JSON (`None`: sent as `null`).
-    pub extras: Vec<(Cow<'a, str>, Option<&'a str>)>,
+    /// `extra_traits` as written (a JSON object, already checked): its top-level keys are registers, a value
+    /// `null` clears one. Walked as it is applied, never copied into a list: one event may hold a million keys.
+    pub extra_traits: Option<&'a str>,
 }
 
 /// A version as compared: `(timestamp, received_at, id)`.
@@ -151,6 +163,8 @@ impl Account {
             last_seen: timestamp,
             versions: Vec::new(),
             regs: Vec::new(),
+            over_key_limit: false,
+            kept_names: None,
         }
     }
 
@@ -210,9 +224,12 @@ impl Account {
                 self.offer(i as Key, event.key(), value.as_deref());
             }
         }
-        for (key, value) in &event.extras {
-            let key = keys.id(key);
-            self.offer(key, event.key(), *value);
+        if let Some(text) = event.extra_traits {
+            // (Checked to be an object when the event was read.)
+            let _ = crate::parse::for_each_member(text, |key, value| {
+                let value = (value.trim() != "null").then_some(value);
+                self.offer_extra(keys, &key, event.key(), value);
+            });
         }
         // Versions no register uses any more are dropped now and then (and always before writing).
         if self.versions.len() > 2 * self.regs.len().max(4) {
@@ -220,14 +237,66 @@ impl Account {
         }
     }
 
+    /// Writes an `extra_traits` key's register. A group keeps at most [`MAX_EXTRA_KEYS`] keys, the first in
+    /// name order: a new key beyond them takes the place of the last kept one when its name comes first, and
+    /// is not kept otherwise. The keys kept are then the first of every key ever sent, whatever the order
+    /// events came in, so merging stays commutative and idempotent; `groups` keeps every key in any case.
+    fn offer_extra(
+        &mut self,
+        keys: &mut Keys,
+        name: &str,
+        version: VersionKey<'_>,
+        value: Option<&str>,
+    ) {
+        if let Some(k) = keys.get(name)
+            && self.get(k).is_some()
+        {
+            return self.offer(k, version, value);
+        }
+        if self.kept_names.is_none()
+            && self.regs.iter().filter(|r| r.key as usize >= NT).count() >= MAX_EXTRA_KEYS
+        {
+            let names = self
+                .regs
+                .iter()
+                .filter(|r| r.key as usize >= NT)
+                .map(|r| (CompactString::from(keys.name(r.key)), r.key))
+                .collect();
+            self.kept_names = Some(names);
+        }
+        if let Some(names) = self.kept_names.as_mut() {
+            self.over_key_limit = true;
+            match names.last() {
+                Some((last, _)) if name < last.as_str() => {}
+                _ => return,
+            }
+            if let Some((_, evicted)) = names.pop_last()
+                && let Ok(i) = self.regs.binary_search_by_key(&evicted, |r| r.key)
+            {
+                self.regs.remove(i);
+            }
+            let k = keys.id(name);
+            names.insert((name.into(), k));
+            return self.offer(k, version, value);
+        }
+        let k = keys.id(name);
+        self.offer(k, version, value);
+    }
+
     /// Merges another state of the same group (one bucket read from a coarser snapshot file holds no two
     /// states of a group, but merging keeps this correct whatever the files hold).
-    fn absorb(&mut self, other: Account) {
+    fn absorb(&mut self, other: Account, keys: &mut Keys) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
+        self.over_key_limit |= other.over_key_limit;
         for r in &other.regs {
             let v = other.versions[r.version as usize].key();
-            self.offer(r.key, v, r.value.as_deref());
+            if (r.key as usize) < NT {
+                self.offer(r.key, v, r.value.as_deref());
+            } else {
+                let name = keys.name(r.key).to_string();
+                self.offer_extra(keys, &name, v, r.value.as_deref());
+            }
         }
     }
 
@@ -385,7 +454,7 @@ mod tests {
             received_at: version.received_at,
             id: version.id.as_deref(),
             columns,
-            extras: Vec::new(),
+            extra_traits: None,
         }
     }
 
@@ -466,10 +535,17 @@ mod tests {
             received_at: None,
             id: Some("m"),
             columns: Default::default(),
-            extras: extras
-                .into_iter()
-                .map(|(k, x)| (Cow::Borrowed(k), x))
-                .collect(),
+            extra_traits: Some(Box::leak(
+                format!(
+                    "{{{}}}",
+                    extras
+                        .iter()
+                        .map(|(k, x)| format!("\"{k}\":{}", x.unwrap_or("null")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+                .into_boxed_str(),
+            )),
         };
         acc.apply(
             keys,

@@ -261,6 +261,9 @@ pub struct AccountsReport {
     pub buckets: u32,
     /// Rebuilt from every `groups` file (no snapshot to merge into, or `--mode overwrite` removed rows).
     pub rebuilt: bool,
+    /// Groups sent more distinct `extra_traits` keys than a group keeps in `accounts` (the first 1,000 in name
+    /// order are kept there; `groups` keeps every key).
+    pub groups_over_key_limit: u64,
 }
 
 pub fn thousands(n: u64) -> String {
@@ -426,6 +429,16 @@ impl Report {
                 a.buckets,
                 if a.rebuilt { "rebuilt" } else { "merged" }
             );
+            if a.groups_over_key_limit > 0 {
+                let _ = writeln!(
+                    s,
+                    "  accounts: {} groups were sent more than {} distinct extra_traits keys; accounts keeps the \
+                     first {} in name order (groups keeps them all)",
+                    thousands(a.groups_over_key_limit),
+                    thousands(crate::accounts::MAX_EXTRA_KEYS as u64),
+                    thousands(crate::accounts::MAX_EXTRA_KEYS as u64)
+                );
+            }
         }
         if c.shadowed_traits > 0 || c.invalid_times > 0 {
             let _ = writeln!(

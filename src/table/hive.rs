@@ -240,12 +240,7 @@ fn update_accounts(
         budget: opts.accounts_budget,
         pool,
     })?;
-    let report = AccountsReport {
-        groups: merged.groups,
-        files_written: merged.adds.len(),
-        buckets: merged.buckets,
-        rebuilt: merged.rebuilt,
-    };
+    let report = merged.report();
     plan.adds.extend(merged.adds);
     plan.removes.extend(merged.removes);
     Ok(Some(report))

@@ -67,6 +67,7 @@ impl Delta {
                         files_written: 0,
                         buckets: 0,
                         rebuilt: false,
+                        groups_over_key_limit: 0,
                     }),
                     version,
                 ));
@@ -227,12 +228,7 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
     Ok(Some(AccountsPlan {
         actions,
         reflects: latest as i64,
-        report: Some(AccountsReport {
-            groups: merged.groups,
-            files_written: merged.adds.len(),
-            buckets: merged.buckets,
-            rebuilt: merged.rebuilt,
-        }),
+        report: Some(merged.report()),
     }))
 }
 
