@@ -96,7 +96,7 @@ fn a_gzip_bomb_of_newlines_stays_within_the_limit() {
         flate2::Compression::best(),
     );
     let mib = vec![b'\n'; 1 << 20];
-    for _ in 0..256 {
+    for _ in 0..64 {
         gz.write_all(&mib).unwrap();
     }
     gz.write_all(group_call("last", "2024-01-01", "").as_bytes())
@@ -112,7 +112,7 @@ fn a_gzip_bomb_of_newlines_stays_within_the_limit() {
         peak(&out, &[bomb.to_str().unwrap()]),
     );
     let r = report(&out);
-    assert_eq!(r["blank"], 256 << 20);
+    assert_eq!(r["blank"], 64 << 20);
     assert_eq!(r["rows_written"], 1);
 }
 
