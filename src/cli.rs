@@ -15,7 +15,8 @@ use crate::report::ProgressWhen;
 use crate::schema::{self, SchemaFormat, Table};
 use crate::writer::{Codec, PartitionMode};
 
-/// Load Segment-style Group calls (NDJSON, optionally gzip/zstd) into a Hive-partitioned Parquet dataset.
+/// Load Segment-style Group calls (NDJSON, optionally gzip/zstd) into Parquet: a Hive-partitioned folder, Delta
+/// Lake tables (local or on S3, GCS, Azure), or one file.
 #[derive(Debug, Parser)]
 #[command(name = "group-loader", version, about, long_about = None)]
 pub struct Cli {
@@ -26,6 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load Group calls into OUTPUT/groups/ (the main job).
+    #[command(after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
     Load(LoadArgs),
     /// Print the output schema of the groups (or accounts) table.
     Schema(SchemaArgs),
@@ -43,12 +45,15 @@ pub struct LoadArgs {
     #[arg(short, long, value_name = "DIR|URL")]
     pub output: PathBuf,
 
-    /// Partition folders, by the UTC time of receivedAt (or timestamp).
-    #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
-    pub partition: PartitionMode,
+    /// Partition folders, by the UTC time of receivedAt (or timestamp). Default: the dataset's own (recorded by
+    /// its first run), or day for a new dataset.
+    #[arg(long, value_enum)]
+    pub partition: Option<PartitionMode>,
 
-    /// Table format: hive (a Hive-partitioned folder; local outputs only) or delta (Delta Lake tables).
-    /// Default: delta for an object-store URL, hive for a local folder.
+    /// Table format: hive (a Hive-partitioned folder; local outputs only), delta (Delta Lake tables), or
+    /// parquet (one Parquet file of the groups table, no dataset: an ad hoc conversion). Default: parquet for
+    /// an output ending in .parquet, delta for an object-store URL (and a local folder of Delta tables), hive
+    /// for a local folder.
     #[arg(long, value_enum)]
     pub format: Option<crate::dataset::Format>,
 
@@ -71,8 +76,9 @@ pub struct LoadArgs {
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
     pub compression: Codec,
 
-    /// append: add this run's files (a re-run of the same inputs replaces its own files);
-    /// overwrite: replace every file in the partitions this run writes.
+    /// append: add this run's rows; other runs' stay (a re-run of the same inputs has nothing to do, and an
+    /// event already loaded is a duplicate). overwrite: replace every file of the partitions this run writes,
+    /// to re-process a day; a single late event of a day replaces that whole day.
     #[arg(long, value_enum, default_value_t = Mode::Append)]
     pub mode: Mode,
 
@@ -139,21 +145,22 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
-    pub format: SchemaFormat,
+    /// Output format (default: text; sql when --dialect or --location is given).
+    #[arg(long, value_enum)]
+    pub format: Option<SchemaFormat>,
 
     /// Which table: `groups` (one row per Group call) or `accounts` (the latest state of each group).
     #[arg(long, value_enum, default_value_t = Table::Groups)]
     pub table: Table,
 
-    /// With --format sql: the warehouse whose CREATE statements are printed.
-    #[arg(long, value_enum, default_value_t = crate::ddl::Dialect::Duckdb)]
-    pub dialect: crate::ddl::Dialect,
+    /// With --format sql: the warehouse whose CREATE statements are printed (default: duckdb).
+    #[arg(long, value_enum)]
+    pub dialect: Option<crate::ddl::Dialect>,
 
-    /// With --format sql: where the dataset lies (the --output of the loads), e.g. s3://bucket/segment.
-    #[arg(long, value_name = "URL", default_value = "OUTPUT")]
-    pub location: String,
+    /// With --format sql (required there): where the dataset lies, the --output of the loads, e.g.
+    /// s3://bucket/segment or /data/segment. Athena, BigQuery and Snowflake read object storage only.
+    #[arg(long, value_name = "URL|DIR")]
+    pub location: Option<String>,
 
     /// With --format sql: the dataset's table format (default: delta for an object-store URL, else hive).
     #[arg(long, value_enum)]
@@ -163,6 +170,28 @@ pub struct SchemaArgs {
     #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
     pub partition: PartitionMode,
 }
+
+/// The exit codes, as `load --help` lists them (and the deployment definitions act on them).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: the rows are published, or there was nothing to do (these inputs
+     were already loaded; no input file was found, which a warning says)
+  1  failure, nothing published: I/O (disk full, unreadable input), object
+     storage (after --retry-timeout), corrupt input, missing credentials
+  2  bad usage or configuration: an option, argument, URL or environment
+     variable that cannot work; nothing touched
+  3  too many rejected lines (--max-reject-ratio): nothing published; the
+     report and rejects are written
+  4  the output (hive) is locked by another run: nothing touched
+  5  fewer rows than --min-rows (events already loaded count toward it):
+     nothing published; the report is written
+  6  the rows were published (or a Delta commit may have landed), but a later
+     step failed (accounts, the report, a --report/--rejects copy): re-run the
+     same command to finish it
+
+A scheduler should retry 1, 4, 5 and 6 (a network fault, a run still going, a
+late export, an unfinished run: a re-run never loads a row twice), and never 2
+or 3 (the same command fails the same way).";
 
 /// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
 /// writers) is a large part of the budget, and the limit could not be kept.
@@ -212,7 +241,8 @@ impl LoadArgs {
             output: self.output.clone(),
             format: self.format,
             vacuum_retention: self.vacuum_retention,
-            partition: self.partition,
+            partition: self.partition.unwrap_or(PartitionMode::Day),
+            partition_given: self.partition.is_some(),
             codec: self.compression,
             mode: self.mode,
             max_reject_ratio: self.max_reject_ratio,
@@ -238,27 +268,69 @@ impl LoadArgs {
     }
 }
 
+impl SchemaArgs {
+    /// What `schema` prints: the schema as text or JSON, or a warehouse's statements. The SQL options imply
+    /// `--format sql`, and are refused with another format rather than silently ignored.
+    fn render(&self) -> Result<String> {
+        let sql_options =
+            self.dialect.is_some() || self.location.is_some() || self.table_format.is_some();
+        let format = match (self.format, sql_options) {
+            (Some(f), true) if f != SchemaFormat::Sql => {
+                return Err(Error::Usage(
+                    "--dialect, --location and --table-format describe SQL statements: use them with \
+                     --format sql (or without --format)"
+                        .into(),
+                ));
+            }
+            (Some(f), _) => f,
+            (None, true) => SchemaFormat::Sql,
+            (None, false) => SchemaFormat::Text,
+        };
+        if format != SchemaFormat::Sql {
+            return Ok(schema::render(self.table, format));
+        }
+        let dialect = self.dialect.unwrap_or(crate::ddl::Dialect::Duckdb);
+        let Some(location) = self.location.as_deref() else {
+            return Err(Error::Usage(
+                "--format sql needs --location: where the dataset lies (the --output of the loads), e.g. \
+                 --location s3://bucket/segment"
+                    .into(),
+            ));
+        };
+        let url = crate::store::is_url(location);
+        if self.table_format == Some(crate::dataset::Format::Parquet) {
+            return Err(Error::Usage(
+                "one Parquet file needs no statements: read it where it is (DuckDB: SELECT * FROM \
+                 'file.parquet'); --table-format is hive or delta"
+                    .into(),
+            ));
+        }
+        if !url && dialect.cloud_only() {
+            return Err(Error::Usage(format!(
+                "{} reads tables in object storage only, not the local path {location}: give the URL the \
+                 dataset was loaded into (or synced to), e.g. --location s3://bucket/segment",
+                dialect.name()
+            )));
+        }
+        let target = crate::ddl::Target {
+            table: self.table,
+            format: self.table_format.unwrap_or(if url {
+                crate::dataset::Format::Delta
+            } else {
+                crate::dataset::Format::Hive
+            }),
+            partition: self.partition,
+            location,
+        };
+        Ok(crate::ddl::render(dialect, &target))
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema(args) => {
-            match args.format {
-                SchemaFormat::Sql => {
-                    let delta = crate::store::is_url(&args.location);
-                    let target = crate::ddl::Target {
-                        table: args.table,
-                        format: args.table_format.unwrap_or(if delta {
-                            crate::dataset::Format::Delta
-                        } else {
-                            crate::dataset::Format::Hive
-                        }),
-                        partition: args.partition,
-                        location: &args.location,
-                    };
-                    print!("{}", crate::ddl::render(args.dialect, &target));
-                }
-                format => print!("{}", schema::render(args.table, format)),
-            }
+            print!("{}", args.render()?);
             Ok(())
         }
         Command::Load(args) => {

@@ -38,6 +38,9 @@ pub enum Format {
     Hive,
     /// Delta Lake tables.
     Delta,
+    /// One Parquet file of the groups table, no dataset (an ad hoc conversion; also chosen by an --output
+    /// ending in .parquet).
+    Parquet,
 }
 
 impl Format {
@@ -45,6 +48,7 @@ impl Format {
         match self {
             Format::Hive => "hive",
             Format::Delta => "delta",
+            Format::Parquet => "parquet",
         }
     }
 }

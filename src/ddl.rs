@@ -76,6 +76,16 @@ enum Part {
 }
 
 /// The statements of `dialect` for `target`.
+impl Dialect {
+    /// Warehouses that read only object storage (no local files).
+    pub fn cloud_only(self) -> bool {
+        matches!(
+            self,
+            Dialect::Athena | Dialect::Bigquery | Dialect::Snowflake
+        )
+    }
+}
+
 pub fn render(dialect: Dialect, t: &Target<'_>) -> String {
     let body = match dialect {
         Dialect::Duckdb => duckdb(t),
@@ -111,7 +121,7 @@ fn duckdb(t: &Target<'_>) -> String {
             "CREATE OR REPLACE VIEW {name} AS SELECT * FROM delta_scan('{}');\n",
             t.folder()
         ),
-        Format::Hive => {
+        Format::Hive | Format::Parquet => {
             let parts = t.partitions();
             let glob = if parts.is_empty() {
                 format!("{}/*.parquet", t.folder())
@@ -157,7 +167,7 @@ fn spark(t: &Target<'_>) -> String {
             "CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{}';\n",
             t.folder()
         ),
-        Format::Hive => {
+        Format::Hive | Format::Parquet => {
             let parts = t.partitions();
             let cols = columns(t)
                 .iter()
@@ -200,7 +210,7 @@ fn athena(t: &Target<'_>) -> String {
         Format::Delta => format!(
             "CREATE EXTERNAL TABLE {name}\nLOCATION '{folder}/'\nTBLPROPERTIES ('table_type' = 'DELTA');\n"
         ),
-        Format::Hive => {
+        Format::Hive | Format::Parquet => {
             let parts = t.partitions();
             let cols = columns(t)
                 .iter()
@@ -265,7 +275,7 @@ fn bigquery(t: &Target<'_>) -> String {
              WITH CONNECTION `PROJECT.REGION.CONNECTION`\n\
              OPTIONS (format = 'DELTA_LAKE', uris = ['{folder}']);\n"
         ),
-        Format::Hive => {
+        Format::Hive | Format::Parquet => {
             let parts = t.partitions();
             let cols = columns(t)
                 .iter()
@@ -349,7 +359,7 @@ fn snowflake(t: &Target<'_>) -> String {
         Format::Delta => {
             out.push_str("TABLE_FORMAT = DELTA\nREFRESH_ON_CREATE = FALSE\nAUTO_REFRESH = FALSE;\n")
         }
-        Format::Hive => out.push_str("AUTO_REFRESH = FALSE;\n"),
+        Format::Hive | Format::Parquet => out.push_str("AUTO_REFRESH = FALSE;\n"),
     }
     out
 }

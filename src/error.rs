@@ -27,13 +27,9 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// An input path that does not exist.
+    /// An input path (or the URL of an object) that does not exist.
     #[error("input not found: {}", .0.display())]
     InputNotFound(PathBuf),
-
-    /// Directories were given but hold no input files.
-    #[error("no input files (*.json, *.jsonl, *.ndjson, *.gz, *.zst) under {}", .0.display())]
-    NoInputs(PathBuf),
 
     /// An I/O error on a path, with what was being done.
     #[error("{action} {}: {source}", .path.display())]
@@ -65,6 +61,18 @@ pub enum Error {
         url: String,
         #[source]
         source: Box<object_store::Error>,
+    },
+
+    /// No credentials for an object store: none in the environment, and the instance metadata service (the
+    /// last link of the chain) did not answer.
+    #[error(
+        "{url}: no AWS credentials found. Looked at {looked_at}; the last did not answer ({detail}). Outside EC2, \
+         set credentials in the environment, and AWS_EC2_METADATA_DISABLED=true to skip the metadata service"
+    )]
+    NoCredentials {
+        url: String,
+        looked_at: &'static str,
+        detail: String,
     },
 
     /// Reading or committing to a Delta table failed.
@@ -124,14 +132,20 @@ pub enum Error {
     /// Fewer rows than `--min-rows`: nothing was published (a nightly load of nothing is usually a broken
     /// export, not a quiet day).
     #[error(
-        "{rows} rows to load, fewer than --min-rows {min}; nothing was published (events {events}, skipped {skipped}, rejected {rejected})"
+        "{rows} rows to load and {already_loaded} events already loaded by earlier runs, fewer than --min-rows \
+         {min} together; nothing was published (events {events}: {skipped} skipped, {rejected} rejected, \
+         {duplicates} duplicates)"
     )]
     MinRows {
         rows: u64,
+        /// Events whose messageId earlier runs loaded: they count toward `--min-rows`.
+        already_loaded: u64,
         min: u64,
         events: u64,
         skipped: u64,
+        /// Rejected events, duplicates aside.
         rejected: u64,
+        duplicates: u64,
     },
 
     /// A report that could not be written as JSON.
@@ -178,15 +192,13 @@ impl Error {
     /// The process exit code for this error (SPEC §8).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_)
-            | Error::InputNotFound(_)
-            | Error::NoInputs(_)
-            | Error::DedupeWindow { .. } => exit::USAGE,
+            Error::Usage(_) | Error::InputNotFound(_) | Error::DedupeWindow { .. } => exit::USAGE,
             Error::RejectRatio { .. } => exit::REJECT_RATIO,
             Error::MinRows { .. } => exit::MIN_ROWS,
             Error::Locked { .. } => exit::LOCKED,
             Error::Io { .. }
             | Error::ObjectStore { .. }
+            | Error::NoCredentials { .. }
             | Error::Delta { .. }
             | Error::Read { .. }
             | Error::Parquet { .. }
@@ -396,10 +408,12 @@ mod tests {
         );
         let min = Error::MinRows {
             rows: 0,
+            already_loaded: 0,
             min: 1,
             events: 3,
             skipped: 3,
             rejected: 0,
+            duplicates: 0,
         };
         assert_eq!(min.exit_code(), 5);
         let io = Error::io("reading", "p")(io::Error::other("boom"));

@@ -183,11 +183,13 @@ impl Walk<'_> {
     }
 }
 
-/// What a run reads: its sources, in order, and the links of its input folders that lead out of them and were
-/// not followed (the run says so on stderr).
+/// What a run reads: its sources, in order; the folders and prefixes that held no input file (a late export:
+/// the run loads nothing from them, and says so); and the links of its input folders that lead out of them and
+/// were not followed (said too).
 #[derive(Debug)]
 pub struct Listing {
     pub sources: Vec<Source>,
+    pub empty: Vec<String>,
     pub skipped_links: Vec<PathBuf>,
 }
 
@@ -200,6 +202,7 @@ pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<L
     let mut stdin = false;
     let mut files = Vec::new();
     let mut skipped_links = Vec::new();
+    let mut empty = Vec::new();
     let mut objects = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
@@ -207,7 +210,11 @@ pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<L
             continue;
         }
         if let Some(url) = arg.to_str().filter(|a| store::is_url(a)) {
-            objects.extend(discover_objects(url, output.to_str())?);
+            let found = discover_objects(url, output.to_str())?;
+            if found.is_empty() {
+                empty.push(url.to_string());
+            }
+            objects.extend(found);
             continue;
         }
         let meta = fs::metadata(arg).map_err(|e| match e.kind() {
@@ -225,7 +232,7 @@ pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<L
             };
             walk.dir(arg)?;
             if files.len() == before {
-                return Err(Error::NoInputs(arg.clone()));
+                empty.push(arg.display().to_string());
             }
         } else {
             files.push(arg.clone());
@@ -246,6 +253,7 @@ pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<L
     skipped_links.sort();
     Ok(Listing {
         sources,
+        empty,
         skipped_links,
     })
 }
@@ -286,8 +294,15 @@ fn discover_objects(url: &str, output: Option<&str>) -> Result<Vec<Source>> {
             found.push(as_object(object, meta));
         }
     }
-    if found.is_empty() {
-        return Err(Error::NoInputs(PathBuf::from(url)));
+    // Nothing there. A name that can only be a file (`.../nope.gz`) is a mistake; a folder-like prefix is a
+    // late export, which loads nothing.
+    let last = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if found.is_empty() && !url.ends_with('/') && is_input_name(last) {
+        return Err(Error::InputNotFound(PathBuf::from(url)));
     }
     Ok(found)
 }
@@ -467,10 +482,9 @@ mod tests {
             Err(Error::InputNotFound(_))
         ));
         fs::create_dir(d.join("empty")).unwrap();
-        assert!(matches!(
-            discover(&[d.join("empty")], &out, false),
-            Err(Error::NoInputs(_))
-        ));
+        let l = discover(&[d.join("empty")], &out, false).unwrap();
+        assert!(l.sources.is_empty());
+        assert_eq!(l.empty, [d.join("empty").display().to_string()]);
         // The output folder is never walked into, even when it sits inside an input folder.
         fs::create_dir_all(d.join("a/out/_runs")).unwrap();
         fs::write(d.join("a/out/_runs/r.json"), b"{}").unwrap();

@@ -53,6 +53,9 @@ pub struct LoadOptions {
     /// `--format`: hive or delta (`None`: hive for a local output, delta for a URL).
     pub format: Option<Format>,
     pub partition: PartitionMode,
+    /// `--partition` was given on the command line (else the dataset's recorded partitioning is used, and
+    /// `partition` is only the default of a new dataset).
+    pub partition_given: bool,
     pub codec: Codec,
     pub mode: Mode,
     pub max_reject_ratio: f64,
@@ -135,18 +138,34 @@ impl LoadOptions {
             codec: self.codec,
             row_group_bytes: (budget / 2).clamp(1 << 20, 128 << 20),
             buffer_budget: budget,
-            file_max_bytes: 1 << 30,
+            // One file when one file was asked for; else a new file past 1 GiB.
+            file_max_bytes: if self.format() == Format::Parquet {
+                usize::MAX
+            } else {
+                1 << 30
+            },
             max_open_files: 256,
             // A Delta commit may drop rows after staging (duplicates of concurrent commits).
             origins: self.format() == Format::Delta,
         }
     }
 
-    /// The table format: `--format`, or delta for an object-store URL and hive for a local folder.
+    /// The table format: `--format`, or delta for an object-store URL and for a local folder holding Delta
+    /// tables, hive for any other local folder.
     pub fn format(&self) -> Format {
         let url = self.output.to_str().is_some_and(crate::store::is_url);
-        self.format
-            .unwrap_or(if url { Format::Delta } else { Format::Hive })
+        let local_delta = !url && self.output.join(GROUPS_DIR).join("_delta_log").is_dir();
+        let one_file = self
+            .output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        self.format.unwrap_or(if one_file {
+            Format::Parquet
+        } else if url || local_delta {
+            Format::Delta
+        } else {
+            Format::Hive
+        })
     }
 
     /// What the ids already loaded within the dedupe window may take: a quarter of `--memory-limit`.
@@ -206,6 +225,14 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             opts.max_reject_ratio
         )));
     }
+    if opts.report.as_deref() == Some(std::path::Path::new("-"))
+        && opts.rejects.as_deref() == Some(std::path::Path::new("-"))
+    {
+        return Err(Error::Usage(
+            "--report - and --rejects - would both write to standard output, mixed: give one of them a path"
+                .into(),
+        ));
+    }
     let within = max_line_bytes_within(opts.memory_limit);
     if opts.max_line_bytes > within {
         return Err(Error::Usage(format!(
@@ -219,7 +246,18 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         )));
     }
     let (sources, shard) = inputs(opts)?;
-    let mut table = crate::table::open(opts)?;
+    let (mut table, partition) = crate::table::open(opts)?;
+    let resolved;
+    let opts = if partition == opts.partition {
+        opts
+    } else {
+        // `--partition` was not given: the dataset's recorded partitioning.
+        resolved = LoadOptions {
+            partition,
+            ..opts.clone()
+        };
+        &resolved
+    };
     let pool = thread_pool(opts)?;
     let staging = table.staging()?;
     let total: Option<u64> = sources.iter().map(Source::size).sum();
@@ -277,6 +315,13 @@ fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
 /// The listing of `INPUT...`, saying on stderr which links of the input folders were not followed.
 fn listing(opts: &LoadOptions) -> Result<Vec<Source>> {
     let listing = input::discover(&opts.inputs, &opts.output, opts.follow_links)?;
+    for place in &listing.empty {
+        // Said even with --quiet: a night that loads nothing from a folder is worth a line in the log.
+        eprintln!(
+            "group-loader: warning: no input files (*.json, *.jsonl, *.ndjson, *.gz, *.zst) under {place}: \
+             nothing to load from it (a late export?)"
+        );
+    }
     if let Some(first) = listing.skipped_links.first() {
         // Said even with --quiet: lines left unread are never silent.
         eprintln!(
@@ -332,10 +377,12 @@ fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
         }),
         Some(NotPublished::MinRows) => Err(Error::MinRows {
             rows: c.rows_written,
+            already_loaded: c.duplicates.earlier_runs,
             min: opts.min_rows,
             events: c.events,
             skipped: c.skipped_total(),
-            rejected: c.rejected_total(),
+            rejected: c.rejected_total() - c.duplicates(),
+            duplicates: c.duplicates(),
         }),
     }
 }
@@ -408,23 +455,30 @@ fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
         accounts: None,
         commit: None,
         shard: ctx.shard.clone(),
+        one_file: opts.format() == Format::Parquet,
     }
 }
 
-/// Copies the report (and rejects) to `--report` / `--rejects` when asked.
+/// Copies the report (and rejects) to `--report` / `--rejects` when asked (see [`publish::write_copy`]).
 fn copy_out(opts: &LoadOptions, report: &Report) -> Result<()> {
     if let Some(path) = &opts.report {
-        publish::write_atomic(path, &report_json(report)?)?;
+        publish::write_copy(path, &mut &report_json(report)?[..])?;
+    }
+    if opts.format() == Format::Parquet {
+        // One file: its rejects were written to --rejects already (there is no dataset to copy them from).
+        return Ok(());
     }
     if let (Some(path), Some(rel)) = (&opts.rejects, &report.rejects_file) {
         match opts.output.to_str().filter(|o| crate::store::is_url(o)) {
             Some(url) => {
                 let bytes = crate::store::Location::parse(url)?.join(rel).get_bytes()?;
-                publish::write_atomic(path, &bytes.unwrap_or_default())?;
+                publish::write_copy(path, &mut &bytes.unwrap_or_default()[..])?;
             }
             None => {
                 let from = opts.output.join(rel);
-                std::fs::copy(&from, path).map_err(Error::io("copying rejects file to", path))?;
+                let mut file =
+                    std::fs::File::open(&from).map_err(Error::io("reading rejects file", &from))?;
+                publish::write_copy(path, &mut file)?;
             }
         }
     }
@@ -558,9 +612,15 @@ fn not_published(ctx: &Context<'_>, counts: &Counts) -> Option<NotPublished> {
     let opts = ctx.opts;
     if counts.reject_ratio() > opts.max_reject_ratio {
         Some(NotPublished::RejectRatio)
-    } else if counts.rows_written < opts.min_rows && ctx.shard.as_ref().is_none_or(|s| s.files != 0)
+    } else if counts.rows_written + counts.duplicates.earlier_runs < opts.min_rows
+        && ctx
+            .shard
+            .as_ref()
+            .is_none_or(|s| s.files != 0 || s.listed_files == 0)
     {
-        // (A shard given no files, because there are fewer files than shards, is a successful empty run.)
+        // Events that earlier runs already loaded count toward --min-rows: a replayed export is not a broken
+        // one. (A shard given no files, because there are fewer files than shards, is a successful empty run;
+        // an empty listing, a late export, is not.)
         Some(NotPublished::MinRows)
     } else {
         None

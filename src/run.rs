@@ -193,6 +193,8 @@ pub enum Shape {
     Array,
     /// Starts with a line holding only `{`: pretty-printed JSON object(s).
     Pretty,
+    /// Starts with a line of comma-separated fields and no JSON punctuation: CSV (a header row, usually).
+    Csv,
 }
 
 impl Shape {
@@ -201,6 +203,12 @@ impl Shape {
         let (what, filter) = match self {
             Shape::Array => ("a JSON array", "'.[]'"),
             Shape::Pretty => ("pretty-printed JSON", "."),
+            Shape::Csv => {
+                return format!(
+                    "{file} looks like CSV, not NDJSON (one JSON object per line); convert it, e.g. with DuckDB: \
+                     duckdb -c \"COPY (FROM read_csv('{file}')) TO 'converted.ndjson' (FORMAT json)\""
+                );
+            }
         };
         format!(
             "{file} looks like {what}, not NDJSON (one JSON object per line); convert it with: jq -c {filter} {} > converted.ndjson",
@@ -212,6 +220,7 @@ impl Shape {
         match self {
             Shape::Array => "json_array",
             Shape::Pretty => "pretty_printed_json",
+            Shape::Csv => "csv",
         }
     }
 
@@ -221,10 +230,13 @@ impl Shape {
             return None;
         }
         let trimmed = line.trim_ascii();
+        let json_punctuation = trimmed.iter().any(|b| b"{}[]".contains(b));
         if trimmed.starts_with(b"[") {
             Some(Shape::Array)
         } else if trimmed == b"{" {
             Some(Shape::Pretty)
+        } else if reason == Reason::InvalidJson && !json_punctuation && trimmed.contains(&b',') {
+            Some(Shape::Csv)
         } else {
             None
         }
@@ -452,6 +464,17 @@ mod tests {
         assert_eq!(shape("{", Reason::InvalidJson), Some(Shape::Pretty));
         assert_eq!(shape("{\"a\":", Reason::InvalidJson), None);
         assert_eq!(shape("[", Reason::MissingType), None);
+        assert_eq!(
+            shape("messageId,groupId,userId,timestamp", Reason::InvalidJson),
+            Some(Shape::Csv)
+        );
+        assert_eq!(
+            shape("m-1,g-1,u-1,2024-01-01T00:00:00Z", Reason::InvalidJson),
+            Some(Shape::Csv)
+        );
+        // JSON gone wrong is not CSV.
+        assert_eq!(shape(r#"{"a":1,"b":"#, Reason::InvalidJson), None);
+        assert_eq!(shape("just words", Reason::InvalidJson), None);
         assert_eq!(
             Shape::Pretty.hint("my export.json"),
             "my export.json looks like pretty-printed JSON, not NDJSON (one JSON object per line); \

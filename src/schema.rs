@@ -155,7 +155,7 @@ pub const COLUMNS: [Column; N_COLS] = [
         name: "timestamp",
         kind: Kind::Time,
         nullable: false,
-        from: "timestamp, or derived (SPEC 5.3)",
+        from: "timestamp, else derived from originalTimestamp, sentAt and receivedAt",
     },
     text("channel", "channel"),
     text("context_ip", "context.ip"),

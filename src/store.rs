@@ -149,6 +149,77 @@ fn check_url(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Environment variables that name an endpoint: each must be an `http(s)://host[:port]` URL (object_store's
+/// signing code panics on one it cannot parse, so they are checked before any request is made).
+const ENDPOINT_VARIABLES: [&str; 5] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT",
+    "AWS_METADATA_ENDPOINT",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+];
+
+/// Refuses (exit 2, naming the variable) an endpoint variable that is set but is not an `http(s)` URL with a
+/// host.
+fn check_endpoints() -> Result<()> {
+    for name in ENDPOINT_VARIABLES {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        let ok = Url::parse(&value).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !ok {
+            return Err(Error::Usage(format!(
+                "{name}={value:?} is not an endpoint URL: write it with its scheme and host, e.g. \
+                 {name}=http://127.0.0.1:9000"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the AWS credential chain looks, as object_store follows it, in order.
+const AWS_CREDENTIAL_SOURCES: &str = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE \
+     with AWS_ROLE_ARN (EKS), AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI (ECS, AWS Batch), then the \
+     EC2 instance metadata service";
+
+/// True when `AWS_EC2_METADATA_DISABLED` (AWS's own variable) says not to call the instance metadata service.
+fn metadata_disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Refuses an S3 location that has no way to get credentials: none in the environment, and the instance
+/// metadata service disabled (`AWS_EC2_METADATA_DISABLED=true`), which is then never called.
+fn check_aws_credentials(url: &str) -> Result<()> {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    let any = (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || (set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN"))
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if !any && metadata_disabled() {
+        return Err(Error::Usage(format!(
+            "{url}: no AWS credentials found. Looked at {AWS_CREDENTIAL_SOURCES}; the instance metadata \
+             service is disabled by AWS_EC2_METADATA_DISABLED=true. Set credentials (e.g. \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a request that failed because the AWS credential chain fell through to the instance metadata
+/// service and it did not answer: said as what it is, no credentials, with where they were looked for.
+pub fn no_credentials(url: &str, message: &str) -> Option<Error> {
+    (url.starts_with("s3://") && message.contains("/latest/api/token")).then(|| {
+        Error::NoCredentials {
+            url: url.to_string(),
+            looked_at: AWS_CREDENTIAL_SOURCES,
+            detail: crate::error::redact(message),
+        }
+    })
+}
+
 /// `s` with `%XX` sequences decoded (bytes that do not decode as UTF-8 are replaced).
 fn percent_decoded(s: &str) -> String {
     let b = s.as_bytes();
@@ -188,8 +259,10 @@ impl Location {
             return Err(Error::Usage(format!("{url}: no bucket in the URL")));
         }
         let err = |e: object_store::Error| Error::Usage(format!("{url}: {e}"));
+        check_endpoints()?;
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
+                check_aws_credentials(url)?;
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry_config());
@@ -297,6 +370,23 @@ impl Location {
         }
     }
 
+    /// The location of `path` (an object path of the same store, `""` for the bucket's root).
+    pub fn at(&self, path: &str) -> Location {
+        self.child(ObjectPath::from(path))
+    }
+
+    /// True when at least one object lies under this location (as a prefix); reads one page of the listing.
+    pub fn any(&self) -> Result<bool> {
+        let prefix = (!self.path.as_ref().is_empty()).then_some(&self.path);
+        block_on(async {
+            match self.store.list(prefix).next().await {
+                None => Ok(false),
+                Some(Ok(_)) => Ok(true),
+                Some(Err(e)) => Err(self.error("listing", e)),
+            }
+        })
+    }
+
     /// Every object under this location (as a prefix), in the store's order.
     pub fn list(&self) -> Result<Vec<object_store::ObjectMeta>> {
         let prefix = (!self.path.as_ref().is_empty()).then_some(&self.path);
@@ -372,6 +462,9 @@ impl Location {
     }
 
     pub fn error(&self, action: &'static str, source: object_store::Error) -> Error {
+        if let Some(e) = no_credentials(&self.url, &source.to_string()) {
+            return e;
+        }
         Error::ObjectStore {
             action,
             url: self.url.clone(),

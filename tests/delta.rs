@@ -206,7 +206,11 @@ fn local_delta_follows_the_same_rules_as_hive() {
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("created with --partition day"), "{stderr}");
+    // The recorded format is the default: a plain load into it is a Delta load; only an explicit other
+    // value is refused.
     let (code, stderr) = load(&delta, &[&day(2)]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = load(&delta, &[&day(2), "--format", "hive"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("created with --format delta"), "{stderr}");
     let (code, stderr) = load(&hive, &[&day(2), "--format", "delta"]);

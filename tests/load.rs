@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 
 use common::*;
 
@@ -450,6 +451,117 @@ fn empty_or_null_message_ids_are_never_deduplicated() {
     assert_eq!(read_dataset(&out).len(), 5);
 }
 
+/// `--report` and `--rejects` are written where the path leads, never replacing what is there: `-` is standard
+/// output, a symbolic link is followed and stays a link, a FIFO and a device are written in place; a copy that
+/// cannot be written after the rows were published exits 6 (the rows stay published), never 1.
+#[test]
+fn report_and_rejects_go_where_their_paths_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = edge_cases();
+    let ratio = ["--max-reject-ratio", "1"];
+    // Standard output.
+    let o = bin()
+        .args([
+            "load",
+            input.as_str(),
+            "--progress",
+            "never",
+            "-q",
+            "--report",
+            "-",
+        ])
+        .args(ratio)
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(printed, report(&dir.path().join("a")));
+    assert!(!Path::new("-").exists(), "no file named -");
+    // A link to a file: the file gets the report, the link stays a link.
+    let target = dir.path().join("reports/latest.json");
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let link = dir.path().join("report-link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, stderr) = load(
+        &dir.path().join("b"),
+        &[
+            &input,
+            ratio[0],
+            ratio[1],
+            "--report",
+            link.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&target).unwrap()).unwrap();
+    assert_eq!(written, report(&dir.path().join("b")));
+    // A FIFO (read by another thread) and a device: written in place, still what they were.
+    let fifo = dir.path().join("rejects.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+    };
+    let args = [
+        &input,
+        ratio[0],
+        ratio[1],
+        "--rejects",
+        fifo.to_str().unwrap(),
+        "--report",
+        "/dev/null",
+    ];
+    let (code, stderr) = load(&dir.path().join("c"), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reader.join().unwrap().lines().count(), 16);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // A copy that cannot be written after publishing: exit 6, the rows published.
+    let out = dir.path().join("d");
+    let nowhere = dir
+        .path()
+        .join("no-such-folder/in/a/file")
+        .join("report.json");
+    fs::write(dir.path().join("no-such-folder"), b"a file, not a folder").unwrap();
+    let (code, stderr) = load(
+        &out,
+        &[
+            &input,
+            ratio[0],
+            ratio[1],
+            "--report",
+            nowhere.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("were published"), "{stderr}");
+    assert_eq!(report(&out)["published"], true);
+    assert_eq!(read_dataset(&out).len(), 12);
+    // Both to standard output would mix them: refused before anything is done.
+    let (code, stderr) = load(
+        &dir.path().join("e"),
+        &[&input, "--report", "-", "--rejects", "-"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!dir.path().join("e").exists());
+}
+
 #[test]
 fn report_and_rejects_copies() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,9 +663,7 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("input not found"), "{stderr}");
     assert!(!out.path().join("o").exists(), "nothing created");
-    let empty = out.path().join("empty");
-    fs::create_dir(&empty).unwrap();
-    assert_eq!(load(&out.path().join("o"), &[empty.to_str().unwrap()]).0, 2);
+    // (A folder with no input file is not a usage error: tests/edges.rs.)
     let (code, _) = load(
         &out.path().join("o"),
         &[&edge_cases(), "--max-reject-ratio", "1.5"],
@@ -586,12 +696,22 @@ fn schema_command_formats() {
     let json = bin().args(["schema", "--format", "json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["columns"].as_array().unwrap().len(), 32);
-    let sql = bin().args(["schema", "--format", "sql"]).output().unwrap();
+    let sql = bin()
+        .args(["schema", "--format", "sql", "--location", "/data/segment"])
+        .output()
+        .unwrap();
     let sql = String::from_utf8(sql.stdout).unwrap();
     assert!(sql.starts_with("-- group-loader groups table (hive), duckdb dialect"));
     assert!(sql.contains("CREATE OR REPLACE VIEW groups AS SELECT * FROM read_parquet("));
+    // --dialect implies --format sql.
     let spark = bin()
-        .args(["schema", "--format", "sql", "--dialect", "spark"])
+        .args([
+            "schema",
+            "--dialect",
+            "spark",
+            "--location",
+            "/data/segment",
+        ])
         .output()
         .unwrap();
     let spark = String::from_utf8(spark.stdout).unwrap();
@@ -599,4 +719,54 @@ fn schema_command_formats() {
         spark.contains("`timestamp` TIMESTAMP,") && spark.contains("USING parquet"),
         "{spark}"
     );
+    assert!(!text.contains("SPEC") && !text.contains('§'), "{text}");
+}
+
+/// The schema command never prints something other than what was asked: SQL options with another format,
+/// SQL without a location, and a cloud warehouse over a local path are refused (exit 2) saying why.
+#[test]
+fn schema_options_that_cannot_work_are_refused() {
+    for (args, said) in [
+        (
+            &["schema", "--dialect", "spark", "--format", "text"][..],
+            "with --format sql",
+        ),
+        (
+            &["schema", "--format", "json", "--location", "s3://b/p"][..],
+            "with --format sql",
+        ),
+        (&["schema", "--format", "sql"][..], "needs --location"),
+        (
+            &[
+                "schema",
+                "--dialect",
+                "bigquery",
+                "--location",
+                "/data/segment",
+            ][..],
+            "object storage only",
+        ),
+        (
+            &["schema", "--dialect", "athena", "--location", "./out"][..],
+            "object storage only",
+        ),
+    ] {
+        let o = bin().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(o.stdout.is_empty(), "{args:?} printed something");
+    }
+    let o = bin()
+        .args([
+            "schema",
+            "--dialect",
+            "athena",
+            "--location",
+            "s3://b/segment",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("s3://b/segment"));
 }

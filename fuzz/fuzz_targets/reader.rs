@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         output: dir.path().join("out"),
         format: None,
         partition: PartitionMode::Hour,
+        partition_given: true,
         codec: Codec::Zstd,
         mode: Mode::Append,
         max_reject_ratio: 1.0,

@@ -239,6 +239,10 @@ pub struct Report {
     /// `--shard K/N`: this shard's share of the listing (absent without `--shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::shard::ShardReport>,
+    /// The output is one Parquet file, not a dataset (paths in the report are then as given, not relative to
+    /// a folder).
+    #[serde(skip)]
+    pub one_file: bool,
 }
 
 /// A Delta run that committed its rows to `groups` and stopped before finishing (killed, or cut off from the
@@ -414,11 +418,11 @@ impl Report {
             }
         }
         if let Some(rejects) = &self.rejects_file {
-            let _ = writeln!(
-                s,
-                "  rejects: {}",
-                Path::new(&self.output).join(rejects).display()
-            );
+            let path = match self.one_file {
+                true => Path::new(rejects).to_path_buf(),
+                false => Path::new(&self.output).join(rejects),
+            };
+            let _ = writeln!(s, "  rejects: {}", path.display());
         }
         if let Some(a) = &self.accounts {
             let _ = writeln!(
@@ -456,6 +460,15 @@ impl Report {
     fn headline(&self) -> String {
         let c = &self.counts;
         match self.not_published {
+            None | Some(NotPublished::AlreadyLoaded | NotPublished::CommitPending)
+                if self.one_file =>
+            {
+                format!(
+                    "loaded {} rows into {} (one Parquet file)",
+                    thousands(c.rows_written),
+                    self.output
+                )
+            }
             None | Some(NotPublished::AlreadyLoaded | NotPublished::CommitPending) => format!(
                 "loaded {} rows into {} ({} partitions, {} files)",
                 thousands(c.rows_written),
@@ -593,6 +606,8 @@ pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     lines: Option<LineProgress>,
     total: Option<u64>,
+    /// Once reading is over: what was read and how long it took, said by every later phase as it was then.
+    read: std::sync::Mutex<Option<String>>,
 }
 
 const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -624,6 +639,7 @@ impl Progress {
                     ),
                 }),
                 total: total_bytes,
+                read: Default::default(),
             },
             ProgressWhen::Auto | ProgressWhen::Always => {
                 Self::on(indicatif::ProgressDrawTarget::stderr(), total_bytes)
@@ -637,17 +653,19 @@ impl Progress {
             bar: None,
             lines: None,
             total: None,
+            read: Default::default(),
         }
     }
 
     /// A bar drawn on `target` (stderr, or an in-memory terminal in tests).
     pub fn on(target: indicatif::ProgressDrawTarget, total_bytes: Option<u64>) -> Self {
         let bar = indicatif::ProgressBar::with_draw_target(total_bytes, target);
+        // Decimal units (MB), as the summary says them.
         let template = match total_bytes {
             Some(_) => {
-                "{spinner} {prefix}: {binary_bytes}/{binary_total_bytes} [{wide_bar}] {binary_bytes_per_sec}, eta {eta}, {msg}"
+                "{spinner} {prefix}: {decimal_bytes}/{decimal_total_bytes} [{wide_bar}] {decimal_bytes_per_sec}, eta {eta}, {msg}"
             }
-            None => "{spinner} {prefix}: {binary_bytes} ({binary_bytes_per_sec}), {msg}",
+            None => "{spinner} {prefix}: {decimal_bytes} ({decimal_bytes_per_sec}), {msg}",
         };
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
@@ -659,6 +677,7 @@ impl Progress {
             bar: Some(bar),
             lines: None,
             total: total_bytes,
+            read: Default::default(),
         }
     }
 
@@ -699,13 +718,21 @@ impl Progress {
     /// Reading is over: from now on the display names `phase` (with a spinner, as its length is unknown).
     pub fn phase(&self, phase: Phase, rows: u64, rejected: u64) {
         if let Some(b) = &self.bar {
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} {prefix}: {msg} (input {binary_bytes} read in {elapsed})",
-            ) {
+            let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+            let read = read.get_or_insert_with(|| {
+                // The time reading took, fixed now: the phases after it do not add to it.
+                format!(
+                    "input {} read in {:.1}s",
+                    human_bytes(b.position()),
+                    b.elapsed().as_secs_f64()
+                )
+            });
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg}")
+            {
                 b.set_style(style);
             }
             b.set_prefix(phase.label());
-            b.set_message(tally(rows, rejected));
+            b.set_message(format!("{} ({read})", tally(rows, rejected)));
         }
         if self.lines.is_some() {
             eprintln!("group-loader: {}: {}", phase.label(), tally(rows, rejected));

@@ -101,20 +101,23 @@ fn progress_shows_bytes_rows_rejects_and_the_phase() {
     p.read(2 << 20, 12_345, 7);
     p.draw();
     let shown = term.contents();
-    assert!(shown.contains("reading: 2.00 MiB/8.00 MiB"), "{shown}");
+    assert!(shown.contains("reading: 2.10 MB/8.39 MB"), "{shown}");
     assert!(shown.contains("12,345 rows, 7 rejected"), "{shown}");
     assert!(shown.contains('['), "a bar: {shown}");
     p.phase(Phase::Writing, 20_000, 9);
     p.draw();
     let shown = term.contents();
     assert!(
-        shown.contains("writing files: 20,000 rows, 9 rejected"),
+        shown.contains("writing files: 20,000 rows, 9 rejected (input 2.1 MB read in 0."),
         "{shown}"
     );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     p.phase(Phase::Publishing, 20_000, 9);
     p.draw();
+    // The reading time stays as it was when reading ended (it does not count the phases after it).
     assert!(
-        term.contents().contains("publishing"),
+        term.contents()
+            .contains("publishing: 20,000 rows, 9 rejected (input 2.1 MB read in 0."),
         "{}",
         term.contents()
     );
@@ -126,9 +129,9 @@ fn progress_shows_bytes_rows_rejects_and_the_phase() {
     p.read(3 << 20, 500, 0);
     p.draw();
     let shown = term.contents();
-    assert!(shown.contains("reading: 3.00 MiB ("), "{shown}");
+    assert!(shown.contains("reading: 3.15 MB ("), "{shown}");
     assert!(shown.contains("500 rows, 0 rejected"), "{shown}");
-    // "B/" only as in a rate ("MiB/s"), never as in "read/total".
+    // "B/" only as in a rate ("MB/s"), never as in "read/total".
     let no_total = shown
         .match_indices("B/")
         .all(|(i, _)| shown[i + 2..].starts_with('s'));

@@ -29,13 +29,20 @@ pub struct Hive {
 impl Hive {
     /// Opens (or creates) the dataset at `out` for a run with `opts`: refuses another layout before touching
     /// anything, takes the lock, recovers what earlier runs left, and records the layout.
-    pub fn open(opts: &LoadOptions) -> Result<Hive> {
+    /// Returns it with the partitioning the run uses: `--partition` when given, else the one recorded.
+    pub fn open(opts: &LoadOptions) -> Result<(Hive, PartitionMode)> {
         let out = opts.output.as_path();
+        publish::check_output(out)?;
+        publish::check_state(out)?;
+        // Recorded options are the defaults of later runs: only an explicit different value is refused.
+        let partition = match dataset::recorded_shape(out)? {
+            Some(recorded) if !opts.partition_given => recorded.partition,
+            _ => opts.partition,
+        };
         let shape = Shape {
             format: Format::Hive,
-            partition: opts.partition,
+            partition,
         };
-        publish::check_output(out)?;
         if out.join(GROUPS_DIR).join("_delta_log").is_dir() {
             return Err(Error::Usage(format!(
                 "{} was created with --format delta; this run asks for --format hive. A dataset keeps one \
@@ -43,7 +50,6 @@ impl Hive {
                 out.display()
             )));
         }
-        publish::check_state(out)?;
         dataset::check_shape(out, shape)?;
         let lock = publish::lock(out)?;
         // Again under the lock: a run may have created the dataset meanwhile.
@@ -54,10 +60,13 @@ impl Hive {
         }
         publish::prepare(out)?;
         dataset::record_shape(out, shape)?;
-        Ok(Hive {
-            out: out.to_path_buf(),
-            _lock: lock,
-        })
+        Ok((
+            Hive {
+                out: out.to_path_buf(),
+                _lock: lock,
+            },
+            partition,
+        ))
     }
 }
 

@@ -11,6 +11,7 @@
 //! and which files hold the ids that count as already loaded.
 
 pub mod delta;
+pub mod file;
 pub mod hive;
 
 use std::collections::BTreeSet;
@@ -97,7 +98,8 @@ pub fn staging_name() -> String {
 /// Opens the output a run loads into: `--format`, or (without it) delta for an object-store URL and hive for
 /// a local folder. A URL with `--format hive` is refused: the hive publish relies on renames and links, which
 /// object stores do not have.
-pub fn open(opts: &LoadOptions) -> Result<Box<dyn Table>> {
+/// Returns it with the partitioning the run uses (`--partition`, or the dataset's when not given).
+pub fn open(opts: &LoadOptions) -> Result<(Box<dyn Table>, PartitionMode)> {
     let url = opts.output.to_str().is_some_and(crate::store::is_url);
     let format = match (opts.format, url) {
         (Some(Format::Hive), true) => {
@@ -110,9 +112,22 @@ pub fn open(opts: &LoadOptions) -> Result<Box<dyn Table>> {
         }
         _ => opts.format(),
     };
+    if !url {
+        check_not_nested(&opts.output)?;
+    }
     Ok(match format {
-        Format::Hive => Box::new(hive::Hive::open(opts)?),
-        Format::Delta => Box::new(delta::Delta::open(opts)?),
+        Format::Hive => {
+            let (t, p) = hive::Hive::open(opts)?;
+            (Box::new(t), p)
+        }
+        Format::Delta => {
+            let (t, p) = delta::Delta::open(opts)?;
+            (Box::new(t), p)
+        }
+        Format::Parquet => {
+            let (t, p) = file::SingleFile::open(opts)?;
+            (Box::new(t), p)
+        }
     })
 }
 
@@ -124,6 +139,99 @@ pub struct EarlierRun {
     /// The run committed its rows but stopped before it finished (a Delta run killed or cut off right after
     /// its commit): this run finishes it, bringing `accounts` up to date and completing its report.
     pub unfinished: Option<crate::report::Unfinished>,
+}
+
+/// Whether the local folder `dir` is the root of a dataset: a hive one (its state folder) or a Delta one (its
+/// `groups` table's log).
+fn is_dataset(dir: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(dir.join(crate::publish::STATE_DIR)).is_ok_and(|m| m.is_dir())
+        || dir
+            .join(crate::dataset::GROUPS_DIR)
+            .join("_delta_log")
+            .is_dir()
+}
+
+/// Refuses (exit 2, touching nothing) an output inside a dataset (a folder of one, its state folder, or a
+/// Delta table's own folder), or one that holds a dataset in its folders: loading there would write a second
+/// dataset into the first, and break every reader of it (DuckDB's glob over `groups/**` sees two layouts).
+fn check_not_nested(out: &std::path::Path) -> Result<()> {
+    let refuse = |why: String| {
+        Err(crate::error::Error::Usage(format!(
+            "--output {} {why}: a dataset inside another breaks the readers of both; choose a folder of its \
+             own",
+            out.display()
+        )))
+    };
+    let lexical = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let canonical = std::fs::canonicalize(out).ok();
+    for path in std::iter::once(&lexical).chain(canonical.as_ref()) {
+        if path
+            .components()
+            .any(|c| c.as_os_str() == crate::publish::STATE_DIR)
+        {
+            return refuse("is inside a dataset's hidden state folder".into());
+        }
+        for a in path.ancestors().skip(1) {
+            if is_dataset(a) || a.join("_delta_log").is_dir() {
+                return refuse(format!("is inside the dataset at {}", a.display()));
+            }
+        }
+    }
+    if out.join("_delta_log").is_dir() {
+        return refuse("is a Delta table, not a dataset's folder".into());
+    }
+    // Datasets in its folders (two levels down: `out/a/` and `out/a/b/`).
+    let mut dirs = vec![(out.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let hidden = name.to_string_lossy().starts_with('.');
+            if hidden || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            if is_dataset(&path) {
+                return refuse(format!("holds the dataset at {}", path.display()));
+            }
+            if depth < 1 {
+                dirs.push((path, depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_not_nested`] for an object-store output: no prefix above it is a dataset (its `groups/_delta_log/`)
+/// or a Delta table (its `_delta_log/`).
+pub(crate) fn check_not_nested_url(out: &crate::store::Location) -> Result<()> {
+    let parts: Vec<&str> = out
+        .path
+        .as_ref()
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    for n in (0..parts.len()).rev() {
+        let above = out.at(&parts[..n].join("/"));
+        for marker in ["groups/_delta_log", "_delta_log"] {
+            if above.join(marker).any()? {
+                return Err(crate::error::Error::Usage(format!(
+                    "--output {} is inside the Delta {} at {}: a dataset inside another breaks the readers \
+                     of both; choose a prefix of its own",
+                    out.url,
+                    if marker == "_delta_log" {
+                        "table"
+                    } else {
+                        "dataset"
+                    },
+                    above.url
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A dataset a run loads into.

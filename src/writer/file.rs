@@ -269,6 +269,29 @@ impl OpenFile {
     }
 }
 
+/// A `groups` file with no rows (the schema and the tool's metadata only), at `path`: what a conversion of an
+/// input without a single row gives, so that a reader finds an empty table rather than no file.
+pub(crate) fn empty_groups_file(path: &Path, codec: Codec) -> Result<StagedFile> {
+    let file = File::create(path).map_err(Error::io("creating", path))?;
+    let parquet_err = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let writer = arrow_writer(file, schema::groups_schema(), groups_properties(codec))
+        .map_err(parquet_err)?;
+    let inner = writer.into_inner().map_err(parquet_err)?;
+    inner.sync_all().map_err(Error::io("syncing", path))?;
+    let bytes = inner.metadata().map_err(Error::io("reading", path))?.len();
+    Ok(StagedFile {
+        partition: String::new(),
+        seq: 0,
+        staged: path.to_path_buf(),
+        rows: 0,
+        bytes,
+        origins: None,
+    })
+}
+
 /// The `cleared` metadata of a file: `{"column": [row, ...], ...}`, columns in schema order, rows ascending.
 pub(crate) fn cleared_json(cleared: &[(u64, u32)]) -> String {
     let mut by_col: BTreeMap<usize, Vec<u64>> = BTreeMap::new();

@@ -15,7 +15,8 @@ use spill::{Spill, Spilled};
 use file::OpenFile;
 pub use file::Origin;
 pub(crate) use file::{
-    ColumnBuilder, accounts_properties, arrow_writer, cleared_json, groups_properties,
+    ColumnBuilder, accounts_properties, arrow_writer, cleared_json, empty_groups_file,
+    groups_properties,
 };
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -278,6 +278,7 @@ pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
         output: out.to_path_buf(),
         format: None,
         partition: PartitionMode::Day,
+        partition_given: true,
         codec: Codec::Zstd,
         mode: Mode::Append,
         max_reject_ratio: 1.0,

@@ -75,7 +75,13 @@ def k8s(path, version):
     wanted = memory_limit(shards[0])
     assert limit >= wanted * 1.25, f"memory limit {limit} leaves too little above --memory-limit {wanted}"
     assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"]
-    print(json.dumps({"shards": shards}))
+    # The exit codes whose pods are not retried (FailIndex), and whether other failures are (a per-index limit).
+    never = sorted(code for rule in spec.get("podFailurePolicy", {}).get("rules", [])
+                   if rule["action"] == "FailIndex" and "onExitCodes" in rule
+                   and rule["onExitCodes"]["operator"] == "In"
+                   for code in rule["onExitCodes"]["values"])
+    assert spec.get("backoffLimitPerIndex", 0) > 0, "no retries at all"
+    print(json.dumps({"shards": shards, "never_retried": never}))
 
 
 def batch(definition_path, submit_path):
@@ -98,7 +104,12 @@ def batch(definition_path, submit_path):
     memory = {r["type"]: r["value"] for r in props["resourceRequirements"]}["MEMORY"]
     wanted = memory_limit(props["command"][-1].split())
     assert int(memory) << 20 >= wanted * 1.25, f"MEMORY {memory} MiB leaves too little above {wanted}"
-    print(json.dumps({"command": props["command"], "env": env, "size": n}))
+    # The exit codes that end the job without a retry: EXIT rules before the catch-all RETRY.
+    rules = definition["retryStrategy"]["evaluateOnExit"]
+    assert rules[-1] == {"onReason": "*", "action": "RETRY"}, "everything else must be retried"
+    assert definition["retryStrategy"]["attempts"] > 1, "no retries at all"
+    never = sorted(int(r["onExitCode"]) for r in rules[:-1] if r["action"] == "EXIT")
+    print(json.dumps({"command": props["command"], "env": env, "size": n, "never_retried": never}))
 
 
 if __name__ == "__main__":

@@ -56,9 +56,12 @@ pub(super) fn register_log_stores() {
 }
 
 pub(super) fn delta_err(url: &str) -> impl Fn(DeltaTableError) -> Error + '_ {
-    move |e| Error::Delta {
-        url: url.to_string(),
-        message: e.to_string(),
+    move |e| {
+        let message = e.to_string();
+        store::no_credentials(url, &message).unwrap_or_else(|| Error::Delta {
+            url: url.to_string(),
+            message,
+        })
     }
 }
 

@@ -81,7 +81,8 @@ pub struct Delta {
 impl Delta {
     /// Opens the dataset at `opts.output` (a URL, or a local folder with `--format delta`), refusing a
     /// `--partition` other than the one `groups` was created with, or a local hive dataset.
-    pub fn open(opts: &LoadOptions) -> Result<Delta> {
+    /// Returns it with the partitioning the run uses: `--partition` when given, else the one `groups` has.
+    pub fn open(opts: &LoadOptions) -> Result<(Delta, PartitionMode)> {
         register_log_stores();
         let out = opts.output.to_string_lossy();
         let root = if store::is_url(&out) {
@@ -104,11 +105,25 @@ impl Delta {
         if root.url.contains('%') {
             return Err(needs_one_spelling(&root.url));
         }
+        if store::is_url(&out) {
+            probe(&root)?;
+            crate::table::check_not_nested_url(&root)?;
+        }
         let groups = open_table(&root, GROUPS_DIR)
             .map_err(|e| log::diagnose_partitions(&root.join(GROUPS_DIR), e))?;
+        let mut partition = opts.partition;
         if let Ok(state) = groups.snapshot() {
             let recorded = state.metadata().partition_columns().to_vec();
-            if recorded != partition_columns(opts.partition) {
+            let recorded_mode = match recorded.len() {
+                0 => PartitionMode::None,
+                1 => PartitionMode::Day,
+                _ => PartitionMode::Hour,
+            };
+            if !opts.partition_given {
+                // The table's partitioning is the default of every later run.
+                partition = recorded_mode;
+            }
+            if recorded != partition_columns(partition) {
                 let name = match recorded.len() {
                     0 => "none",
                     1 => "day",
@@ -125,7 +140,7 @@ impl Delta {
             .map_err(|e| log::diagnose_partitions(&root.join(GROUPS_DIR), e))?;
         let unreadable: Vec<String> = live
             .iter()
-            .filter(|f| bucket_of(opts.partition, &f.values).is_none())
+            .filter(|f| bucket_of(partition, &f.values).is_none())
             .map(|f| f.path.clone())
             .collect();
         if let Some(first) = unreadable.first() {
@@ -140,13 +155,16 @@ impl Delta {
             );
         }
         let base = live.into_iter().map(|f| f.path).collect();
-        Ok(Delta {
-            root,
-            partition: opts.partition,
-            groups,
-            accounts,
-            base,
-        })
+        Ok((
+            Delta {
+                root,
+                partition,
+                groups,
+                accounts,
+                base,
+            },
+            partition,
+        ))
     }
 
     fn groups_url(&self) -> String {
@@ -563,6 +581,15 @@ impl Delta {
         }
         Ok(true)
     }
+}
+
+/// Writes and deletes a small object under the output before anything is read, so that a missing bucket, a
+/// store that does not answer or a role that may not write is found at once (exit 1, naming the URL), not
+/// after the whole input was read.
+fn probe(root: &Location) -> Result<()> {
+    let probe = root.join(&format!("{}/.probe-{}", dataset::RUNS_DIR, uuid_token()));
+    probe.put_bytes(b"group-loader checks it may write here\n".to_vec())?;
+    probe.delete()
 }
 
 /// The refusal of a Delta dataset path that readers spell two ways: deltalake's file list and polars' reader
