@@ -25,6 +25,8 @@ if ! command -v java >/dev/null; then
   exit 1
 fi
 
+# No credential chain may reach past this machine: the clouds' metadata endpoints point at a closed loopback port.
+export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GCE_METADATA_IP=127.0.0.1:9
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
 export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
 

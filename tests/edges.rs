@@ -136,6 +136,28 @@ fn an_output_ending_in_parquet_is_one_file() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(!dir.path().join("other.parquet").exists());
     }
+    // To an object-store URL: one object, uploaded whole, its rejects beside it.
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let args = [
+        "load",
+        &fixture("edge-cases.jsonl"),
+        "-o",
+        "s3://lake/exports/out.parquet",
+        "--max-reject-ratio",
+        "1",
+        "--progress",
+        "never",
+    ];
+    let (code, stderr) = run_env(&args, &moto.env());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        objects(&moto, "lake", ""),
+        ["exports/out.parquet", "exports/out.parquet.rejects.ndjson"]
+    );
+    let fetched = dir.path().join("fetched.parquet");
+    fs::write(&fetched, moto.get("lake", "exports/out.parquet")).unwrap();
+    assert_eq!(read_file(&fetched).len(), 12);
     // No rows at all: still one file, of the schema.
     let empty = dir.path().join("empty.ndjson");
     fs::write(&empty, "\n\n").unwrap();

@@ -14,9 +14,26 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// The binary under test. Its environment never lets a credential chain reach past this machine: the AWS and
+/// GCE metadata endpoints point at a closed port on 127.0.0.1 unless a test sets them (scripts/test.sh also
+/// exports them for every process the tests start).
 pub fn bin() -> Command {
-    Command::cargo_bin("group-loader").expect("binary built")
+    let mut cmd = Command::cargo_bin("group-loader").expect("binary built");
+    for (k, v) in LOOPBACK_ONLY {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    cmd
 }
+
+/// Metadata endpoints of the clouds' credential chains, on a loopback port where nothing listens (port 9,
+/// discard, is closed on these machines).
+pub const LOOPBACK_ONLY: [(&str, &str); 3] = [
+    ("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9"),
+    ("GCE_METADATA_HOST", "127.0.0.1:9"),
+    ("GCE_METADATA_IP", "127.0.0.1:9"),
+];
 
 /// Runs `group-loader load ARGS -o OUT --progress never`, returning (exit code, stderr).
 pub fn load(out: &Path, args: &[&str]) -> (i32, String) {
