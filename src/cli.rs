@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::command::schema::{self, SchemaFormat};
 use crate::error::{Error, Result, exit};
-use crate::load::{self, LoadOptions, Mode};
-use crate::report::ProgressWhen;
-use crate::schema::{self, SchemaFormat, Table};
-use crate::writer::{Codec, PartitionMode};
+use crate::layout::{Codec, PartitionMode};
+use crate::options::{LoadOptions, Mode, ProgressWhen};
+use crate::schema::Table;
 
 /// Load Segment-style Group calls (NDJSON, optionally gzip/zstd) into Parquet: a Hive-partitioned folder, Delta
 /// Lake tables (local or on S3, GCS, Azure), or one file.
@@ -55,7 +55,7 @@ pub struct LoadArgs {
     /// an output ending in .parquet, delta for an object-store URL (and a local folder of Delta tables), hive
     /// for a local folder.
     #[arg(long, value_enum)]
-    pub format: Option<crate::dataset::Format>,
+    pub format: Option<crate::layout::Format>,
 
     /// Delta: files that no table version newer than this needs are deleted by later runs.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::dedupe::parse_duration)]
@@ -70,7 +70,7 @@ pub struct LoadArgs {
     /// run at the same time into one --format delta dataset, each a complete run; e.g. in a Kubernetes Indexed
     /// Job: --shard $(JOB_COMPLETION_INDEX)/4.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<crate::options::Shard>,
 
     /// Parquet compression codec.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
@@ -155,7 +155,7 @@ pub struct SchemaArgs {
 
     /// With --format sql: the warehouse whose CREATE statements are printed (default: duckdb).
     #[arg(long, value_enum)]
-    pub dialect: Option<crate::ddl::Dialect>,
+    pub dialect: Option<crate::command::ddl::Dialect>,
 
     /// With --format sql (required there): where the dataset lies, the --output of the loads, e.g.
     /// s3://bucket/segment or /data/segment. Athena, BigQuery and Snowflake read object storage only.
@@ -164,7 +164,7 @@ pub struct SchemaArgs {
 
     /// With --format sql: the dataset's table format (default: delta for an object-store URL, else hive).
     #[arg(long, value_enum)]
-    pub table_format: Option<crate::dataset::Format>,
+    pub table_format: Option<crate::layout::Format>,
 
     /// With --format sql: the dataset's --partition.
     #[arg(long, value_enum, default_value_t = PartitionMode::Day)]
@@ -235,94 +235,36 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 }
 
 impl LoadArgs {
+    /// The run's options: the defaults of [`LoadOptions::new`], changed where the command line says.
     fn options(&self) -> Result<LoadOptions> {
-        Ok(LoadOptions {
-            inputs: self.inputs.clone(),
-            output: self.output.clone(),
-            format: self.format,
-            vacuum_retention: self.vacuum_retention,
-            partition: self.partition.unwrap_or(PartitionMode::Day),
-            partition_given: self.partition.is_some(),
-            codec: self.compression,
-            mode: self.mode,
-            max_reject_ratio: self.max_reject_ratio,
-            min_rows: self.min_rows,
-            rejects: self.rejects.clone(),
-            report: self.report.clone(),
-            memory_limit: self.memory_limit,
-            dedupe: !self.no_dedupe,
-            dedupe_window: self.dedupe_window,
-            accounts: !self.no_accounts,
-            accounts_budget: self.memory_limit / 2,
-            progress: self.progress,
-            quiet: self.quiet,
-            max_line_bytes: match self.max_line_bytes {
-                Some(n) => usize::try_from(n)
-                    .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?,
-                None => load::default_max_line_bytes(self.memory_limit),
-            },
-            threads: self.threads,
-            shard: self.shard,
-            follow_links: self.follow_links,
-        })
-    }
-}
-
-impl SchemaArgs {
-    /// What `schema` prints: the schema as text or JSON, or a warehouse's statements. The SQL options imply
-    /// `--format sql`, and are refused with another format rather than silently ignored.
-    fn render(&self) -> Result<String> {
-        let sql_options =
-            self.dialect.is_some() || self.location.is_some() || self.table_format.is_some();
-        let format = match (self.format, sql_options) {
-            (Some(f), true) if f != SchemaFormat::Sql => {
-                return Err(Error::Usage(
-                    "--dialect, --location and --table-format describe SQL statements: use them with \
-                     --format sql (or without --format)"
-                        .into(),
-                ));
-            }
-            (Some(f), _) => f,
-            (None, true) => SchemaFormat::Sql,
-            (None, false) => SchemaFormat::Text,
-        };
-        if format != SchemaFormat::Sql {
-            return Ok(schema::render(self.table, format));
+        let mut opts = LoadOptions::new(self.inputs.clone(), &self.output)
+            .with_memory_limit(self.memory_limit);
+        opts.format = self.format;
+        if let Some(p) = self.partition {
+            opts.partition = p;
+            opts.partition_given = true;
         }
-        let dialect = self.dialect.unwrap_or(crate::ddl::Dialect::Duckdb);
-        let Some(location) = self.location.as_deref() else {
-            return Err(Error::Usage(
-                "--format sql needs --location: where the dataset lies (the --output of the loads), e.g. \
-                 --location s3://bucket/segment"
-                    .into(),
-            ));
-        };
-        let url = crate::store::is_url(location);
-        if self.table_format == Some(crate::dataset::Format::Parquet) {
-            return Err(Error::Usage(
-                "one Parquet file needs no statements: read it where it is (DuckDB: SELECT * FROM \
-                 'file.parquet'); --table-format is hive or delta"
-                    .into(),
-            ));
+        if let Some(n) = self.max_line_bytes {
+            opts.max_line_bytes = usize::try_from(n)
+                .map_err(|_| Error::Usage("--max-line-bytes is too large".into()))?;
         }
-        if !url && dialect.cloud_only() {
-            return Err(Error::Usage(format!(
-                "{} reads tables in object storage only, not the local path {location}: give the URL the \
-                 dataset was loaded into (or synced to), e.g. --location s3://bucket/segment",
-                dialect.name()
-            )));
-        }
-        let target = crate::ddl::Target {
-            table: self.table,
-            format: self.table_format.unwrap_or(if url {
-                crate::dataset::Format::Delta
-            } else {
-                crate::dataset::Format::Hive
-            }),
-            partition: self.partition,
-            location,
-        };
-        Ok(crate::ddl::render(dialect, &target))
+        opts.vacuum_retention = self.vacuum_retention;
+        opts.codec = self.compression;
+        opts.mode = self.mode;
+        opts.max_reject_ratio = self.max_reject_ratio;
+        opts.min_rows = self.min_rows;
+        opts.rejects = self.rejects.clone();
+        opts.report = self.report.clone();
+        opts.dedupe = !self.no_dedupe;
+        opts.dedupe_window = self.dedupe_window;
+        opts.accounts = !self.no_accounts;
+        opts.progress = self.progress;
+        opts.quiet = self.quiet;
+        opts.threads = self.threads;
+        opts.shard = self.shard;
+        opts.follow_links = self.follow_links;
+        opts.retry_timeout = self.retry_timeout;
+        Ok(opts)
     }
 }
 
@@ -330,24 +272,18 @@ impl SchemaArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema(args) => {
-            print!("{}", args.render()?);
+            let request = schema::Request {
+                table: args.table,
+                format: args.format,
+                dialect: args.dialect,
+                location: args.location,
+                table_format: args.table_format,
+                partition: args.partition,
+            };
+            print!("{}", request.render()?);
             Ok(())
         }
-        Command::Load(args) => {
-            let opts = args.options()?;
-            crate::store::set_retry_timeout(args.retry_timeout);
-            let mut pool = rayon::ThreadPoolBuilder::new();
-            if let Some(n) = args.threads {
-                if n == 0 {
-                    return Err(Error::Usage("--threads must be at least 1".into()));
-                }
-                pool = pool.num_threads(n);
-            }
-            let pool = pool
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))?;
-            pool.install(|| load::load(&opts)).map(|_| ())
-        }
+        Command::Load(args) => crate::command::load::load(&args.options()?).map(|_| ()),
     }
 }
 

@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
-use crate::writer::PartitionMode;
+use crate::layout::PartitionMode;
 
 /// A hasher for keys that are already hashes (xxh3 of the messageId): it passes them on, nothing more.
 #[derive(Default)]

@@ -2,7 +2,7 @@
 //!
 //! Why this module exists: a cron job is judged by its exit code, so every way a run can end badly is a
 //! variant here with its code in one `match` ([`Error::exit_code`]). Bad input *lines* are not errors: they are
-//! data, and go to the rejects file (see [`crate::parse::Reason`]).
+//! data, and go to the rejects file (see [`crate::reject::Reason`]).
 
 use std::io;
 use std::path::PathBuf;

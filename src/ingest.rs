@@ -15,10 +15,10 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::dedupe::EarlierIds;
 use crate::error::{Error, Result};
 use crate::input::{self, Compression, Source};
+use crate::layout::PartitionMode;
 use crate::lines::{Chunk, LineReader};
 use crate::report::{InputReport, Progress};
 use crate::run::{Parsed, Sink, parse_chunk};
-use crate::writer::PartitionMode;
 
 /// Hashes what passes through it (the decompressed input), for the run id.
 struct Hashing<R> {

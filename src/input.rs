@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::options::Output;
 use crate::store::{self, Location};
 
 /// Where lines come from.
@@ -197,8 +198,8 @@ pub struct Listing {
 /// first (if `-` is given), then every file and object, in byte-wise sorted path (or URL) order, each once.
 /// Directory and prefix walks never enter `output` (the dataset), so `load data/ -o data/out` does not read
 /// its own reports and rejects.
-pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<Listing> {
-    let skip = fs::canonicalize(output).ok();
+pub fn discover(args: &[PathBuf], output: &Output, follow_links: bool) -> Result<Listing> {
+    let skip = output.local().and_then(|o| fs::canonicalize(o).ok());
     let mut stdin = false;
     let mut files = Vec::new();
     let mut skipped_links = Vec::new();
@@ -210,7 +211,7 @@ pub fn discover(args: &[PathBuf], output: &Path, follow_links: bool) -> Result<L
             continue;
         }
         if let Some(url) = arg.to_str().filter(|a| store::is_url(a)) {
-            let found = discover_objects(url, output.to_str())?;
+            let found = discover_objects(url, output.url())?;
             if found.is_empty() {
                 empty.push(url.to_string());
             }
@@ -273,7 +274,7 @@ fn discover_objects(url: &str, output: Option<&str>) -> Result<Vec<Source>> {
         return Ok(vec![as_object(location, meta)]);
     }
     let base = location.path.as_ref().to_string();
-    let skip = match output.filter(|o| store::is_url(o)) {
+    let skip = match output {
         Some(o) => Some(format!("{}/", Location::parse(o)?.url)),
         None => None,
     };
@@ -385,6 +386,10 @@ pub fn open(source: &Source) -> Result<Opened> {
 mod tests {
     use super::*;
 
+    fn local(p: &Path) -> Output {
+        Output::Local(p.to_path_buf())
+    }
+
     #[test]
     fn input_names() {
         for ok in [
@@ -449,7 +454,7 @@ mod tests {
         }
         let got: Vec<String> = discover(
             &[d.to_path_buf(), PathBuf::from("-")],
-            &d.join("no-output"),
+            &local(&d.join("no-output")),
             false,
         )
         .unwrap()
@@ -471,29 +476,29 @@ mod tests {
         let notes = d.join("a/notes.txt");
         let out = d.join("out");
         assert_eq!(
-            discover(&[notes.clone(), notes], &out, false)
+            discover(&[notes.clone(), notes], &local(&out), false)
                 .unwrap()
                 .sources
                 .len(),
             1
         );
         assert!(matches!(
-            discover(&[d.join("missing")], &out, false),
+            discover(&[d.join("missing")], &local(&out), false),
             Err(Error::InputNotFound(_))
         ));
         fs::create_dir(d.join("empty")).unwrap();
-        let l = discover(&[d.join("empty")], &out, false).unwrap();
+        let l = discover(&[d.join("empty")], &local(&out), false).unwrap();
         assert!(l.sources.is_empty());
         assert_eq!(l.empty, [d.join("empty").display().to_string()]);
         // The output folder is never walked into, even when it sits inside an input folder.
         fs::create_dir_all(d.join("a/out/_runs")).unwrap();
         fs::write(d.join("a/out/_runs/r.json"), b"{}").unwrap();
-        let got = discover(&[d.join("a")], &d.join("a/out"), false)
+        let got = discover(&[d.join("a")], &local(&d.join("a/out")), false)
             .unwrap()
             .sources;
         assert!(got.iter().all(|s| !s.name().contains("_runs")), "{got:?}");
         assert_eq!(
-            discover(&[d.join("a")], &d.join("elsewhere"), false)
+            discover(&[d.join("a")], &local(&d.join("elsewhere")), false)
                 .unwrap()
                 .sources
                 .len(),
@@ -562,17 +567,17 @@ mod tests {
                 .map(|s| s.name().replace(&d.display().to_string(), ""))
                 .collect()
         };
-        let l = discover(&[d.join("in")], &d.join("out"), false).unwrap();
+        let l = discover(&[d.join("in")], &local(&d.join("out")), false).unwrap();
         assert_eq!(names(&l), ["/in/real.json", "/in/sub/inside.json"]);
         assert_eq!(l.skipped_links, [d.join("in/leak.json")]);
-        let l = discover(&[d.join("in")], &d.join("out"), true).unwrap();
+        let l = discover(&[d.join("in")], &local(&d.join("out")), true).unwrap();
         assert_eq!(
             names(&l),
             ["/in/leak.json", "/in/real.json", "/in/sub/inside.json"]
         );
         assert!(l.skipped_links.is_empty());
         // A file named on the command line is the user's choice: read, link or not.
-        let l = discover(&[d.join("in/leak.json")], &d.join("out"), false).unwrap();
+        let l = discover(&[d.join("in/leak.json")], &local(&d.join("out")), false).unwrap();
         assert_eq!(names(&l), ["/in/leak.json"]);
     }
 }

@@ -30,25 +30,27 @@
 //! | [`error`] | the error type and its exit codes | §8 |
 
 pub mod accounts;
-pub mod batch;
+pub mod atomic;
 pub mod cli;
+pub mod command;
 pub mod datafile;
-pub mod dataset;
-pub mod ddl;
 pub mod dedupe;
 pub mod error;
 pub mod ingest;
 pub mod input;
+pub mod json;
+pub mod layout;
 pub mod lines;
-pub mod load;
 pub mod mapping;
+pub mod options;
 pub mod parse;
-pub mod publish;
+pub mod reject;
 pub mod rejects;
 pub mod report;
 pub mod run;
 pub mod schema;
 pub mod shard;
+pub mod staging;
 pub mod store;
 pub mod table;
 pub mod values;

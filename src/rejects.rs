@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::lines::Line;
-use crate::parse::Reject;
+use crate::reject::Reject;
 
 /// One line of the rejects file.
 #[derive(Debug, Serialize)]
@@ -207,7 +207,7 @@ pub fn mask_write_keys(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::Reason;
+    use crate::reject::Reason;
 
     fn line(too_long: Option<u64>) -> Line {
         Line {

@@ -11,12 +11,14 @@ use rayon::prelude::*;
 
 use crate::dedupe::{EarlierIds, SeenIds};
 use crate::error::{Error, Result};
+use crate::layout::PartitionMode;
 use crate::lines::{Chunk, Line};
 use crate::mapping::Row;
-use crate::parse::{self, Outcome, Reason, Reject, Verdict};
+use crate::parse::{self, Outcome, Verdict};
+use crate::reject::{Reason, Reject};
 use crate::rejects::RejectsWriter;
 use crate::report::{Counts, NotNdjson};
-use crate::writer::{GroupsWriter, Origin, PartitionMode};
+use crate::writer::{GroupsWriter, Origin};
 
 self_cell::self_cell!(
     /// A chunk and the outcomes of its lines, which borrow from it.

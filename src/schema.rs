@@ -309,74 +309,6 @@ pub fn groups_schema() -> SchemaRef {
     arrow_schema(&COLUMNS)
 }
 
-/// Output formats of `group-loader schema`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SchemaFormat {
-    /// An aligned table for people.
-    Text,
-    /// A JSON array of `{name, type, arrow_type, parquet_type, nullable, from}`.
-    Json,
-    /// The CREATE statements a warehouse needs to read the dataset where it lies (see --dialect, --location).
-    Sql,
-}
-
-/// Renders the schema of a table in the requested format.
-pub fn render(table: Table, format: SchemaFormat) -> String {
-    let columns = table.columns();
-    let table = table.name();
-    match format {
-        SchemaFormat::Text => {
-            let width = columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
-            let mut out = format!("{table} (schema version {SCHEMA_VERSION})\n");
-            for c in columns {
-                let null = if c.nullable { "" } else { ", never null" };
-                out.push_str(&format!(
-                    "  {:<width$}  {:<4}{null:<12}  from {}\n",
-                    c.name,
-                    c.kind.name(),
-                    c.from
-                ));
-            }
-            out
-        }
-        SchemaFormat::Json => {
-            let cols: Vec<serde_json::Value> = columns
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "name": c.name,
-                        "type": c.kind.name(),
-                        "arrow_type": c.kind.arrow_type().to_string(),
-                        "parquet_type": c.kind.parquet_type(),
-                        "nullable": c.nullable,
-                        "from": c.from,
-                    })
-                })
-                .collect();
-            let doc = serde_json::json!({
-                "table": table,
-                "schema_version": SCHEMA_VERSION,
-                "columns": cols,
-            });
-            // Serialising a Value built above cannot fail.
-            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
-        }
-        SchemaFormat::Sql => crate::ddl::render(
-            crate::ddl::Dialect::Duckdb,
-            &crate::ddl::Target {
-                table: if table == "groups" {
-                    Table::Groups
-                } else {
-                    Table::Accounts
-                },
-                format: crate::dataset::Format::Hive,
-                partition: crate::writer::PartitionMode::Day,
-                location: "OUTPUT",
-            },
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,24 +380,5 @@ mod tests {
             assert_eq!(f.is_nullable(), !required, "{}", f.name());
         }
         assert_eq!(schema.metadata()[META_SCHEMA_VERSION], SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn sql_is_the_duckdb_view_by_default() {
-        let sql = render(Table::Groups, SchemaFormat::Sql);
-        assert!(
-            sql.contains("CREATE OR REPLACE VIEW groups AS SELECT * FROM read_parquet('OUTPUT/groups/**/*.parquet', hive_partitioning = true"),
-            "{sql}"
-        );
-    }
-
-    #[test]
-    fn json_schema_lists_every_column() {
-        let v: serde_json::Value =
-            serde_json::from_str(&render(Table::Groups, SchemaFormat::Json)).unwrap();
-        let cols = v["columns"].as_array().unwrap();
-        assert_eq!(cols.len(), N_COLS);
-        assert_eq!(cols[4]["name"], "received_at");
-        assert_eq!(cols[4]["arrow_type"], "Timestamp(µs, \"UTC\")");
     }
 }

@@ -12,69 +12,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fmt;
-use std::str::FromStr;
 
-use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
 use crate::input::Source;
-
-/// `--shard K/N`: this run is shard `index` of `count` (0 <= index < count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl FromStr for Shard {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Shard, String> {
-        let (k, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("expected K/N (shard K of N, 0 <= K < N), got {s:?}"))?;
-        let number = |x: &str, what: &str| {
-            x.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{what} in {s:?} is not a whole number"))
-        };
-        let (index, count) = (number(k, "K")?, number(n, "N")?);
-        if count == 0 {
-            return Err(format!("N in {s:?} must be at least 1"));
-        }
-        if index >= count {
-            return Err(format!(
-                "K in {s:?} must be below N: shards are numbered 0 to {}",
-                count - 1
-            ));
-        }
-        Ok(Shard { index, count })
-    }
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-/// What the report says about a shard's share (SPEC §10).
-#[derive(Debug, Clone, Serialize)]
-pub struct ShardReport {
-    /// `K` and `N`.
-    pub index: u32,
-    pub count: u32,
-    /// The files and bytes of this shard's share.
-    pub files: usize,
-    pub bytes: u64,
-    /// The whole listing every shard split: its files and bytes, and a hash of its names and sizes. Shards that
-    /// report different hashes saw different listings (files arrived while they started).
-    pub listed_files: usize,
-    pub listed_bytes: u64,
-    pub listing: String,
-}
+use crate::options::Shard;
+use crate::report::ShardReport;
 
 /// The sources of the listing that shard `shard` loads, in listing order, and what the report says of them.
 /// Standard input cannot be shared out (exit 2).

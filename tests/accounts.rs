@@ -9,7 +9,8 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use group_loader::load::{LoadOptions, Mode, load as load_in_process};
+use group_loader::command::load::load as load_in_process;
+use group_loader::options::{LoadOptions, Mode};
 use proptest::prelude::*;
 
 /// The common in-process options, with every event expected to load (a reject fails the run) and lines of

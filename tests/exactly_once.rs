@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use group_loader::load::load as load_in_process;
+use group_loader::command::load::load as load_in_process;
 use proptest::prelude::*;
 
 fn day(d: u32) -> String {
@@ -518,7 +518,7 @@ proptest! {
                 line_of(e)
             }).collect();
             let input = write_input(dir.path(), &format!("run-{i}.ndjson"), &lines);
-            let opts = group_loader::load::LoadOptions {
+            let opts = group_loader::options::LoadOptions {
                 max_line_bytes: 1 << 20,
                 ..common::options(&input, &out)
             };
@@ -533,7 +533,7 @@ proptest! {
         let all: Vec<String> = used.iter().map(line_of).collect();
         let one = dir.path().join("one");
         let input = write_input(dir.path(), "all.ndjson", &all);
-        let opts = group_loader::load::LoadOptions { max_line_bytes: 1 << 20, ..common::options(&input, &one) };
+        let opts = group_loader::options::LoadOptions { max_line_bytes: 1 << 20, ..common::options(&input, &one) };
         let loaded = load_in_process(&opts);
         prop_assert!(loaded.is_ok(), "one run over all: {:?}", loaded.err());
         let accounts = |out: &Path| -> Vec<Row> {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use common::*;
-use group_loader::load::load as load_in_process;
+use group_loader::command::load::load as load_in_process;
 use proptest::prelude::*;
 
 const OK: &str = r#""type":"group","groupId":"g","userId":"u","timestamp":"2024-01-01T00:00:00Z""#;

@@ -166,7 +166,7 @@ fn wide_lines_stay_within_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("wide");
     fs::create_dir_all(&input).unwrap();
-    let room = group_loader::load::default_max_line_bytes(LIMIT) - 200;
+    let room = group_loader::options::default_max_line_bytes(LIMIT) - 200;
     for f in 0..2 {
         let mut text = String::new();
         for l in 0..4 {

@@ -20,13 +20,14 @@ use parquet::arrow::ProjectionMask;
 
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
+use crate::layout::ACCOUNTS_DIR;
+use crate::layout::Codec;
 use crate::mapping::Cell;
 use crate::schema::{self, ACCOUNT_COLUMNS, COLUMNS, Col, Kind, TRAIT_COLS};
-use crate::writer::{Codec, ColumnBuilder};
+use crate::writer::ColumnBuilder;
 
 use super::{
-    ACCOUNTS_DIR, Account, BATCH_ROWS, Bucket, Event, Key, NT, Register, Version, VersionsDoc,
-    trait_name,
+    Account, BATCH_ROWS, Bucket, Event, Key, NT, Register, Version, VersionsDoc, trait_name,
 };
 
 pub(super) fn group_hash(group_id: &str) -> u64 {
@@ -202,7 +203,7 @@ pub(super) fn batch_events(
             }
         }
         let extra_traits = (!extras.is_null(r)).then(|| extras.value(r));
-        if extra_traits.is_some_and(|t| crate::parse::for_each_member(t, |_, _| {}).is_err()) {
+        if extra_traits.is_some_and(|t| crate::json::for_each_member(t, |_, _| {}).is_err()) {
             return Err(path.error("extra_traits is not a JSON object".into()));
         }
         let event = Event {
@@ -277,7 +278,7 @@ pub(super) fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) 
             }
             let mut values: HashMap<String, CompactString> = HashMap::new();
             if !extras.is_null(r) {
-                crate::parse::for_each_member(extras.value(r), |k, v| {
+                crate::json::for_each_member(extras.value(r), |k, v| {
                     values.insert(k.into_owned(), v.into());
                 })
                 .map_err(|_| err("extra_traits is not a JSON object".into()))?;

@@ -12,11 +12,12 @@ use rayon::prelude::*;
 
 use crate::datafile::DataFile;
 use crate::error::Result;
+use crate::layout::Codec;
 use crate::schema::Col;
-use crate::writer::Codec;
 
 use super::spill::Spill;
-use super::{ACCOUNTS_DIR, BYTES_PER_GROUP, Bucket, Event};
+use super::{BYTES_PER_GROUP, Bucket, Event};
+use crate::layout::ACCOUNTS_DIR;
 
 /// How many buckets the budget is shared between, so the most merged at once: each gets this share of the budget
 /// whatever the thread count. A constant, not `--threads`, so that the bucket count, and with it every file of

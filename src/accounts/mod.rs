@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use compact_str::CompactString;
 use serde::Deserialize;
 
+use crate::layout::MAX_EXTRA_KEYS;
 use crate::schema::{COLUMNS, Col};
 
 mod files;
@@ -49,14 +50,10 @@ mod spill;
 pub use files::{SnapshotFile, parse_file_name, snapshot_files};
 pub use merge::{Merge, Merged, merge};
 
-/// The folder of the table inside a version (and `OUT/accounts`).
-pub const ACCOUNTS_DIR: &str = "accounts";
 /// Number of trait columns.
 const NT: usize = Col::TraitId as usize - Col::Name as usize + 1;
 /// Estimated memory of one group in a bucket being merged (its registers, versions and strings), for sizing.
 const BYTES_PER_GROUP: u64 = 2048;
-/// The most `extra_traits` keys one group keeps: the first this many in name order (see the module doc).
-pub const MAX_EXTRA_KEYS: usize = 1000;
 /// Rows per row group of an accounts file.
 const BATCH_ROWS: usize = 65_536;
 
@@ -226,7 +223,7 @@ impl Account {
         }
         if let Some(text) = event.extra_traits {
             // (Checked to be an object when the event was read.)
-            let _ = crate::parse::for_each_member(text, |key, value| {
+            let _ = crate::json::for_each_member(text, |key, value| {
                 let value = (value.trim() != "null").then_some(value);
                 self.offer_extra(keys, &key, event.key(), value);
             });
@@ -338,7 +335,7 @@ impl Account {
         let mut out = String::new();
         for (key, raw) in members {
             out.push(if out.is_empty() { '{' } else { ',' });
-            crate::parse::push_json_str(&mut out, key);
+            crate::json::push_json_str(&mut out, key);
             out.push(':');
             out.push_str(raw);
         }
@@ -364,7 +361,7 @@ impl Account {
                 None => out.push_str("null,"),
             }
             match &v.id {
-                Some(id) => crate::parse::push_json_str(out, id),
+                Some(id) => crate::json::push_json_str(out, id),
                 None => out.push_str("null"),
             }
             out.push(']');
@@ -375,7 +372,7 @@ impl Account {
             if !std::mem::take(&mut first) {
                 out.push(',');
             }
-            crate::parse::push_json_str(out, trait_name(r.key));
+            crate::json::push_json_str(out, trait_name(r.key));
             let _ = write!(out, ":{}", r.version);
         }
         out.push_str(r#"},"extra_traits":{"#);
@@ -390,7 +387,7 @@ impl Account {
             if i > 0 {
                 out.push(',');
             }
-            crate::parse::push_json_str(out, key);
+            crate::json::push_json_str(out, key);
             let _ = write!(out, ":{version}");
         }
         out.push_str("}}");

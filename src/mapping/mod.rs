@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use crate::parse::{Entries, Reason, Reject, push_json_str};
+use crate::json::{Entries, push_json_str};
+use crate::reject::{Reason, Reject};
 use crate::schema::{Col, N_COLS};
 use crate::values::{self, JsonKind, Micros, TextValue, TimeValue};
 
@@ -429,7 +430,7 @@ fn derive_timestamp(row: &Row<'_>) -> Option<Micros> {
 /// in practice; if it ever did, the caller keeps the whole value in extras (members already placed would then
 /// appear twice, but nothing is lost).
 fn members<'a>(value: &'a str, f: impl FnMut(Cow<'a, str>, &'a str)) -> bool {
-    crate::parse::for_each_member(value, f).is_ok()
+    crate::json::for_each_member(value, f).is_ok()
 }
 
 fn map_traits<'a>(

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::parse::Reason;
+use crate::options::ProgressWhen;
+use crate::reject::Reason;
 
 /// At most this many distinct skipped event types are counted by name; the rest count as `(other)`.
 pub const MAX_SKIPPED_TYPES: usize = 1000;
@@ -238,11 +239,27 @@ pub struct Report {
     pub commit: Option<CommitReport>,
     /// `--shard K/N`: this shard's share of the listing (absent without `--shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard: Option<crate::shard::ShardReport>,
+    pub shard: Option<crate::report::ShardReport>,
     /// The output is one Parquet file, not a dataset (paths in the report are then as given, not relative to
     /// a folder).
     #[serde(skip)]
     pub one_file: bool,
+}
+
+/// What the report says about a shard's share.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardReport {
+    /// `K` and `N`.
+    pub index: u32,
+    pub count: u32,
+    /// The files and bytes of this shard's share.
+    pub files: usize,
+    pub bytes: u64,
+    /// The whole listing every shard split: its files and bytes, and a hash of its names and sizes. Shards that
+    /// report different hashes saw different listings (files arrived while they started).
+    pub listed_files: usize,
+    pub listed_bytes: u64,
+    pub listing: String,
 }
 
 /// A Delta run that committed its rows to `groups` and stopped before finishing (killed, or cut off from the
@@ -361,6 +378,17 @@ fn common_folder<'a>(paths: impl Iterator<Item = &'a str>) -> Option<String> {
 }
 
 impl Report {
+    /// The report as the JSON that `_runs/` and `--report` hold.
+    pub fn to_json(&self) -> crate::error::Result<Vec<u8>> {
+        let mut v =
+            serde_json::to_vec_pretty(self).map_err(|source| crate::error::Error::Json {
+                what: "serialising the report".into(),
+                source,
+            })?;
+        v.push(b'\n');
+        Ok(v)
+    }
+
     /// The short human summary printed to stderr: what was loaded where, from what, and what was not.
     pub fn summary(&self) -> String {
         let c = &self.counts;
@@ -439,8 +467,8 @@ impl Report {
                     "  accounts: {} groups were sent more than {} distinct extra_traits keys; accounts keeps the \
                      first {} in name order (groups keeps them all)",
                     thousands(a.groups_over_key_limit),
-                    thousands(crate::accounts::MAX_EXTRA_KEYS as u64),
-                    thousands(crate::accounts::MAX_EXTRA_KEYS as u64)
+                    thousands(crate::layout::MAX_EXTRA_KEYS as u64),
+                    thousands(crate::layout::MAX_EXTRA_KEYS as u64)
                 );
             }
         }
@@ -562,15 +590,6 @@ impl Report {
             );
         }
     }
-}
-
-/// When to draw a progress bar (`--progress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressWhen {
-    /// Only when stderr is a terminal (never in cron logs).
-    Auto,
-    Always,
-    Never,
 }
 
 /// What a run is doing, for the progress display.

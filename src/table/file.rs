@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
-use crate::load::{LoadOptions, Mode};
-use crate::publish;
+use crate::layout::PartitionMode;
+use crate::options::{LoadOptions, Mode, Output};
 use crate::report::{FileReport, Phase, Report};
-use crate::store::{self, Location};
-use crate::table::{Context, EarlierRun, Ingested, Staging, Table};
-use crate::writer::PartitionMode;
+use crate::staging::Staging;
+use crate::store::Location;
+use crate::table::{Context, EarlierRun, Ingested, Table};
 
 /// Where the file goes.
 enum Target {
@@ -36,7 +36,7 @@ pub struct SingleFile {
 impl SingleFile {
     /// Refuses the options that only mean something for a dataset (exit 2), before anything is read.
     pub fn open(opts: &LoadOptions) -> Result<(SingleFile, PartitionMode)> {
-        let name = opts.output.display().to_string();
+        let name = opts.output.to_string();
         let refuse = |what: &str| {
             Err(Error::Usage(format!(
                 "{name} is one Parquet file, not a dataset: {what}; load into a folder (or a URL) for that"
@@ -53,13 +53,13 @@ impl SingleFile {
         if opts.partition_given && opts.partition != PartitionMode::None {
             return refuse("one file has no partition folders (--partition none, or leave it out)");
         }
-        let target = match opts.output.to_str().filter(|o| store::is_url(o)) {
-            Some(url) => Target::Remote(Location::parse(url)?),
-            None => {
-                if opts.output.is_dir() {
+        let target = match &opts.output {
+            Output::Url(url) => Target::Remote(Location::parse(url)?),
+            Output::Local(path) => {
+                if path.is_dir() {
                     return refuse("a folder of that name exists");
                 }
-                Target::Local(opts.output.clone())
+                Target::Local(path.clone())
             }
         };
         Ok((SingleFile { target, name }, PartitionMode::None))
@@ -74,12 +74,12 @@ impl SingleFile {
     fn put_rejects(&self, staged: &Path, opts: &LoadOptions) -> Result<String> {
         let mut file = std::fs::File::open(staged).map_err(Error::io("reading", staged))?;
         if let Some(path) = &opts.rejects {
-            publish::write_copy(path, &mut file)?;
+            crate::atomic::write_copy(path, &mut file)?;
             return Ok(path.display().to_string());
         }
         let beside = self.rejects_beside();
         match &self.target {
-            Target::Local(_) => publish::write_copy(Path::new(&beside), &mut file)?,
+            Target::Local(_) => crate::atomic::write_copy(Path::new(&beside), &mut file)?,
             Target::Remote(_) => Location::parse(&beside)?.upload(staged)?,
         }
         Ok(beside)
@@ -100,7 +100,7 @@ impl Table for SingleFile {
     }
 
     fn staging(&self) -> Result<Staging> {
-        let name = crate::table::staging_name();
+        let name = crate::staging::staging_name();
         match &self.target {
             // Beside the output, so that publishing is a rename on one filesystem.
             Target::Local(path) => {
@@ -143,13 +143,12 @@ impl Table for SingleFile {
             let file = match files.into_iter().next() {
                 Some(f) => f,
                 // No row: still one file, of the schema (a reader gets an empty table, not an error).
-                None => crate::writer::empty_groups_file(
-                    &staging.dir().join("groups-empty.parquet"),
-                    ctx.opts.codec,
-                )?,
+                None => {
+                    crate::writer::empty_groups_file(&staging.empty_groups_file(), ctx.opts.codec)?
+                }
             };
             match &self.target {
-                Target::Local(path) => publish::move_into_place(&file.staged, path)?,
+                Target::Local(path) => crate::atomic::move_into_place(&file.staged, path)?,
                 Target::Remote(location) => location.upload(&file.staged)?,
             }
             report.partitions.insert(String::new(), file.rows);

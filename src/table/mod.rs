@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::datafile::DataFile;
-use crate::dataset::Format;
 use crate::error::Result;
-use crate::load::LoadOptions;
+use crate::layout::Format;
+use crate::layout::PartitionMode;
+use crate::options::LoadOptions;
 use crate::report::{Progress, Report};
-use crate::writer::{PartitionMode, StagedFile};
+use crate::staging::Staging;
+use crate::writer::StagedFile;
 
 /// A run read and staged, waiting to be published.
 pub struct Ingested {
@@ -43,56 +45,7 @@ pub struct Context<'a> {
     pub progress: &'a Progress,
     pub started: Instant,
     /// With `--shard`: this shard's share of the listing.
-    pub shard: Option<crate::shard::ShardReport>,
-}
-
-/// A folder for a run's files before they are published. It is removed when dropped, so a run that fails
-/// (a full disk, a store that does not answer) leaves nothing behind; only a killed run leaves its folder,
-/// for the next run's recovery.
-#[derive(Debug)]
-pub struct Staging {
-    dir: PathBuf,
-}
-
-impl Staging {
-    /// A new folder at `dir`, which must not exist yet (its parent is created if missing): a name someone
-    /// else created first, or planted as a link, is never written into.
-    pub fn create(dir: PathBuf) -> Result<Staging> {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(crate::error::Error::io("creating directory", parent))?;
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(crate::error::Error::io("creating staging directory", &dir))?;
-        Ok(Staging { dir })
-    }
-
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
-    /// Removes the folder and everything in it.
-    pub fn discard(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).map_err(crate::error::Error::io(
-            "removing staging directory",
-            &self.dir,
-        ))
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A unique name for a staging folder (process and time).
-pub fn staging_name() -> String {
-    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!("run-{}-{nanos}", std::process::id())
+    pub shard: Option<crate::report::ShardReport>,
 }
 
 /// Opens the output a run loads into: `--format`, or (without it) delta for an object-store URL and hive for
@@ -100,20 +53,20 @@ pub fn staging_name() -> String {
 /// object stores do not have.
 /// Returns it with the partitioning the run uses (`--partition`, or the dataset's when not given).
 pub fn open(opts: &LoadOptions) -> Result<(Box<dyn Table>, PartitionMode)> {
-    let url = opts.output.to_str().is_some_and(crate::store::is_url);
+    let url = opts.output.url().is_some();
     let format = match (opts.format, url) {
         (Some(Format::Hive), true) => {
             return Err(crate::error::Error::Usage(format!(
                 "--format hive needs a local --output: its atomic publish switches versions with renames and \
                  links, which object stores do not have. {} is object storage: use --format delta (the \
                  default there)",
-                opts.output.display()
+                opts.output
             )));
         }
         _ => opts.format(),
     };
-    if !url {
-        check_not_nested(&opts.output)?;
+    if let Some(path) = opts.output.local() {
+        check_not_nested(path)?;
     }
     Ok(match format {
         Format::Hive => {
@@ -144,9 +97,9 @@ pub struct EarlierRun {
 /// Whether the local folder `dir` is the root of a dataset: a hive one (its state folder) or a Delta one (its
 /// `groups` table's log).
 fn is_dataset(dir: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(dir.join(crate::publish::STATE_DIR)).is_ok_and(|m| m.is_dir())
+    std::fs::symlink_metadata(dir.join(crate::layout::STATE_DIR)).is_ok_and(|m| m.is_dir())
         || dir
-            .join(crate::dataset::GROUPS_DIR)
+            .join(crate::layout::GROUPS_DIR)
             .join("_delta_log")
             .is_dir()
 }
@@ -167,7 +120,7 @@ fn check_not_nested(out: &std::path::Path) -> Result<()> {
     for path in std::iter::once(&lexical).chain(canonical.as_ref()) {
         if path
             .components()
-            .any(|c| c.as_os_str() == crate::publish::STATE_DIR)
+            .any(|c| c.as_os_str() == crate::layout::STATE_DIR)
         {
             return refuse("is inside a dataset's hidden state folder".into());
         }

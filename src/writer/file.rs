@@ -18,9 +18,10 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use super::StagedFile;
 use super::spill::Spilled;
-use super::{Codec, StagedFile};
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::mapping::Cell;
 use crate::schema::{self, COLUMNS, Col, Kind};
 

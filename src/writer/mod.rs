@@ -26,121 +26,13 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::layout::{Codec, PartitionMode};
 use crate::mapping::Row;
 use crate::schema::{self, COLUMNS};
-use crate::values::{self, Micros};
-
-/// How the dataset is partitioned (`--partition`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PartitionMode {
-    /// `groups/dt=YYYY-MM-DD/`
-    Day,
-    /// `groups/dt=YYYY-MM-DD/hr=HH/`
-    Hour,
-    /// All files directly in `groups/`.
-    None,
-}
-
-impl PartitionMode {
-    const MICROS_PER_HOUR: i64 = 3_600_000_000;
-
-    /// The bucket a time falls in (days or hours since the epoch; always 0 with `none`).
-    pub fn bucket(self, t: Micros) -> i64 {
-        match self.bucket_micros() {
-            Some(d) => t.div_euclid(d),
-            None => 0,
-        }
-    }
-
-    /// How long one partition lasts, in microseconds (`None`: one partition holds all time).
-    pub fn bucket_micros(self) -> Option<i64> {
-        match self {
-            PartitionMode::Day => Some(24 * Self::MICROS_PER_HOUR),
-            PartitionMode::Hour => Some(Self::MICROS_PER_HOUR),
-            PartitionMode::None => None,
-        }
-    }
-
-    /// The bucket of a partition path (`dt=2026-11-25`, `dt=2026-11-25/hr=07`, or empty), if it is one of
-    /// this mode's paths.
-    pub fn bucket_of_path(self, path: &str) -> Option<i64> {
-        let parse_day = |dt: &str| {
-            let date =
-                chrono::NaiveDate::parse_from_str(dt.strip_prefix("dt=")?, "%Y-%m-%d").ok()?;
-            Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
-        };
-        let t = match self {
-            PartitionMode::None => return path.is_empty().then_some(0),
-            PartitionMode::Day if !path.contains('/') => parse_day(path)?,
-            PartitionMode::Hour => {
-                let (dt, hr) = path.split_once('/')?;
-                let hr: i64 = hr
-                    .strip_prefix("hr=")
-                    .filter(|h| h.len() == 2)?
-                    .parse()
-                    .ok()?;
-                if !(0..24).contains(&hr) {
-                    return None;
-                }
-                parse_day(dt)? + hr * Self::MICROS_PER_HOUR
-            }
-            PartitionMode::Day => return None,
-        };
-        // Only dates of years 0001 to 9999: what every reader's date type holds.
-        values::in_range(t)?;
-        let bucket = self.bucket(t);
-        (self.path(t) == path).then_some(bucket)
-    }
-
-    /// The partition path of a bucket.
-    pub fn path_of_bucket(self, bucket: i64) -> String {
-        self.path(bucket.saturating_mul(self.bucket_micros().unwrap_or(0)))
-    }
-
-    /// The partition path of a time: `dt=2026-11-25`, `dt=2026-11-25/hr=07`, or empty.
-    pub fn path(self, t: Micros) -> String {
-        let Some((y, m, d, h)) = values::civil(t) else {
-            return String::new();
-        };
-        match self {
-            PartitionMode::Day => format!("dt={y:04}-{m:02}-{d:02}"),
-            PartitionMode::Hour => format!("dt={y:04}-{m:02}-{d:02}/hr={h:02}"),
-            PartitionMode::None => String::new(),
-        }
-    }
-}
-
-/// Parquet compression codec (`--compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    Zstd,
-    Snappy,
-    Gzip,
-    /// LZ4_RAW, the LZ4 codec current Parquet readers agree on.
-    Lz4,
-    None,
-}
-
-impl Codec {
-    pub(crate) fn parquet(self) -> Compression {
-        match self {
-            Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
-            Codec::Snappy => Compression::SNAPPY,
-            Codec::Gzip => Compression::GZIP(GzipLevel::default()),
-            Codec::Lz4 => Compression::LZ4_RAW,
-            Codec::None => Compression::UNCOMPRESSED,
-        }
-    }
-}
 
 /// Sizing of row groups and files.
 #[derive(Debug, Clone)]
@@ -676,59 +568,6 @@ impl GroupsWriter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn partition_paths() {
-        let t = values::parse_time_str("2026-11-25T07:30:00Z").unwrap();
-        assert_eq!(PartitionMode::Day.path(t), "dt=2026-11-25");
-        assert_eq!(PartitionMode::Hour.path(t), "dt=2026-11-25/hr=07");
-        assert_eq!(PartitionMode::None.path(t), "");
-        // The last microsecond of a day is still that day; before the epoch too.
-        let end = values::parse_time_str("2026-11-25T23:59:59.999999Z").unwrap();
-        assert_eq!(PartitionMode::Day.bucket(end), PartitionMode::Day.bucket(t));
-        assert_eq!(PartitionMode::Day.path(-1), "dt=1969-12-31");
-        assert_eq!(PartitionMode::Hour.path(-1), "dt=1969-12-31/hr=23");
-    }
-
-    #[test]
-    fn partition_paths_round_trip_through_buckets() {
-        for mode in [PartitionMode::Day, PartitionMode::Hour] {
-            for t in [
-                "2026-11-25T07:30:00Z",
-                "1969-12-31T23:00:00Z",
-                "0001-01-01T00:00:00Z",
-            ] {
-                let t = values::parse_time_str(t).unwrap();
-                let b = mode.bucket(t);
-                assert_eq!(mode.bucket_of_path(&mode.path(t)), Some(b), "{mode:?} {t}");
-                assert_eq!(mode.path_of_bucket(b), mode.path(t));
-            }
-        }
-        // 2026-11-25 is day 20,782 since the epoch (date -u -d 2026-11-25 +%s = 1795564800 = 20,782 x 86,400).
-        assert_eq!(
-            PartitionMode::Day.bucket_of_path("dt=2026-11-25"),
-            Some(20_782)
-        );
-        assert_eq!(
-            PartitionMode::Hour.bucket_of_path("dt=2026-11-25/hr=07"),
-            Some(20_782 * 24 + 7)
-        );
-        for (mode, bad) in [
-            (PartitionMode::Day, "dt=2026-11-25/hr=07"),
-            (PartitionMode::Day, "dt=2026-02-30"),
-            (PartitionMode::Day, "dt=2026-1-5"),
-            (PartitionMode::Hour, "dt=2026-11-25"),
-            (PartitionMode::Hour, "dt=2026-11-25/hr=24"),
-            (PartitionMode::Hour, "dt=2026-11-25/hr=7"),
-            (PartitionMode::None, "dt=2026-11-25"),
-            (PartitionMode::Day, "dt=10000-01-01"),
-            (PartitionMode::Day, "dt=0000-12-31"),
-            (PartitionMode::Hour, "dt=10000-01-01/hr=00"),
-        ] {
-            assert_eq!(mode.bucket_of_path(bad), None, "{mode:?} {bad}");
-        }
-        assert_eq!(PartitionMode::None.bucket_of_path(""), Some(0));
-    }
-
     /// A writer of `partition` rows into `dir`, with a buffer budget small enough for 300 one-row partitions
     /// to exceed it.
     fn small_writer(dir: &std::path::Path, budget: usize) -> GroupsWriter {
@@ -789,7 +628,7 @@ mod tests {
             let line = format!(
                 r#"{{"type":"group","messageId":"m{k}","groupId":"g","userId":"u","timestamp":"{day}T00:00:00Z","traits":{{"name":{name}}}}}"#
             );
-            let entries = crate::parse::Entries::parse(&line).unwrap();
+            let entries = crate::json::Entries::parse(&line).unwrap();
             let row = crate::mapping::map_group(&entries).unwrap();
             let origin = Origin {
                 input: 0,
@@ -840,7 +679,7 @@ mod tests {
                 r#"{{"type":"group","messageId":"m{k}","groupId":"g","userId":"u","timestamp":"{day}T00:00:00Z","traits":{{"note":"{}"}}}}"#,
                 "x".repeat(pad)
             );
-            let entries = crate::parse::Entries::parse(&line).unwrap();
+            let entries = crate::json::Entries::parse(&line).unwrap();
             let row = crate::mapping::map_group(&entries).unwrap();
             w.append(&row, Origin::NONE);
             if day == "2001-01-01" {

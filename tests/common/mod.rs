@@ -286,34 +286,16 @@ pub fn micros(rfc3339: &str) -> i64 {
 
 /// Options for an in-process run (`group_loader::load::load`): small limits so hostile inputs hit them, every
 /// line considered for the ratio (1.0: the run goes on), two threads. Tests change the fields they care about.
-pub fn options(input: &Path, out: &Path) -> group_loader::load::LoadOptions {
-    use group_loader::load::{LoadOptions, Mode};
-    use group_loader::report::ProgressWhen;
-    use group_loader::writer::{Codec, PartitionMode};
+pub fn options(input: &Path, out: &Path) -> group_loader::options::LoadOptions {
+    use group_loader::options::{LoadOptions, ProgressWhen};
     LoadOptions {
-        inputs: vec![input.to_path_buf()],
-        output: out.to_path_buf(),
-        format: None,
-        partition: PartitionMode::Day,
         partition_given: true,
-        codec: Codec::Zstd,
-        mode: Mode::Append,
         max_reject_ratio: 1.0,
-        min_rows: 0,
-        rejects: None,
-        report: None,
-        memory_limit: 256 << 20,
-        vacuum_retention: std::time::Duration::from_secs(7 * 86_400),
-        dedupe: true,
-        dedupe_window: std::time::Duration::from_secs(7 * 86_400),
-        accounts: true,
-        accounts_budget: 128 << 20,
         progress: ProgressWhen::Never,
         quiet: true,
         max_line_bytes: 200,
         threads: Some(2),
-        shard: None,
-        follow_links: false,
+        ..LoadOptions::new(vec![input.to_path_buf()], out).with_memory_limit(256 << 20)
     }
 }
 

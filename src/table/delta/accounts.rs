@@ -19,15 +19,17 @@ use super::log::{
     LiveFile, create, delta_err, is_conflict, live_files, remove_action, upload_all, uuid_token,
 };
 use super::{Delta, MAX_COMMIT_ATTEMPTS, REFLECTS_APP, stats};
-use crate::accounts::{self, ACCOUNTS_DIR};
+use crate::accounts;
 use crate::datafile::DataFile;
-use crate::dataset::GROUPS_DIR;
 use crate::error::{Error, Result};
+use crate::layout::ACCOUNTS_DIR;
+use crate::layout::GROUPS_DIR;
+use crate::layout::PartitionMode;
 use crate::report::AccountsReport;
 use crate::schema;
+use crate::staging::Staging;
 use crate::store::block_on;
-use crate::table::{Context, Staging};
-use crate::writer::PartitionMode;
+use crate::table::Context;
 
 impl Delta {
     /// Brings `accounts` up to date with the latest `groups` version (SPEC §9): the `groups` commits it does

@@ -21,12 +21,13 @@ use super::Pending;
 use crate::datafile::DataFile;
 use crate::dedupe::{EarlierIds, Reach};
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::lines::Line;
-use crate::parse::Reject;
+use crate::reject::Reject;
 use crate::rejects::RejectsWriter;
 use crate::report::Report;
 use crate::schema::{self, COLUMNS, Col};
-use crate::writer::{self, Codec, Origin, StagedFile};
+use crate::writer::{self, Origin, StagedFile};
 
 /// What dropping needs to know about the run.
 pub(super) struct Dropping<'a> {
@@ -93,7 +94,7 @@ pub(super) fn drop_duplicates(
         c.rows_written -= k;
         c.duplicates.earlier_runs += k;
         *c.rejected
-            .entry(crate::parse::Reason::DuplicateMessageId.as_str())
+            .entry(crate::reject::Reason::DuplicateMessageId.as_str())
             .or_insert(0) += k;
         if let Some(commit) = report.commit.as_mut() {
             commit.concurrent_duplicates += k;

@@ -19,9 +19,9 @@ use futures::{StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::layout::PartitionMode;
 use crate::schema::{Column, Kind};
 use crate::store::{self, Location, block_on};
-use crate::writer::PartitionMode;
 
 /// Registers the log store of the object-store schemes with delta-rs: every store we open supports
 /// conditional put (S3 `If-None-Match`, GCS generation preconditions, Azure `If-None-Match`), so delta-rs'

@@ -34,17 +34,19 @@ use self::log::{
     live_files, open_table, partition_columns, partition_path, partition_values,
     register_log_stores, remove_action, upload_all, uuid_token,
 };
-use crate::accounts::ACCOUNTS_DIR;
 use crate::datafile::DataFile;
-use crate::dataset::{self, GROUPS_DIR};
 use crate::dedupe::Reach;
 use crate::error::{Error, Result};
-use crate::load::{LoadOptions, Mode};
+use crate::layout::ACCOUNTS_DIR;
+use crate::layout::GROUPS_DIR;
+use crate::layout::PartitionMode;
+use crate::options::{LoadOptions, Mode, Output};
 use crate::report::{CommitReport, NotPublished, Phase, Report};
 use crate::schema::COLUMNS;
+use crate::staging::Staging;
 use crate::store::{self, Location, block_on};
-use crate::table::{Context, EarlierRun, Ingested, Staging, Table};
-use crate::writer::{PartitionMode, StagedFile};
+use crate::table::{Context, EarlierRun, Ingested, Table};
+use crate::writer::StagedFile;
 
 /// The `txn` application id that marks a run's commit to `groups` (its run id appended).
 const RUN_APP: &str = "group-loader/run/";
@@ -84,28 +86,28 @@ impl Delta {
     /// Returns it with the partitioning the run uses: `--partition` when given, else the one `groups` has.
     pub fn open(opts: &LoadOptions) -> Result<(Delta, PartitionMode)> {
         register_log_stores();
-        let out = opts.output.to_string_lossy();
-        let root = if store::is_url(&out) {
-            Location::parse(&out)?
-        } else {
-            crate::publish::check_output(&opts.output)?;
-            if dataset::is_hive(&opts.output)? {
-                return Err(Error::Usage(format!(
-                    "{out} was created with --format hive; this run asks for --format delta. A dataset keeps \
-                     one layout: run with --format hive, or load into a new --output"
-                )));
+        let out = opts.output.to_string();
+        let root = match &opts.output {
+            Output::Url(url) => Location::parse(url)?,
+            Output::Local(path) => {
+                crate::table::hive::check_output(path)?;
+                if crate::table::hive::is_hive(path)? {
+                    return Err(Error::Usage(format!(
+                        "{out} was created with --format hive; this run asks for --format delta. A dataset \
+                         keeps one layout: run with --format hive, or load into a new --output"
+                    )));
+                }
+                let abs = std::path::absolute(path).map_err(Error::io("reading", path))?;
+                if url::Url::from_directory_path(&abs).is_ok_and(|u| u.as_str().contains('%')) {
+                    return Err(needs_one_spelling(&abs.display().to_string()));
+                }
+                Location::local(path)?
             }
-            let abs =
-                std::path::absolute(&opts.output).map_err(Error::io("reading", &opts.output))?;
-            if url::Url::from_directory_path(&abs).is_ok_and(|u| u.as_str().contains('%')) {
-                return Err(needs_one_spelling(&abs.display().to_string()));
-            }
-            Location::local(&opts.output)?
         };
         if root.url.contains('%') {
             return Err(needs_one_spelling(&root.url));
         }
-        if store::is_url(&out) {
+        if opts.output.url().is_some() {
             probe(&root)?;
             crate::table::check_not_nested_url(&root)?;
         }
@@ -231,7 +233,7 @@ impl Delta {
         let run = report.run.clone();
         let overwrite = ctx.opts.mode == Mode::Overwrite;
         let reach = ctx.opts.reach();
-        let rejects = staging.dir().join("rejects.ndjson");
+        let rejects = staging.rejects();
         let partitions: BTreeSet<String> =
             pending.iter().map(|p| p.staged.partition.clone()).collect();
         let mut checked: BTreeSet<String> = BTreeSet::new();
@@ -478,7 +480,7 @@ impl Table for Delta {
         // Directly in the temporary folder, under a name of its own (never inside a shared folder another
         // user could have created, or replaced by a link).
         Staging::create(
-            std::env::temp_dir().join(format!("group-loader-{}", crate::table::staging_name())),
+            std::env::temp_dir().join(format!("group-loader-{}", crate::staging::staging_name())),
         )
     }
 
@@ -504,7 +506,7 @@ impl Delta {
         let retried = report.not_published == Some(NotPublished::AlreadyLoaded);
         if !report.published && !retried {
             // Over the reject ratio or under --min-rows: the record only, saying why.
-            let rejects = staging.dir().join("rejects.ndjson");
+            let rejects = staging.rejects();
             let why = report.not_published;
             self.put_pending(report, &[], &rejects)?;
             report.not_published = why;
@@ -587,7 +589,11 @@ impl Delta {
 /// store that does not answer or a role that may not write is found at once (exit 1, naming the URL), not
 /// after the whole input was read.
 fn probe(root: &Location) -> Result<()> {
-    let probe = root.join(&format!("{}/.probe-{}", dataset::RUNS_DIR, uuid_token()));
+    let probe = root.join(&format!(
+        "{}/.probe-{}",
+        crate::layout::RUNS_DIR,
+        uuid_token()
+    ));
     probe.put_bytes(b"group-loader checks it may write here\n".to_vec())?;
     probe.delete()
 }

@@ -16,8 +16,8 @@ use deltalake::logstore::get_actions;
 
 use super::log::delta_err;
 use super::{Delta, Pending, RUN_APP};
-use crate::dataset::{self, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::error::Result;
+use crate::layout::{GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::report::{FileReport, NotPublished, Report, Unfinished};
 use crate::store::block_on;
 use crate::table::EarlierRun;
@@ -40,7 +40,7 @@ impl Delta {
             let Some(name) = meta.location.filename() else {
                 continue;
             };
-            if !dataset::is_run_file(name, run_id) {
+            if !crate::layout::is_run_file(name, run_id) {
                 continue;
             }
             let rel = format!("{RUNS_DIR}/{name}");
@@ -138,7 +138,7 @@ impl Delta {
                 bytes: p.staged.bytes,
             });
         }
-        let stem = dataset::run_stem(&report.started_at, &report.run);
+        let stem = crate::layout::run_stem(&report.started_at, &report.run);
         if rejects.exists() {
             let rel = format!("{REJECTS_DIR}/{stem}.ndjson");
             self.root.join(&rel).upload(rejects)?;
@@ -151,16 +151,16 @@ impl Delta {
 
     /// Writes the run's report to `_runs/`, under the name of this attempt.
     pub(super) fn put_report(&self, report: &mut Report) -> Result<()> {
-        let stem = dataset::run_stem(&report.started_at, &report.run);
+        let stem = crate::layout::run_stem(&report.started_at, &report.run);
         self.root
             .join(&format!("{RUNS_DIR}/{stem}.json"))
-            .put_bytes(crate::load::report_json(report)?)
+            .put_bytes(report.to_json()?)
     }
 
     /// Removes what this attempt uploaded for its record (its commit did not land: a run with the same id was
     /// first).
     pub(super) fn remove_record(&self, report: &Report) -> Result<()> {
-        let stem = dataset::run_stem(&report.started_at, &report.run);
+        let stem = crate::layout::run_stem(&report.started_at, &report.run);
         self.root
             .join(&format!("{RUNS_DIR}/{stem}.json"))
             .delete()?;

@@ -7,9 +7,9 @@
 //! one schema ([`crate::schema`]); this module only maps its kinds to each dialect's types and wraps them in the
 //! statement each warehouse documents.
 
-use crate::dataset::Format;
+use crate::layout::Format;
+use crate::layout::PartitionMode;
 use crate::schema::{Column, Kind, Table};
-use crate::writer::PartitionMode;
 
 /// The warehouse whose statements are printed (`--dialect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

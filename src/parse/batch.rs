@@ -14,10 +14,9 @@
 
 use std::borrow::Cow;
 
-use crate::parse::{
-    BatchEvent, Entries, Outcome, Reason, Reject, Verdict, classify_event, for_each_element,
-    for_each_member, json_quote, push_json_str,
-};
+use crate::json::{Entries, for_each_element, for_each_member, json_quote, push_json_str};
+use crate::parse::{BatchEvent, Outcome, Verdict, classify_event};
+use crate::reject::{Reason, Reject};
 use crate::values::{self, JsonKind};
 
 /// The envelope key holding the events.

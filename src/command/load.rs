@@ -14,95 +14,26 @@
 //! already published (a retried cron job) has nothing to do, and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
-pub use crate::dataset::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::dedupe::{EarlierIds, Reach, SeenIds};
 use crate::error::{Error, Result};
 use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
 use crate::input::{self, Source};
-use crate::publish;
+pub use crate::layout::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
+use crate::options::{FIXED_BYTES, LINE_COPIES, LoadOptions, Mode, Output, max_line_bytes_within};
 use crate::rejects::RejectsWriter;
-use crate::report::{Counts, DedupeReport, NotPublished, Phase, Progress, ProgressWhen, Report};
+use crate::report::ShardReport;
+use crate::report::{Counts, DedupeReport, NotPublished, Phase, Progress, Report};
 use crate::run::{PartitionsSeen, Run};
 use crate::schema;
-use crate::shard::{self, Shard, ShardReport};
-use crate::table::{Context, Ingested, Staging, Table};
-use crate::writer::{Codec, GroupsWriter, PartitionMode, StagedFile, WriterConfig};
-
-/// `--mode`: what a run does to data already in the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Add this run's files; other runs' files stay.
-    Append,
-    /// Replace every file in the partitions this run writes.
-    Overwrite,
-}
-
-/// Everything a load needs, independent of how the command line spells it.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub inputs: Vec<PathBuf>,
-    /// The dataset: a local folder, or an object-store URL (`s3://...`) held in a path.
-    pub output: PathBuf,
-    /// `--format`: hive or delta (`None`: hive for a local output, delta for a URL).
-    pub format: Option<Format>,
-    pub partition: PartitionMode,
-    /// `--partition` was given on the command line (else the dataset's recorded partitioning is used, and
-    /// `partition` is only the default of a new dataset).
-    pub partition_given: bool,
-    pub codec: Codec,
-    pub mode: Mode,
-    pub max_reject_ratio: f64,
-    /// Publish nothing (exit 5) when the run would publish fewer rows than this.
-    pub min_rows: u64,
-    pub rejects: Option<PathBuf>,
-    pub report: Option<PathBuf>,
-    pub memory_limit: u64,
-    /// `--vacuum-retention`: files no version newer than this needs are deleted (Delta).
-    pub vacuum_retention: Duration,
-    /// Deduplicate on messageId at all (`--no-dedupe` turns it off).
-    pub dedupe: bool,
-    /// How far from an event's partition earlier runs' ids count (`--dedupe-window`; zero: this run only).
-    pub dedupe_window: Duration,
-    /// Maintain the `accounts` table (SPEC §9).
-    pub accounts: bool,
-    /// Bytes the `accounts` merge may hold (the command line gives it half of `memory_limit`: by then the
-    /// groups writer has finished). Smaller means more, smaller buckets.
-    pub accounts_budget: u64,
-    pub progress: ProgressWhen,
-    pub quiet: bool,
-    pub max_line_bytes: usize,
-    /// Worker threads for parsing and encoding (default: one per core).
-    pub threads: Option<usize>,
-    /// `--shard K/N`: load only this shard's share of the input files (Delta only).
-    pub shard: Option<Shard>,
-    /// `--follow-links`: read links of input folders that lead out of them.
-    pub follow_links: bool,
-}
-
-/// The most memory one line may take while it is parsed and written, in multiples of its length (measured: a
-/// 16 MiB line peaks at about 17.4 times its length over the program's own 20 MB, the chunk read ahead, the
-/// one parsed, the row, its builder and the row group being encoded).
-const LINE_COPIES: u64 = 18;
-/// What the program takes whatever the input (code, threads, the I/O runtime): the part of `--memory-limit`
-/// no line can have.
-const FIXED_BYTES: u64 = 32 << 20;
-
-/// The longest line a `--memory-limit` can hold ([`LINE_COPIES`]).
-pub fn max_line_bytes_within(memory_limit: u64) -> usize {
-    usize::try_from(memory_limit.saturating_sub(FIXED_BYTES) / LINE_COPIES).unwrap_or(usize::MAX)
-}
-
-/// `--max-line-bytes` when not given: 16 MiB, or less when the limit cannot hold such lines.
-pub fn default_max_line_bytes(memory_limit: u64) -> usize {
-    (16usize << 20).min(max_line_bytes_within(memory_limit))
-}
+use crate::shard;
+use crate::staging::Staging;
+use crate::table::{Context, Ingested, Table};
+use crate::writer::{GroupsWriter, StagedFile, WriterConfig};
 
 /// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
 const MAX_CHUNK_BYTES: usize = 8 << 20;
@@ -148,24 +79,6 @@ impl LoadOptions {
             // A Delta commit may drop rows after staging (duplicates of concurrent commits).
             origins: self.format() == Format::Delta,
         }
-    }
-
-    /// The table format: `--format`, or delta for an object-store URL and for a local folder holding Delta
-    /// tables, hive for any other local folder.
-    pub fn format(&self) -> Format {
-        let url = self.output.to_str().is_some_and(crate::store::is_url);
-        let local_delta = !url && self.output.join(GROUPS_DIR).join("_delta_log").is_dir();
-        let one_file = self
-            .output
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        self.format.unwrap_or(if one_file {
-            Format::Parquet
-        } else if url || local_delta {
-            Format::Delta
-        } else {
-            Format::Hive
-        })
     }
 
     /// What the ids already loaded within the dedupe window may take: a quarter of `--memory-limit`.
@@ -233,6 +146,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
                 .into(),
         ));
     }
+    crate::store::set_retry_timeout(opts.retry_timeout);
     let within = max_line_bytes_within(opts.memory_limit);
     if opts.max_line_bytes > within {
         return Err(Error::Usage(format!(
@@ -245,6 +159,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
             (opts.max_line_bytes as u64 * LINE_COPIES + FIXED_BYTES).div_ceil(1 << 20)
         )));
     }
+    let pool = thread_pool(opts)?;
     let (sources, shard) = inputs(opts)?;
     let (mut table, partition) = crate::table::open(opts)?;
     let resolved;
@@ -258,7 +173,6 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         };
         &resolved
     };
-    let pool = thread_pool(opts)?;
     let staging = table.staging()?;
     let total: Option<u64> = sources.iter().map(Source::size).sum();
     let progress = Progress::new(opts.progress, opts.quiet, total);
@@ -305,7 +219,7 @@ fn inputs(opts: &LoadOptions) -> Result<(Vec<Source>, Option<ShardReport>)> {
             "--shard needs --format delta: shards commit into one dataset at the same time, which Delta tables \
              allow and a hive folder (one run at a time, exit 4) does not; add --format delta or load into an \
              object-store URL (not {})",
-            opts.output.display()
+            opts.output
         )));
     }
     let (mine, report) = shard::share(listing(opts)?, k_of_n)?;
@@ -334,9 +248,13 @@ fn listing(opts: &LoadOptions) -> Result<Vec<Source>> {
     Ok(listing.sources)
 }
 
+/// The run's one thread pool: parsing, encoding and the accounts merge all run on it.
 fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = opts.threads {
+        if n == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
         pool = pool.num_threads(n);
     }
     pool.build()
@@ -417,7 +335,7 @@ fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
         tool_version: schema::TOOL_VERSION,
         schema_version: schema::SCHEMA_VERSION,
         started_at,
-        output: opts.output.display().to_string(),
+        output: opts.output.to_string(),
         options: serde_json::json!({
             "format": opts.format,
             "partition": opts.partition,
@@ -459,39 +377,30 @@ fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
     }
 }
 
-/// Copies the report (and rejects) to `--report` / `--rejects` when asked (see [`publish::write_copy`]).
+/// Copies the report (and rejects) to `--report` / `--rejects` when asked (see [`crate::atomic::write_copy`]).
 fn copy_out(opts: &LoadOptions, report: &Report) -> Result<()> {
     if let Some(path) = &opts.report {
-        publish::write_copy(path, &mut &report_json(report)?[..])?;
+        crate::atomic::write_copy(path, &mut &report.to_json()?[..])?;
     }
     if opts.format() == Format::Parquet {
         // One file: its rejects were written to --rejects already (there is no dataset to copy them from).
         return Ok(());
     }
     if let (Some(path), Some(rel)) = (&opts.rejects, &report.rejects_file) {
-        match opts.output.to_str().filter(|o| crate::store::is_url(o)) {
-            Some(url) => {
+        match &opts.output {
+            Output::Url(url) => {
                 let bytes = crate::store::Location::parse(url)?.join(rel).get_bytes()?;
-                publish::write_copy(path, &mut &bytes.unwrap_or_default()[..])?;
+                crate::atomic::write_copy(path, &mut &bytes.unwrap_or_default()[..])?;
             }
-            None => {
-                let from = opts.output.join(rel);
+            Output::Local(out) => {
+                let from = out.join(rel);
                 let mut file =
                     std::fs::File::open(&from).map_err(Error::io("reading rejects file", &from))?;
-                publish::write_copy(path, &mut file)?;
+                crate::atomic::write_copy(path, &mut file)?;
             }
         }
     }
     Ok(())
-}
-
-pub(crate) fn report_json(report: &Report) -> Result<Vec<u8>> {
-    let mut v = serde_json::to_vec_pretty(report).map_err(|source| Error::Json {
-        what: "serialising the report".into(),
-        source,
-    })?;
-    v.push(b'\n');
-    Ok(v)
 }
 
 /// Reads every input into staged files and decides whether the rows may be published: the whole run, or
@@ -526,12 +435,8 @@ fn ingest(
     );
     let mut run = Run::new(
         opts.dedupe.then(SeenIds::default),
-        RejectsWriter::new(staging.dir().join("rejects.ndjson")),
-        GroupsWriter::new(
-            staging.dir().join(GROUPS_DIR),
-            opts.writer_config(),
-            pool.clone(),
-        ),
+        RejectsWriter::new(staging.rejects()),
+        GroupsWriter::new(staging.groups(), opts.writer_config(), pool.clone()),
     );
     let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;
     let run_id = opts.run_id(&read.identities);

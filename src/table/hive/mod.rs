@@ -5,20 +5,28 @@
 //! (a second run exits 4), recovers what killed runs left, and turns a staged run into one version switch that
 //! adds the run's files, removes what `--mode overwrite` replaces, and replaces the `accounts` snapshot.
 
+mod dataset;
+mod versions;
+
+pub(crate) use dataset::is_hive;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+pub(crate) use versions::check_output;
+use versions::{Lock, Plan};
 
 use crate::accounts;
 use crate::datafile::DataFile;
-use crate::dataset::{self, Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR, Shape};
 use crate::error::{Error, Result};
-use crate::load::{LoadOptions, Mode};
-use crate::publish::{self, Lock, Plan};
+use crate::layout::PartitionMode;
+use crate::layout::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR, Shape};
+use crate::options::{LoadOptions, Mode};
+
 use crate::report::{AccountsReport, FileReport, NotPublished, Phase, Report};
-use crate::table::{Context, EarlierRun, Ingested, Staging, Table};
-use crate::writer::{PartitionMode, StagedFile};
+use crate::staging::Staging;
+use crate::table::{Context, EarlierRun, Ingested, Table};
+use crate::writer::StagedFile;
 
 /// A local hive dataset, locked for the run.
 pub struct Hive {
@@ -31,9 +39,12 @@ impl Hive {
     /// anything, takes the lock, recovers what earlier runs left, and records the layout.
     /// Returns it with the partitioning the run uses: `--partition` when given, else the one recorded.
     pub fn open(opts: &LoadOptions) -> Result<(Hive, PartitionMode)> {
-        let out = opts.output.as_path();
-        publish::check_output(out)?;
-        publish::check_state(out)?;
+        let out = opts
+            .output
+            .local()
+            .ok_or_else(|| Error::Internal("a hive dataset opened at a URL".into()))?;
+        versions::check_output(out)?;
+        versions::check_state(out)?;
         // Recorded options are the defaults of later runs: only an explicit different value is refused.
         let partition = match dataset::recorded_shape(out)? {
             Some(recorded) if !opts.partition_given => recorded.partition,
@@ -51,14 +62,14 @@ impl Hive {
             )));
         }
         dataset::check_shape(out, shape)?;
-        let lock = publish::lock(out)?;
+        let lock = versions::lock(out)?;
         // Again under the lock: a run may have created the dataset meanwhile.
         dataset::check_shape(out, shape)?;
-        let discarded = publish::recover(out)?;
+        let discarded = versions::recover(out)?;
         if !opts.quiet && discarded > 0 {
             eprintln!("group-loader: recovered the output: removed {discarded} unpublished run(s)");
         }
-        publish::prepare(out)?;
+        versions::prepare(out)?;
         dataset::record_shape(out, shape)?;
         Ok((
             Hive {
@@ -93,7 +104,7 @@ impl Table for Hive {
     }
 
     fn staging(&self) -> Result<Staging> {
-        publish::staging(&self.out)
+        versions::staging(&self.out)
     }
 
     fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
@@ -106,10 +117,10 @@ impl Table for Hive {
         let mut plan = Plan::default();
         let already_loaded = report.not_published == Some(NotPublished::AlreadyLoaded);
         if report.published {
-            plan_rows(ctx, &staging, &files, &mut report, &mut plan)?;
+            plan_rows(ctx, out, &staging, &files, &mut report, &mut plan)?;
         } else if already_loaded {
             // Nothing of its own to publish; `accounts` still as the options ask.
-            report.accounts = update_accounts(ctx.opts, ctx.pool, &staging, &[], &mut plan)?;
+            report.accounts = update_accounts(ctx.opts, out, ctx.pool, &staging, &[], &mut plan)?;
         }
         if !already_loaded {
             // An earlier attempt of this run (that published nothing) leaves its report and rejects to this one.
@@ -120,17 +131,17 @@ impl Table for Hive {
                         .map(|name| Path::new(dir).join(name)),
                 );
             }
-            let stem = dataset::run_stem(&report.started_at, &report.run);
+            let stem = crate::layout::run_stem(&report.started_at, &report.run);
             if let Some(from) = rejects {
                 let rejects_rel = Path::new(REJECTS_DIR).join(format!("{stem}.ndjson"));
                 report.rejects_file = Some(rel(&rejects_rel));
                 plan.adds.push((from, rejects_rel));
             }
             report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-            let staged_report = staging.dir().join("report.json");
+            let staged_report = staging.report();
             let mut f = fs::File::create(&staged_report)
                 .map_err(Error::io("writing report", &staged_report))?;
-            f.write_all(&crate::load::report_json(&report)?)
+            f.write_all(&report.to_json()?)
                 .and_then(|()| f.sync_all())
                 .map_err(Error::io("writing report", &staged_report))?;
             plan.adds.push((
@@ -147,7 +158,7 @@ impl Table for Hive {
             report.counts.rows_written,
             report.counts.rejected_total(),
         );
-        publish::publish(out, staging, &plan)?;
+        versions::publish(out, staging, &plan)?;
         Ok(report)
     }
 }
@@ -160,13 +171,13 @@ fn rel(path: &Path) -> String {
 /// `replaced`), and the new `accounts` snapshot.
 fn plan_rows(
     ctx: &Context<'_>,
+    out: &Path,
     staging: &Staging,
     staged: &[StagedFile],
     report: &mut Report,
     plan: &mut Plan,
 ) -> Result<()> {
     let opts = ctx.opts;
-    let out = opts.output.as_path();
     for f in staged {
         let to = Path::new(GROUPS_DIR)
             .join(&f.partition)
@@ -194,7 +205,7 @@ fn plan_rows(
         report.counts.rows_written,
         report.counts.rejected_total(),
     );
-    report.accounts = update_accounts(opts, ctx.pool, staging, staged, plan)?;
+    report.accounts = update_accounts(opts, out, ctx.pool, staging, staged, plan)?;
     Ok(())
 }
 
@@ -203,12 +214,12 @@ fn plan_rows(
 /// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
 fn update_accounts(
     opts: &LoadOptions,
+    out: &Path,
     pool: &rayon::ThreadPool,
     staging: &Staging,
     staged: &[StagedFile],
     plan: &mut Plan,
 ) -> Result<Option<AccountsReport>> {
-    let out = opts.output.as_path();
     let snapshot = accounts::snapshot_files(out)?;
     if !opts.accounts {
         plan.removes.extend(snapshot.into_iter().map(|f| f.rel));

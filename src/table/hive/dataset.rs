@@ -10,48 +10,12 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::publish::{self, STATE_DIR};
-use crate::writer::PartitionMode;
+use crate::layout::{Format, GROUPS_DIR, PartitionMode, RUNS_DIR, STATE_DIR, Shape, is_run_file};
 
-/// The table folders (links into the current version).
-pub const GROUPS_DIR: &str = "groups";
-pub const REJECTS_DIR: &str = "_rejects";
-pub const RUNS_DIR: &str = "_runs";
 /// Where the shape is recorded (in the tool's state folder).
 const SHAPE_FILE: &str = "dataset.json";
-
-/// The options that decide a dataset's layout, recorded by its first run (SPEC §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shape {
-    pub format: Format,
-    pub partition: PartitionMode,
-}
-
-/// `--format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A Hive-partitioned folder of Parquet files (local output only).
-    Hive,
-    /// Delta Lake tables.
-    Delta,
-    /// One Parquet file of the groups table, no dataset (an ad hoc conversion; also chosen by an --output
-    /// ending in .parquet).
-    Parquet,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Hive => "hive",
-            Format::Delta => "delta",
-            Format::Parquet => "parquet",
-        }
-    }
-}
 
 fn partition_name(p: PartitionMode) -> &'static str {
     match p {
@@ -159,14 +123,12 @@ pub fn record_shape(out: &Path, shape: Shape) -> Result<()> {
         source,
     })?;
     bytes.push(b'\n');
-    publish::write_atomic(&path, &bytes)
+    crate::atomic::write_atomic(&path, &bytes)
 }
 
 /// One partition of the published `groups` table.
 #[derive(Debug, Clone)]
 pub struct Partition {
-    /// `dt=...[/hr=...]`, or empty with `--partition none`.
-    pub path: String,
     pub bucket: i64,
     pub files: Vec<PathBuf>,
 }
@@ -186,11 +148,8 @@ pub fn partitions(out: &Path, mode: PartitionMode) -> Result<Vec<Partition>> {
     let mut parts: Vec<Partition> = by_path
         .into_iter()
         .filter_map(|(path, files)| {
-            mode.bucket_of_path(&path).map(|bucket| Partition {
-                path,
-                bucket,
-                files,
-            })
+            mode.bucket_of_path(&path)
+                .map(|bucket| Partition { bucket, files })
         })
         .collect();
     parts.sort_by_key(|p| p.bucket);
@@ -244,19 +203,6 @@ pub fn published_run(out: &Path, run_id: &str) -> Option<serde_json::Value> {
         .filter_map(|name| fs::read(out.join(RUNS_DIR).join(name)).ok())
         .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .find(|report| report["published"] == true)
-}
-
-/// The name (without extension) of a run's report in `_runs/` and rejects in `_rejects/`: the time it started,
-/// then its id (`2026-12-02T051233.123Z-3f9a...`), so that `ls` lists runs in the order they started and every
-/// attempt of a run has files of its own.
-pub fn run_stem(started_at: &str, run_id: &str) -> String {
-    format!("{}-{run_id}", started_at.replace(':', ""))
-}
-
-/// Whether `name` (a file of `_runs/` or `_rejects/`) belongs to run `run_id`.
-pub fn is_run_file(name: &str, run_id: &str) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(stem, _)| stem.ends_with(&format!("-{run_id}")))
 }
 
 /// The names of the files of `dir` that belong to run `run_id`, sorted.
@@ -316,7 +262,8 @@ mod tests {
         assert!(check_shape(out, hive(PartitionMode::None)).is_err());
         let parts = partitions(out, PartitionMode::Day).unwrap();
         assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].path, "dt=2024-03-01");
+        // 2024-03-01 is day 19,783 since the epoch (date -u -d 2024-03-01 +%s = 1709251200 = 19,783 x 86,400).
+        assert_eq!(parts[0].bucket, 19_783);
         assert_eq!(parts[0].files.len(), 1);
     }
 
