@@ -30,4 +30,4 @@ export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GC
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
 export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features external "$@"

@@ -1,7 +1,7 @@
-//! The command line (SPEC §1): clap-derive types whose doc comments are the `--help` text.
+//! The command line: clap-derive types whose doc comments are the `--help` text.
 //!
-//! Why this module exists: the CLI is a contract with cron jobs and scripts (option names are fixed by the
-//! SPEC), so it is declared in one place and translated into library options ([`LoadOptions`]) here; the rest
+//! Why this module exists: the CLI is a contract with cron jobs and scripts (its option names are a promise to
+//! them), so it is declared in one place and translated into library options ([`LoadOptions`]) here; the rest
 //! of the library never sees clap.
 
 use std::path::PathBuf;
@@ -287,7 +287,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The whole program: parses arguments, runs, maps the outcome to an exit code (SPEC §8).
+/// The whole program: parses arguments, runs, maps the outcome to an exit code.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,

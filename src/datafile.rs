@@ -37,7 +37,7 @@ impl DataFile {
             DataFile::Local(p) => Opened::Local(File::open(p).map_err(Error::io("opening", p))?),
             DataFile::Remote { location, size } => Opened::Remote(location.chunk_reader(*size)),
         };
-        ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| self.error(e.to_string()))
+        ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| self.cause(e))
     }
 
     /// The number of rows, from the footer.
@@ -45,6 +45,15 @@ impl DataFile {
         Ok(self.reader()?.metadata().file_metadata().num_rows().max(0) as u64)
     }
 
+    /// The error of reading this file, caused by `source` (a Parquet or Arrow error).
+    pub fn cause(&self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::DatasetRead {
+            path: PathBuf::from(self.name()),
+            source: source.into(),
+        }
+    }
+
+    /// The error of reading this file, as `message` says.
     pub fn error(&self, message: String) -> Error {
         Error::Dataset {
             path: PathBuf::from(self.name()),

@@ -1,4 +1,4 @@
-//! Exactly once (SPEC §6.3): which messageIds are already loaded, by this run or, within the dedupe window,
+//! Exactly once: which messageIds are already loaded, by this run or, within the dedupe window,
 //! by earlier runs.
 //!
 //! Why this module exists: at-least-once pipelines deliver events twice (overlapping exports, retried jobs,
@@ -404,10 +404,10 @@ fn read_keys(file: &DataFile, bucket: i64) -> Result<Vec<u128>> {
         .with_projection(mask)
         .with_batch_size(16_384)
         .build()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| file.cause(e))?;
     let mut keys = Vec::with_capacity(rows);
     for batch in reader {
-        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let batch = batch.map_err(|e| file.cause(e))?;
         let ids = batch
             .column(0)
             .as_any()

@@ -1,4 +1,4 @@
-//! The one error type of the library, and the exit code of each error (SPEC §8).
+//! The one error type of the library, and the exit code of each error.
 //!
 //! Why this module exists: a cron job is judged by its exit code, so every way a run can end badly is a
 //! variant here with its code in one `match` ([`Error::exit_code`]). Bad input *lines* are not errors: they are
@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Exit codes of SPEC §8.
+/// Exit codes.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
     pub const FAILURE: u8 = 1;
@@ -75,9 +75,18 @@ pub enum Error {
         detail: String,
     },
 
-    /// Reading or committing to a Delta table failed.
+    /// Reading or committing to a Delta table failed in delta-rs.
+    #[error("Delta table {url}: {source}")]
+    Delta {
+        url: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
+    /// A Delta table in a state the run cannot go on from (a table that never stops moving, a partition value
+    /// no reader parses), with what to do.
     #[error("Delta table {url}: {message}")]
-    Delta { url: String, message: String },
+    DeltaState { url: String, message: String },
 
     /// Encoding Parquet failed.
     #[error("writing Parquet file {}: {source}", .path.display())]
@@ -91,6 +100,14 @@ pub enum Error {
     /// the previous `accounts` snapshot).
     #[error("reading dataset file {}: {message}", .path.display())]
     Dataset { path: PathBuf, message: String },
+
+    /// [`Error::Dataset`] caused by the Parquet or Arrow reader, which the error keeps.
+    #[error("reading dataset file {}: {source}", .path.display())]
+    DatasetRead {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// Building Arrow arrays failed (an internal error).
     #[error("building Arrow batch: {0}")]
@@ -189,7 +206,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error (SPEC §8).
+    /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::InputNotFound(_) | Error::DedupeWindow { .. } => exit::USAGE,
@@ -200,9 +217,11 @@ impl Error {
             | Error::ObjectStore { .. }
             | Error::NoCredentials { .. }
             | Error::Delta { .. }
+            | Error::DeltaState { .. }
             | Error::Read { .. }
             | Error::Parquet { .. }
             | Error::Dataset { .. }
+            | Error::DatasetRead { .. }
             | Error::Arrow(_)
             | Error::Json { .. }
             | Error::Internal(_)

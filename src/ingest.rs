@@ -1,4 +1,4 @@
-//! Reading the inputs through the pipeline (SPEC §10): reader threads decompress and cut chunks of lines ahead,
+//! Reading the inputs through the pipeline: reader threads decompress and cut chunks of lines ahead,
 //! each chunk is parsed on the pool while the previous one is applied in input order.
 //!
 //! Why this module exists: keeping every core busy while the order of rows, rejects and counts stays the input

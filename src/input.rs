@@ -1,4 +1,4 @@
-//! Input discovery and reading (SPEC §1, §10): which files and objects a run reads, in which order, and how
+//! Input discovery and reading: which files and objects a run reads, in which order, and how
 //! they decompress.
 //!
 //! Why this module exists: a nightly export is a folder (or a bucket prefix) of mixed files, some gzipped, some

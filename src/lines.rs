@@ -1,4 +1,4 @@
-//! Splitting a byte stream into lines, in chunks (SPEC §2).
+//! Splitting a byte stream into lines, in chunks.
 //!
 //! Why this module exists: lines are the unit of everything (counts, rejects, offsets), and they must be cut
 //! the same way whatever the thread count. The reader hands out chunks of whole lines (a few MiB each) that

@@ -1,4 +1,4 @@
-//! The rejects file (SPEC §7): one JSON object per rejected line, in input order.
+//! The rejects file: one JSON object per rejected line, in input order.
 //!
 //! Why this module exists: "nothing is silently lost" is only true if every rejected line can be found again,
 //! byte for byte, with where it came from and why. This module owns that record's format.

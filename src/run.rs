@@ -1,4 +1,4 @@
-//! Applying parsed lines in input order: counts, dedupe, rejects, rows into the writer (SPEC §2, §6.3, §7).
+//! Applying parsed lines in input order: counts, dedupe, rejects, rows into the writer.
 //!
 //! Why this module exists: lines are parsed in parallel, but everything a run decides about them — which of
 //! two events with one messageId is kept, the order of rows in a partition, the order of the rejects file, the

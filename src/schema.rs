@@ -1,4 +1,4 @@
-//! The output schema of the `groups` table (SPEC §4), defined once.
+//! The output schema of the `groups` table, defined once.
 //!
 //! Why this module exists: the schema is the product's promise to warehouses ("every file of every night has
 //! the same schema"), so it must not be spread over the mapper and the writer. Everything that needs a column
@@ -27,9 +27,9 @@ pub const META_CLEARED_TRAITS: &str = "group_loader.cleared_traits";
 /// The logical kind of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// UTF-8 text following the text rule of SPEC §3.
+    /// UTF-8 text following the text rule.
     Text,
-    /// `TIMESTAMP(MICROS, isAdjustedToUTC=true)`, following the time rule of SPEC §3.
+    /// `TIMESTAMP(MICROS, isAdjustedToUTC=true)`, following the time rule.
     Time,
     /// A JSON object serialised as text (the extras columns), or null.
     Json,
@@ -137,7 +137,7 @@ const fn json(name: &'static str, from: &'static str) -> Column {
     }
 }
 
-/// The `groups` table of SPEC §4, in column order.
+/// The `groups` table, in column order.
 pub const COLUMNS: [Column; N_COLS] = [
     text("id", "messageId"),
     Column {
@@ -193,7 +193,7 @@ pub const COLUMNS: [Column; N_COLS] = [
 /// `trait_id`, in schema order.
 pub const TRAIT_COLS: std::ops::RangeInclusive<usize> = Col::Name as usize..=Col::TraitId as usize;
 
-/// The `accounts` table of SPEC §9, in column order: one row per `group_id`, its latest state.
+/// The `accounts` table, in column order: one row per `group_id`, its latest state.
 pub const ACCOUNT_COLUMNS: [Column; 5 + (Col::TraitId as usize - Col::Name as usize + 1)] = {
     let mut cols = [text("", ""); 5 + (Col::TraitId as usize - Col::Name as usize + 1)];
     cols[0] = Column {

@@ -1,9 +1,9 @@
-//! `--shard K/N` (SPEC §10): which input files shard `K` of `N` loads.
+//! `--shard K/N`: which input files shard `K` of `N` loads.
 //!
 //! Why this module exists: when one night's export outgrows one machine, N copies of the job run on the
 //! scheduler users already have (a Kubernetes Indexed Job, an AWS Batch array job), each with its own index
 //! and nothing else in common. So every shard lists the same inputs and computes the same split from that
-//! listing alone; no shard talks to another, and the Delta commits (§6.4, §6.3) are the only coordination.
+//! listing alone; no shard talks to another, and the Delta commits are the only coordination.
 //!
 //! The rule (also in the README): the listing's files are taken largest first (ties in listing order) and each
 //! is given to the shard holding the fewest bytes so far (ties to the lowest index): the greedy "longest

@@ -1,4 +1,4 @@
-//! Object storage (SPEC §10): `s3://`, `gs://` and `az://` URLs turned into `object_store` stores, and the
+//! Object storage: `s3://`, `gs://` and `az://` URLs turned into `object_store` stores, and the
 //! blocking bridges the rest of the pipeline uses to read and write them.
 //!
 //! Why this module exists: exports live in S3, GCS and Azure, and warehouses read tables there. The `object_store`

@@ -1,4 +1,4 @@
-//! The value rules of SPEC §3: how one JSON value becomes a text cell or a time cell.
+//! The value rules: how one JSON value becomes a text cell or a time cell.
 //!
 //! Why this module exists: the text rule (numbers keep the text they were written with) and the time rule
 //! (which strings and epoch numbers are times, and how they truncate) are the two places where a loader

@@ -1,4 +1,4 @@
-//! The `accounts` table (SPEC §9): a known answer worked out by hand, and property tests that apply random
+//! The `accounts` table: a known answer worked out by hand, and property tests that apply random
 //! events in random orders, split across random runs (with repeats), and compare the table with one run over
 //! all events and with an independent model of the rule.
 

@@ -3,6 +3,8 @@
 //!
 //! This test fails (it is never skipped) when no Python with duckdb is found: run `scripts/test.sh`, or point
 //! `GROUP_LOADER_PYTHON` at a Python that has duckdb.
+#![cfg(feature = "external")]
+// Needs the Python readers and servers scripts/test.sh installs (cargo test --features external).
 
 mod common;
 

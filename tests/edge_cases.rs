@@ -113,7 +113,7 @@ fn edge_cases_line_by_line() {
         );
         assert_eq!(rec["file"].as_str().unwrap(), edge_cases());
         if rec["reason"] == "duplicate_message_id" {
-            // Duplicates are listed with their id, without the raw line (SPEC §6.3).
+            // Duplicates are listed with their id, without the raw line.
             assert_eq!(rec["id"], "m-dup");
             assert!(rec.get("raw").is_none() && rec.get("raw_base64").is_none());
             continue;
@@ -231,7 +231,7 @@ fn edge_cases_line_by_line() {
     assert_eq!(
         skew["timestamp"],
         V::T(micros("2019-06-21T17:39:06.171Z")),
-        "SPEC 5.3 known answer"
+        "the skew-corrected timestamp known answer"
     );
     assert_eq!(skew["_partition"], s("dt=2019-06-21"));
 

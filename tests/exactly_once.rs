@@ -1,4 +1,4 @@
-//! Exactly once across runs (SPEC §1, §6.3, §7, §8): the dedupe window, runs that repeat inputs, a dataset
+//! Exactly once across runs: the dedupe window, runs that repeat inputs, a dataset
 //! that remembers its shape, and an overwrite that says what it removed.
 //!
 //! Expected counts are worked out by hand from the fixtures: `fixtures/export/2024-03-01.ndjson.gz` holds 439

@@ -1,5 +1,5 @@
 //! The inputs real exports are: Segment's S3 layout, batch envelopes, RudderStack's shapes, files that are not
-//! NDJSON, and a nightly job that must not succeed silently (SPEC §1, §2, §5.4, §7, §8).
+//! NDJSON, and a nightly job that must not succeed silently.
 //!
 //! Expected values are worked out by hand from the fixtures (`fixtures/make_fixtures.py` writes them; the
 //! batch and RudderStack files are short enough to read), or counted from the fixture bytes with serde_json,

@@ -1,5 +1,5 @@
 //! Faults: a run killed at random moments, a full disk, unreadable inputs, a read-only output, two runs at
-//! once. Each test tries to break one promise of SPEC §6.2 and checks what a reader of the dataset would see.
+//! once. Each test tries to break one publishing promise and checks what a reader of the dataset would see.
 
 mod common;
 

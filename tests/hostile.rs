@@ -223,7 +223,7 @@ fn fuzz_findings_stay_fixed() {
 }
 
 /// The line fuzzer's first finding: a number whose exponent overflows f64 (`123456789e01234567890`) is valid
-/// JSON, which serde_json::Value refuses; the loader keeps its text (SPEC §3), here as the group id.
+/// JSON, which serde_json::Value refuses; the loader keeps its text, here as the group id.
 #[test]
 fn numbers_beyond_f64_keep_their_text() {
     let tmp = tempfile::tempdir().unwrap();

@@ -332,7 +332,7 @@ fn parquet_files_carry_schema_types_and_metadata() {
                 "{printed}"
             );
         } else if name.starts_with("extra") {
-            // The extras columns carry Parquet's JSON logical type (SPEC §4).
+            // The extras columns carry Parquet's JSON logical type.
             assert!(
                 printed.contains(&format!("BYTE_ARRAY {name} (JSON)")),
                 "{printed}"

@@ -1,4 +1,4 @@
-//! Property test of the lossless rule (SPEC §3): for generated Group calls, every input value is either in
+//! Property test of the lossless rule: for generated Group calls, every input value is either in
 //! its typed column (by the text or time rule) or, as the same JSON value, in the right extras column.
 //!
 //! The oracle below is written independently of `src/mapping/`: it walks the input as `serde_json::Value`s

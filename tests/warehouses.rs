@@ -1,9 +1,11 @@
-//! What warehouses read (SPEC §4): the statements `group-loader schema --format sql --dialect D --location URL`
+//! What warehouses read: the statements `group-loader schema --format sql --dialect D --location URL`
 //! prints are run by the warehouse itself over datasets loaded here, and what it then reads is checked against
 //! the runs' reports: DuckDB (hive and, through its delta extension, Delta), and Apache Spark in local mode
 //! (`pyspark`, Java 17; hive: Spark's Delta support needs jars from Maven Central, which this machine cannot
 //! reach). Athena, BigQuery and Snowflake cannot run here: their statements are checked as text against their
 //! documented syntax in `src/ddl.rs`.
+#![cfg(feature = "external")]
+// Needs the Python readers and servers scripts/test.sh installs (cargo test --features external).
 
 mod common;
 

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         _ => Vec::new(),
     };
     for row in rows {
-        // Grammar only: numbers beyond f64 (`1e400`) are valid JSON and load as text (SPEC §3), though
+        // Grammar only: numbers beyond f64 (`1e400`) are valid JSON and load as text, though
         // serde_json::Value refuses them — the first finding of this fuzzer was that oracle, not the loader.
         assert!(
             serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok(),

@@ -6,7 +6,7 @@
 //! reasons.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,15 +88,7 @@ pub(super) fn open_parquet(
 )> {
     let path = file;
     let builder = file.reader()?;
-    let cleared = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|k| k.key == schema::META_CLEARED_TRAITS)
-                .and_then(|k| k.value.clone())
-        });
+    let cleared = crate::writer::cleared_record(builder.metadata().file_metadata());
     let fields = builder.schema().fields();
     let indices: Vec<usize> = columns
         .iter()
@@ -110,7 +102,7 @@ pub(super) fn open_parquet(
         .with_projection(mask)
         .with_batch_size(8192)
         .build()
-        .map_err(|e| path.error(e.to_string()))?;
+        .map_err(|e| path.cause(e))?;
     Ok((reader, cleared))
 }
 
@@ -138,7 +130,7 @@ pub(super) fn read_events(
     let cleared_rows = cleared_masks(path, cleared)?;
     let mut row_base = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| path.error(e.to_string()))?;
+        let batch = batch.map_err(|e| path.cause(e))?;
         let mask = |r: usize| {
             cleared_rows
                 .get(&(row_base + r as u64))
@@ -151,20 +143,15 @@ pub(super) fn read_events(
     Ok(())
 }
 
-/// Row -> bit mask of the trait columns it cleared (bit i: trait column i), from a `groups` file's
-/// [`schema::META_CLEARED_TRAITS`] metadata.
+/// Row -> bit mask of the columns it cleared (bit `c`: column `c` of the schema, as the writer records it), from
+/// a `groups` file's cleared-traits record ([`crate::writer::decode_cleared`]).
 pub(super) fn cleared_masks(path: &DataFile, json: Option<String>) -> Result<HashMap<u64, u32>> {
     let mut cleared_rows: HashMap<u64, u32> = HashMap::new();
     if let Some(json) = json {
-        let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(&json)
+        let pairs = crate::writer::decode_cleared(&json)
             .map_err(|e| path.error(format!("bad {}: {e}", schema::META_CLEARED_TRAITS)))?;
-        for (name, rows) in by_col {
-            let Some(i) = TRAIT_COLS.clone().position(|c| COLUMNS[c].name == name) else {
-                continue;
-            };
-            for r in rows {
-                *cleared_rows.entry(r).or_default() |= 1 << i;
-            }
+        for (r, mask) in pairs {
+            *cleared_rows.entry(r).or_default() |= mask;
         }
     }
     Ok(cleared_rows)
@@ -195,10 +182,10 @@ pub(super) fn batch_events(
         }
         let mask = mask(r);
         let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
-        for (i, col) in traits.iter().enumerate() {
+        for ((i, col), c) in traits.iter().enumerate().zip(TRAIT_COLS) {
             if !col.is_null(r) {
                 columns[i] = Some(Some(cell_value(col, r)));
-            } else if mask & (1 << i) != 0 {
+            } else if mask & (1 << c) != 0 {
                 columns[i] = Some(None);
             }
         }
@@ -234,7 +221,7 @@ pub(super) fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) 
     let (reader, _) = open_parquet(path, &names)?;
     let err = |message: String| path.error(message);
     for batch in reader {
-        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let batch = batch.map_err(|e| path.cause(e))?;
         let gid = column::<StringArray>(&batch, "group_id", path)?;
         let first = column::<TimestampMicrosecondArray>(&batch, "first_seen_at", path)?;
         let last = column::<TimestampMicrosecondArray>(&batch, "last_seen_at", path)?;

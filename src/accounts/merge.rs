@@ -218,7 +218,7 @@ fn layout(
     for p in sources {
         let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
         for batch in reader {
-            let batch = batch.map_err(|e| p.error(e.to_string()))?;
+            let batch = batch.map_err(|e| p.cause(e))?;
             let gid = column::<StringArray>(&batch, Col::GroupId.column().name, p)?;
             event_rows += batch.num_rows() as u64;
             if let Some(set) = &mut hashes {

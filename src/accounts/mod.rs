@@ -1,4 +1,4 @@
-//! The `accounts` table (SPEC §9): the latest state of every group, merged run after run.
+//! The `accounts` table: the latest state of every group, merged run after run.
 //!
 //! Why this module exists: `groups` answers "what did each Group call say"; warehouse users ask "what plan is
 //! Initech on now". This module folds `groups` rows into one row per `group_id` and keeps that snapshot

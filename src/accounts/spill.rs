@@ -91,10 +91,10 @@ impl Spill {
         for path in &self.files[part] {
             let file = DataFile::Local(path.clone());
             let open = File::open(path).map_err(Error::io("opening", path))?;
-            let reader = StreamReader::try_new(BufReader::new(open), None)
-                .map_err(|e| file.error(e.to_string()))?;
+            let reader =
+                StreamReader::try_new(BufReader::new(open), None).map_err(|e| file.cause(e))?;
             for batch in reader {
-                let batch = batch.map_err(|e| file.error(e.to_string()))?;
+                let batch = batch.map_err(|e| file.cause(e))?;
                 let cleared = column::<UInt32Array>(&batch, CLEARED, &file)?;
                 let mask = |r: usize| cleared.value(r);
                 let keep = |g: &str| !filter || bucket(g, n) == b;
@@ -114,7 +114,7 @@ fn route_file(src: &DataFile, i: usize, parts: u32, dir: &Path) -> Result<Vec<(u
         (0..parts).map(|_| None).collect();
     let mut row_base = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| src.error(e.to_string()))?;
+        let batch = batch.map_err(|e| src.cause(e))?;
         let rows = batch.num_rows();
         let gid = column::<StringArray>(&batch, Col::GroupId.column().name, src)?;
         let masks: UInt32Array = (0..rows)
@@ -132,7 +132,7 @@ fn route_file(src: &DataFile, i: usize, parts: u32, dir: &Path) -> Result<Vec<(u
             }
             by_part[bucket(gid.value(r), parts) as usize].push(r as u32);
         }
-        let batch = with_cleared(batch, masks).map_err(|e| src.error(e.to_string()))?;
+        let batch = with_cleared(batch, masks).map_err(|e| src.cause(e))?;
         for (part, rows) in by_part.into_iter().enumerate() {
             if rows.is_empty() {
                 continue;
@@ -142,11 +142,11 @@ fn route_file(src: &DataFile, i: usize, parts: u32, dir: &Path) -> Result<Vec<(u
                 let path = dir.join(format!("{part:05}-{i:06}.arrows"));
                 let file = File::create(&path).map_err(Error::io("creating", &path))?;
                 let writer = StreamWriter::try_new(BufWriter::new(file), &batch.schema())
-                    .map_err(|e| src.error(e.to_string()))?;
+                    .map_err(|e| src.cause(e))?;
                 *slot = Some((path, writer));
             }
-            let part_batch = take_record_batch(&batch, &UInt32Array::from(rows))
-                .map_err(|e| src.error(e.to_string()))?;
+            let part_batch =
+                take_record_batch(&batch, &UInt32Array::from(rows)).map_err(|e| src.cause(e))?;
             if let Some((path, writer)) = slot {
                 writer.write(&part_batch).map_err(write_error(path))?;
             }

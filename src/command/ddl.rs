@@ -1,4 +1,4 @@
-//! What a warehouse needs to read the dataset where it lies (SPEC §4): `group-loader schema --format sql
+//! What a warehouse needs to read the dataset where it lies: `group-loader schema --format sql
 //! --dialect D --location URL` prints the `CREATE` statements of DuckDB, Spark, Athena, BigQuery and Snowflake,
 //! for a hive dataset or Delta tables, partition columns included.
 //!

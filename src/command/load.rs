@@ -1,4 +1,4 @@
-//! The `load` subcommand: inputs -> lines -> rows -> Parquet, then publish (SPEC §1-§8).
+//! The `load` subcommand: inputs -> lines -> rows -> Parquet, then publish.
 //!
 //! Why this module exists: it is the one place that knows the order of a run — open the output (the
 //! [`Table`]), stage, read, classify in parallel, apply in input order (counts, dedupe, rejects, partition
@@ -32,7 +32,7 @@ use crate::run::{PartitionsSeen, Run};
 use crate::schema;
 use crate::shard;
 use crate::staging::Staging;
-use crate::table::{Context, Ingested, Table};
+use crate::table::{Context, EarlierRun, Outcome, Staged, Table, Visibility};
 use crate::writer::{GroupsWriter, StagedFile, WriterConfig};
 
 /// Bytes of lines per chunk handed to the parallel parser: 8 MiB, less under a small `--memory-limit`.
@@ -178,6 +178,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let progress = Progress::new(opts.progress, opts.quiet, total);
     let ctx = Context {
         opts,
+        started_at: &started_at,
         pool: &pool,
         progress: &progress,
         started,
@@ -190,22 +191,114 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         .collect::<Option<Vec<_>>>()
         .map(|ids| opts.run_id(ids));
     let retried = match &upfront_id {
-        Some(id) => already_loaded(&*table, &ctx, id, &started_at)?,
+        Some(id) => already_loaded(&*table, &ctx, id)?,
         None => None,
     };
-    let ingested = match retried {
+    let read = match retried {
         // A retried job: nothing to read.
-        Some(report) => Ok(Ingested {
-            report,
-            files: Vec::new(),
-            rejects: None,
-        }),
-        None => ingest(&*table, &ctx, sources, &staging, started_at),
+        Some(read) => Ok(read),
+        None => ingest(&*table, &ctx, sources, &staging),
     };
     release_freed_memory();
-    let published = ingested.and_then(|run| table.publish(run, staging, &ctx));
+    let published = read.and_then(|read| publish(&mut *table, read, &staging, &ctx));
+    drop(staging);
     progress.finish();
     finish(opts, published?)
+}
+
+/// What reading left to publish: the report so far, with the staged run or the earlier run that already
+/// loaded these inputs.
+enum Read {
+    Staged(Report, Staged),
+    AlreadyLoaded(Report, EarlierRun),
+}
+
+/// Has the table publish what the report decided (the rows; only the record, saying why not; or, for inputs
+/// already loaded, `accounts` as the options ask), and fills the report in from what it did. The table stores
+/// the report through [`record_bytes`], at the moment its format needs it.
+fn publish(
+    table: &mut dyn Table,
+    read: Read,
+    staging: &Staging,
+    ctx: &Context<'_>,
+) -> Result<Report> {
+    // The elapsed time of the last record the table stored: the report returned is that record.
+    let stored = std::cell::Cell::new(None::<f64>);
+    let (mut report, outcome) = match read {
+        Read::AlreadyLoaded(report, earlier) => {
+            let outcome = table.keep_accounts(&earlier, staging, ctx)?;
+            (report, outcome)
+        }
+        Read::Staged(report, run) => {
+            let record = |o: &Outcome| {
+                let elapsed = ctx.started.elapsed().as_secs_f64();
+                stored.set(Some(elapsed));
+                record_bytes(&report, o, elapsed)
+            };
+            let outcome = if report.not_published.is_none() {
+                table.publish_rows(run, staging, ctx, &record)?
+            } else {
+                table.keep_record(run, staging, ctx, &record)?
+            };
+            (report, outcome)
+        }
+    };
+    let elapsed = match outcome.visibility {
+        // The record was removed: this report was never stored.
+        Visibility::SameRunFirst => None,
+        _ => stored.get(),
+    };
+    fill(
+        &mut report,
+        &outcome,
+        elapsed.unwrap_or_else(|| ctx.started.elapsed().as_secs_f64()),
+    );
+    Ok(report)
+}
+
+/// The report's bytes for what publishing did so far.
+fn record_bytes(report: &Report, outcome: &Outcome, elapsed_s: f64) -> Result<Vec<u8>> {
+    let mut report = report.clone();
+    fill(&mut report, outcome, elapsed_s);
+    report.to_json()
+}
+
+/// Fills the report in from what publishing did.
+fn fill(report: &mut Report, o: &Outcome, elapsed_s: f64) {
+    report.files.clone_from(&o.files);
+    report.partitions.clone_from(&o.partitions);
+    report.replaced.clone_from(&o.replaced);
+    report.rejects_file.clone_from(&o.rejects_file);
+    report.accounts.clone_from(&o.accounts);
+    report.commit.clone_from(&o.commit);
+    match o.visibility {
+        // As the load decided.
+        Visibility::Held => {}
+        Visibility::CommitPending => {
+            report.published = false;
+            report.not_published = Some(NotPublished::CommitPending);
+        }
+        Visibility::Published => {
+            report.published = true;
+            report.not_published = None;
+        }
+        Visibility::SameRunFirst => {
+            report.published = false;
+            report.not_published = Some(NotPublished::AlreadyLoaded);
+            report.already_loaded = Some("a concurrent run of the same inputs".into());
+        }
+    }
+    // Rows dropped before the commit as duplicates of concurrent commits: counted as duplicates, not written.
+    let k = o.commit.as_ref().map_or(0, |c| c.concurrent_duplicates);
+    if k > 0 {
+        let c = &mut report.counts;
+        c.rows_written -= k;
+        c.duplicates.earlier_runs += k;
+        *c.rejected
+            .entry(crate::reject::Reason::DuplicateMessageId.as_str())
+            .or_insert(0) += k;
+    }
+    report.elapsed_s = elapsed_s;
 }
 
 /// The inputs this run reads: the listing of `INPUT...`, or with `--shard` this shard's share of it.
@@ -262,7 +355,7 @@ fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
         .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))
 }
 
-/// After the run: the copies asked for, the summary, and the outcome the report calls for (SPEC §8).
+/// After the run: the copies asked for, the summary, and the outcome the report calls for.
 fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
     if !opts.quiet {
         eprint!("{}", report.summary());
@@ -307,34 +400,29 @@ fn finish(opts: &LoadOptions, report: Report) -> Result<Report> {
 
 /// The report of a run whose inputs a published run with the same id already loaded (a retried job): it
 /// has nothing to do. `--mode overwrite` always processes its inputs again.
-fn already_loaded(
-    table: &dyn Table,
-    ctx: &Context<'_>,
-    run_id: &str,
-    started_at: &str,
-) -> Result<Option<Report>> {
+fn already_loaded(table: &dyn Table, ctx: &Context<'_>, run_id: &str) -> Result<Option<Read>> {
     if ctx.opts.mode != Mode::Append {
         return Ok(None);
     }
     let Some(earlier) = table.already_loaded(run_id)? else {
         return Ok(None);
     };
-    let mut report = new_report(ctx, run_id, started_at.to_string());
+    let mut report = new_report(ctx, run_id);
     report.published = false;
     report.not_published = Some(NotPublished::AlreadyLoaded);
-    report.already_loaded = Some(earlier.started_at);
-    report.finished = earlier.unfinished;
-    Ok(Some(report))
+    report.already_loaded = Some(earlier.started_at.clone());
+    report.finished.clone_from(&earlier.unfinished);
+    Ok(Some(Read::AlreadyLoaded(report, earlier)))
 }
 
 /// A report with the run's identity and options, and nothing counted yet.
-fn new_report(ctx: &Context<'_>, run_id: &str, started_at: String) -> Report {
+fn new_report(ctx: &Context<'_>, run_id: &str) -> Report {
     let opts = ctx.opts;
     Report {
         run: run_id.to_string(),
         tool_version: schema::TOOL_VERSION,
         schema_version: schema::SCHEMA_VERSION,
-        started_at,
+        started_at: ctx.started_at.to_string(),
         output: opts.output.to_string(),
         options: serde_json::json!({
             "format": opts.format,
@@ -411,8 +499,7 @@ fn ingest(
     ctx: &Context<'_>,
     mut sources: Vec<Source>,
     staging: &Staging,
-    started_at: String,
-) -> Result<Ingested> {
+) -> Result<Read> {
     let (opts, pool, progress) = (ctx.opts, ctx.pool, ctx.progress);
     let reading = Reading {
         max_line_bytes: opts.max_line_bytes,
@@ -440,15 +527,11 @@ fn ingest(
     );
     let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;
     let run_id = opts.run_id(&read.identities);
-    if let Some(report) = already_loaded(table, ctx, &run_id, &started_at)? {
+    if let Some(read) = already_loaded(table, ctx, &run_id)? {
         // Standard input, identified only now, repeats a published run.
-        return Ok(Ingested {
-            report,
-            files: Vec::new(),
-            rejects: None,
-        });
+        return Ok(read);
     }
-    let mut report = new_report(ctx, &run_id, started_at);
+    let mut report = new_report(ctx, &run_id);
     report.inputs = read.inputs;
     report.dedupe.partitions_read = earlier.partitions_loaded;
     report.dedupe.ids_read = earlier.ids_loaded;
@@ -470,13 +553,18 @@ fn ingest(
     report.reject_ratio = counts.reject_ratio();
     report.not_published = not_published(ctx, &counts);
     report.published = report.not_published.is_none();
-    report.counts = counts;
-    report.not_ndjson = not_ndjson;
-    Ok(Ingested {
-        report,
+    let staged = Staged {
+        run: run_id,
+        started_at: ctx.started_at.to_string(),
+        inputs: report.inputs.iter().map(|i| i.path.clone()).collect(),
         files,
         rejects: rejects.finish()?,
-    })
+        rows: counts.rows_written,
+        rejected: counts.rejected_total(),
+    };
+    report.counts = counts;
+    report.not_ndjson = not_ndjson;
+    Ok(Read::Staged(report, staged))
 }
 
 /// Overwrite: the partitions this run's rows fall in are being replaced, so their rows are not "already
@@ -512,7 +600,7 @@ fn check_staged(files: &[StagedFile], counts: &Counts, staging: &Staging) -> Res
     )))
 }
 
-/// Why a run's rows may not be published (SPEC §8): too many rejects, or fewer rows than `--min-rows`.
+/// Why a run's rows may not be published: too many rejects, or fewer rows than `--min-rows`.
 fn not_published(ctx: &Context<'_>, counts: &Counts) -> Option<NotPublished> {
     let opts = ctx.opts;
     if counts.reject_ratio() > opts.max_reject_ratio {

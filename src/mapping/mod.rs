@@ -1,10 +1,10 @@
-//! The mapping rules of SPEC §4 and §5: which field of a Group call fills which column.
+//! The mapping rules: which field of a Group call fills which column.
 //!
 //! Why this module exists: this is the part of the product people argue about ("where did `created_at` go?"),
 //! so the rules are tables a newcomer can read top to bottom — `TOP_LEVEL`, `RESERVED_TRAITS`,
 //! `ADDRESS_FIELDS`, `CONTEXT_FIELDS`, `LIBRARY_FIELDS` — and one walk over the event that applies them.
 //! Whatever no table claims, and whatever does not fit its column, lands in an extras column as its exact JSON
-//! text, so the typed columns plus the extras give back every input value (the lossless rule of §3).
+//! text, so the typed columns plus the extras give back every input value (the lossless rule).
 
 use std::borrow::Cow;
 
@@ -34,7 +34,7 @@ enum Top {
     Credential,
 }
 
-/// Top-level fields, matched exactly (SPEC §4). Any other top-level field goes whole to `extra`.
+/// Top-level fields, matched exactly. Any other top-level field goes whole to `extra`.
 const TOP_LEVEL: &[(&str, Top)] = &[
     ("type", Top::Type),
     ("messageId", Top::Text(Col::Id)),
@@ -63,7 +63,7 @@ enum TraitTarget {
     Address,
 }
 
-/// Reserved group traits (SPEC §5.1), by normalised name: a trait key matches when it equals the name after
+/// Reserved group traits, by normalised name: a trait key matches when it equals the name after
 /// lowercasing ASCII letters and dropping every character that is not an ASCII letter or digit. The first
 /// match in document order fills the column; later matches go to `extra_traits` (`shadowed_traits`).
 const RESERVED_TRAITS: &[(&str, TraitTarget)] = &[
@@ -81,7 +81,7 @@ const RESERVED_TRAITS: &[(&str, TraitTarget)] = &[
     ("plan", TraitTarget::Text(Col::Plan)),
 ];
 
-/// Subfields of `traits.address` (SPEC §5.2), normalised like reserved traits. Everything else in the
+/// Subfields of `traits.address`, normalised like reserved traits. Everything else in the
 /// address object goes to `extra_traits`, nested under the original address key.
 const ADDRESS_FIELDS: &[(&str, Col)] = &[
     ("street", Col::AddressStreet),
@@ -91,7 +91,7 @@ const ADDRESS_FIELDS: &[(&str, Col)] = &[
     ("country", Col::AddressCountry),
 ];
 
-/// Fields of `context` (SPEC §5.4), matched exactly. `library` is an object whose [`LIBRARY_FIELDS`] fill
+/// Fields of `context`, matched exactly. `library` is an object whose [`LIBRARY_FIELDS`] fill
 /// columns; everything else in `context` goes to `extra_context` (a leftover part of `library` stays nested
 /// under `library`).
 const CONTEXT_FIELDS: &[(&str, Col)] =
@@ -121,7 +121,7 @@ pub struct Row<'a> {
     pub invalid_times: u32,
     /// Reserved-trait columns (bit `1 << col`) whose trait was sent but holds no value: `null`, or a value
     /// that did not fit and went to `extra_traits`. `groups` reads null either way; the `accounts` table
-    /// needs the difference (SPEC §9: a trait sent as `null` clears, a trait not sent keeps).
+    /// needs the difference.
     pub cleared: u32,
 }
 
@@ -144,7 +144,7 @@ impl<'a> Row<'a> {
         }
     }
 
-    /// The time that picks the partition: `received_at`, or `timestamp` where it is missing (SPEC §6.1).
+    /// The time that picks the partition: `received_at`, or `timestamp` where it is missing.
     pub fn partition_time(&self) -> Micros {
         self.time(Col::ReceivedAt)
             .or_else(|| self.time(Col::Timestamp))
@@ -235,7 +235,7 @@ struct Checks {
 }
 
 /// Maps a Group call (already known to have `type: "group"` and no duplicate top-level keys) to a row, or
-/// to the first reject reason of SPEC §2 that applies from `missing_group_id` on.
+/// to the first reject reason that applies from `missing_group_id` on.
 pub fn map_group<'a>(entries: &Entries<'a>) -> Result<Row<'a>, Reject> {
     let mut row = Row {
         cells: Default::default(),
@@ -337,7 +337,7 @@ fn put_identity<'a>(
     }
 }
 
-/// The line's reject reason, in the order of the table in SPEC §2, or else the row's `timestamp`.
+/// The line's reject reason, in the order of the reject table, or else the row's `timestamp`.
 fn verdict(checks: Checks, row: &Row<'_>) -> Result<Micros, Reject> {
     checks
         .group_id
@@ -411,7 +411,7 @@ fn put_time(row: &mut Row<'_>, col: Col, key: &str, value: &str, overflow: &mut 
     }
 }
 
-/// SPEC §5.3: `timestamp`; else `receivedAt - (sentAt - originalTimestamp)` where all three are valid (and the
+/// The timestamp rule: `timestamp`; else `receivedAt - (sentAt - originalTimestamp)` where all three are valid (and the
 /// result is a valid time: within years 0001 to 9999 in UTC); else `originalTimestamp`; else `receivedAt`.
 fn derive_timestamp(row: &Row<'_>) -> Option<Micros> {
     let original = row.time(Col::OriginalTimestamp);

@@ -96,7 +96,7 @@ fn traits_sent_without_a_value_are_marked_cleared() {
 
 #[test]
 fn clock_skew_known_answer() {
-    // SPEC §5.3: receivedAt ...06.172Z, sentAt ...06.143Z, originalTimestamp ...06.142Z -> ...06.171Z.
+    // The timestamp rule: receivedAt ...06.172Z, sentAt ...06.143Z, originalTimestamp ...06.142Z -> ...06.171Z.
     let line = r#"{"type":"group","groupId":"g","userId":"u","receivedAt":"2019-06-21T17:39:06.172Z","sentAt":"2019-06-21T17:39:06.143Z","originalTimestamp":"2019-06-21T17:39:06.142Z"}"#;
     let row = map(line);
     let expected = values::parse_time_str("2019-06-21T17:39:06.171Z").unwrap();

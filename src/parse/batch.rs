@@ -1,4 +1,4 @@
-//! Batch envelopes (SPEC §2): `{"batch": [...], "context": {...}, "integrations": {...}, "sentAt": ...}`.
+//! Batch envelopes: `{"batch": [...], "context": {...}, "integrations": {...}, "sentAt": ...}`.
 //!
 //! Why this module exists: Segment's HTTP `/v1/batch` endpoint and its libraries (analytics-go,
 //! analytics-python, analytics-node) send events in envelopes, and payloads captured from them arrive one

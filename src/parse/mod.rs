@@ -1,4 +1,4 @@
-//! Line parsing (SPEC §2): one input line becomes blank, skipped, rejected, or a row.
+//! Line parsing: one input line becomes blank, skipped, rejected, or a row.
 //!
 //! Why this module exists: the reject table has a precedence ("where several apply, the first in this
 //! order"), and getting it right needs the checks in one function, in that order. The JSON is parsed once
@@ -96,7 +96,7 @@ pub fn classify(line: &[u8], too_long: Option<(u64, u64)>) -> Outcome<'_> {
         }
     };
     // JSON text that is valid UTF-8 can still escape a lone surrogate ("\ud800"), which no string type can
-    // hold. Such a line is not interoperable JSON (RFC 8259 §8.2, I-JSON): it is rejected as invalid_json.
+    // hold. Such a line is not interoperable JSON (RFC 8259 section 8.2, I-JSON): it is rejected as invalid_json.
     if may_hold_surrogate_escape(text)
         && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
     {

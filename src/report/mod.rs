@@ -1,4 +1,4 @@
-//! Counting, the run report, the stderr summary and the progress bar (SPEC §8).
+//! Counting, the run report, the stderr summary and the progress bar.
 //!
 //! Why this module exists: a nightly job is monitored through its report, so the counts must add up
 //! (`events = skipped + rejected + rows_written`, and `lines = blank + events` less what batch envelopes
@@ -38,14 +38,14 @@ pub struct Counts {
     pub invalid_times: u64,
 }
 
-/// Duplicates (SPEC §6.3), by who loaded the messageId first.
+/// Duplicates, by who loaded the messageId first.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Duplicates {
     pub this_run: u64,
     pub earlier_runs: u64,
 }
 
-/// Lines that were batch envelopes (SPEC §2), and the events they held (an envelope rejected whole is one).
+/// Lines that were batch envelopes, and the events they held (an envelope rejected whole is one).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Batches {
     pub lines: u64,
@@ -84,7 +84,7 @@ impl Counts {
         *self.rejected.entry(reason.as_str()).or_default() += 1;
     }
 
-    /// Events dropped because their messageId was already loaded (SPEC §6.3).
+    /// Events dropped because their messageId was already loaded.
     pub fn duplicates(&self) -> u64 {
         self.rejected
             .get(Reason::DuplicateMessageId.as_str())
@@ -117,7 +117,7 @@ impl Counts {
         }
     }
 
-    /// The counting rules of SPEC §7: `events = skipped + rejected + rows_written`, and every non-blank line
+    /// The counting rules: `events = skipped + rejected + rows_written`, and every non-blank line
     /// is one event except batch envelopes, which hold `batches.events` events in `batches.lines` lines.
     pub fn adds_up(&self) -> bool {
         self.events == self.skipped_total() + self.rejected_total() + self.rows_written
@@ -145,7 +145,7 @@ pub struct FileReport {
     pub bytes: u64,
 }
 
-/// An input that looks like a JSON array or pretty-printed JSON rather than NDJSON (SPEC §2).
+/// An input that looks like a JSON array or pretty-printed JSON rather than NDJSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotNdjson {
     pub path: String,
@@ -172,7 +172,7 @@ pub enum NotPublished {
     CommitPending,
 }
 
-/// What a Delta run committed (SPEC §6.4).
+/// What a Delta run committed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CommitReport {
     /// The `groups` version of the run's commit, and the `accounts` version brought up to date after it.
@@ -186,7 +186,7 @@ pub struct CommitReport {
     pub files_vacuumed: u64,
 }
 
-/// What the dedupe window read (SPEC §6.3).
+/// What the dedupe window read.
 #[derive(Debug, Clone, Serialize)]
 pub struct DedupeReport {
     /// `--dedupe-window`, as a duration (`7days`, `12h`, `0s`).

@@ -15,10 +15,10 @@ use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::layout::PartitionMode;
 use crate::options::{LoadOptions, Mode, Output};
-use crate::report::{FileReport, Phase, Report};
+use crate::report::Phase;
 use crate::staging::Staging;
 use crate::store::Location;
-use crate::table::{Context, EarlierRun, Ingested, Table};
+use crate::table::{Context, EarlierRun, Outcome, Record, Staged, Table, Visibility};
 
 /// Where the file goes.
 enum Target {
@@ -86,6 +86,17 @@ impl SingleFile {
     }
 }
 
+impl SingleFile {
+    /// What publishing the run's rejects alone did.
+    fn rejects_only(&self, run: &Staged, opts: &LoadOptions) -> Result<Outcome> {
+        let mut outcome = Outcome::default();
+        if let Some(staged) = &run.rejects {
+            outcome.rejects_file = Some(self.put_rejects(staged, opts)?);
+        }
+        Ok(outcome)
+    }
+}
+
 impl Table for SingleFile {
     fn already_loaded(&self, _run_id: &str) -> Result<Option<EarlierRun>> {
         Ok(None)
@@ -119,47 +130,55 @@ impl Table for SingleFile {
         }
     }
 
-    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
-        let Ingested {
-            mut report,
-            files,
-            rejects,
-        } = run;
-        if let Some(staged) = &rejects {
-            report.rejects_file = Some(self.put_rejects(staged, ctx.opts)?);
+    fn publish_rows(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        _record: Record<'_>,
+    ) -> Result<Outcome> {
+        let mut outcome = self.rejects_only(&run, ctx.opts)?;
+        ctx.progress
+            .phase(Phase::Publishing, run.rows, run.rejected);
+        if run.files.len() > 1 {
+            return Err(Error::Internal(format!(
+                "{} files staged for one file",
+                run.files.len()
+            )));
         }
-        if report.published {
-            ctx.progress.phase(
-                Phase::Publishing,
-                report.counts.rows_written,
-                report.counts.rejected_total(),
-            );
-            if files.len() > 1 {
-                return Err(Error::Internal(format!(
-                    "{} files staged for one file",
-                    files.len()
-                )));
-            }
-            let file = match files.into_iter().next() {
-                Some(f) => f,
-                // No row: still one file, of the schema (a reader gets an empty table, not an error).
-                None => {
-                    crate::writer::empty_groups_file(&staging.empty_groups_file(), ctx.opts.codec)?
-                }
-            };
-            match &self.target {
-                Target::Local(path) => crate::atomic::move_into_place(&file.staged, path)?,
-                Target::Remote(location) => location.upload(&file.staged)?,
-            }
-            report.partitions.insert(String::new(), file.rows);
-            report.files.push(FileReport {
-                path: self.name.clone(),
-                rows: file.rows,
-                bytes: file.bytes,
-            });
+        let file = match run.files.into_iter().next() {
+            Some(f) => f,
+            // No row: still one file, of the schema (a reader gets an empty table, not an error).
+            None => crate::writer::empty_groups_file(&staging.empty_groups_file(), ctx.opts.codec)?,
+        };
+        match &self.target {
+            Target::Local(path) => crate::atomic::move_into_place(&file.staged, path)?,
+            Target::Remote(location) => location.upload(&file.staged)?,
         }
-        report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-        let _ = staging.discard();
-        Ok(report)
+        outcome.visibility = Visibility::Published;
+        outcome.add_file(self.name.clone(), &file);
+        Ok(outcome)
+    }
+
+    /// The rejects only: there is no dataset to keep a record in (the report goes to `--report` alone).
+    fn keep_record(
+        &mut self,
+        run: Staged,
+        _staging: &Staging,
+        ctx: &Context<'_>,
+        _record: Record<'_>,
+    ) -> Result<Outcome> {
+        self.rejects_only(&run, ctx.opts)
+    }
+
+    fn keep_accounts(
+        &mut self,
+        _earlier: &EarlierRun,
+        _staging: &Staging,
+        _ctx: &Context<'_>,
+    ) -> Result<Outcome> {
+        Err(Error::Internal(
+            "a one-file conversion has no earlier runs".into(),
+        ))
     }
 }

@@ -1,4 +1,4 @@
-//! Where a run's rows go and how they become visible (SPEC §6): one interface, two implementations.
+//! Where a run's rows go and how they become visible: one interface, two implementations.
 //!
 //! Why this module exists: the pipeline (inputs -> lines -> events -> writer) produces the same thing whatever
 //! the output is: staged Parquet files, a rejects file and a report. What differs is how they are published:
@@ -14,7 +14,7 @@ pub mod delta;
 pub mod file;
 pub mod hive;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,23 +24,85 @@ use crate::error::Result;
 use crate::layout::Format;
 use crate::layout::PartitionMode;
 use crate::options::LoadOptions;
-use crate::report::{Progress, Report};
+use crate::report::{AccountsReport, CommitReport, FileReport, Progress};
 use crate::staging::Staging;
 use crate::writer::StagedFile;
 
 /// A run read and staged, waiting to be published.
-pub struct Ingested {
-    /// The report so far: counts, inputs, and whether the rows may be published (`not_published`).
-    pub report: Report,
+pub struct Staged {
+    pub run: String,
+    pub started_at: String,
+    /// The inputs' names, in the order the rows' origins number them.
+    pub inputs: Vec<String>,
     /// The staged `groups` files.
     pub files: Vec<StagedFile>,
     /// The staged rejects file, if anything was rejected.
     pub rejects: Option<PathBuf>,
+    /// Rows and rejects counted, for the progress display.
+    pub rows: u64,
+    pub rejected: u64,
 }
+
+impl Staged {
+    /// The name stem of the run's report and rejects files (`_runs/<stem>.json`, `_rejects/<stem>.ndjson`).
+    pub fn stem(&self) -> String {
+        crate::layout::run_stem(&self.started_at, &self.run)
+    }
+}
+
+/// How far a run's rows got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// None of them published, as the load decided (too many rejects, too few rows, already loaded).
+    #[default]
+    Held,
+    /// Delta: the record written just before the commit that makes them visible.
+    CommitPending,
+    /// Visible to readers.
+    Published,
+    /// A run with the same id committed first (a retried shard): this one added nothing.
+    SameRunFirst,
+}
+
+/// What publishing did, as a value: the load fills in the run's report from it.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub visibility: Visibility,
+    /// The run's `groups` files as published (paths relative to the output).
+    pub files: Vec<FileReport>,
+    /// Partition path -> rows the run added.
+    pub partitions: BTreeMap<String, u64>,
+    /// `--mode overwrite`: partition path -> rows of earlier runs removed.
+    pub replaced: BTreeMap<String, u64>,
+    /// Where the rejects went (relative to the output), when there were any.
+    pub rejects_file: Option<String>,
+    pub accounts: Option<AccountsReport>,
+    /// Delta: the versions committed, and the duplicates of concurrent commits dropped before committing
+    /// (the load moves those rows from written to duplicates).
+    pub commit: Option<CommitReport>,
+}
+
+impl Outcome {
+    /// Counts the published file `f` (at `path`) and its rows in its partition.
+    pub fn add_file(&mut self, path: String, f: &StagedFile) {
+        *self.partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
+        self.files.push(FileReport {
+            path,
+            rows: f.rows,
+            bytes: f.bytes,
+        });
+    }
+}
+
+/// The run's record (its report) for what publishing did so far, as the load writes it: the table stores
+/// these bytes where the format keeps a run's record, at the moment the format needs it.
+pub type Record<'a> = &'a dyn Fn(&Outcome) -> Result<Vec<u8>>;
 
 /// What publishing needs besides the run itself.
 pub struct Context<'a> {
     pub opts: &'a LoadOptions,
+    /// When the run started (RFC 3339, UTC), as its report says.
+    pub started_at: &'a str,
     pub pool: &'a Arc<rayon::ThreadPool>,
     pub progress: &'a Progress,
     pub started: Instant,
@@ -203,8 +265,30 @@ pub trait Table {
     /// A new staging folder for the run.
     fn staging(&self) -> Result<Staging>;
 
-    /// Publishes the run: its rows (unless `report.not_published` says otherwise), `accounts`, the report and
-    /// the rejects. A run whose inputs were already loaded publishes nothing of its own but keeps `accounts` as
-    /// its options ask. Returns the final report.
-    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report>;
+    /// Publishes the run's rows, `accounts`, its rejects and its record ([`Record`]).
+    fn publish_rows(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome>;
+
+    /// Publishes only the run's rejects and its record, which says why the rows were held.
+    fn keep_record(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome>;
+
+    /// The inputs were already loaded by `earlier`: nothing of this run's own is published, but `accounts` is
+    /// kept as the options ask, and a Delta run that stopped right after its commit is finished.
+    fn keep_accounts(
+        &mut self,
+        earlier: &EarlierRun,
+        staging: &Staging,
+        ctx: &Context<'_>,
+    ) -> Result<Outcome>;
 }

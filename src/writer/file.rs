@@ -241,7 +241,7 @@ impl OpenFile {
         if !self.cleared.is_empty() {
             self.writer.append_key_value_metadata(KeyValue::new(
                 schema::META_CLEARED_TRAITS.to_string(),
-                cleared_json(&self.cleared),
+                encode_cleared(&self.cleared),
             ));
         }
         let path = self.path;
@@ -293,8 +293,14 @@ pub(crate) fn empty_groups_file(path: &Path, codec: Codec) -> Result<StagedFile>
     })
 }
 
-/// The `cleared` metadata of a file: `{"column": [row, ...], ...}`, columns in schema order, rows ascending.
-pub(crate) fn cleared_json(cleared: &[(u64, u32)]) -> String {
+/// Which rows cleared which reserved traits (sent as `null` or empty), as a groups file records it in its
+/// [`schema::META_CLEARED_TRAITS`] metadata: `(row, mask)` pairs, where bit `c` of `mask` is column `c` of
+/// [`COLUMNS`] (the one bit convention of the writer, the accounts merge and the concurrent-duplicates
+/// rewrite). [`encode_cleared`] and [`decode_cleared`] are the only two ends of that record.
+pub(crate) type Cleared = Vec<(u64, u32)>;
+
+/// The record of `cleared`: `{"column": [row, ...], ...}`, columns in schema order, rows ascending.
+pub(crate) fn encode_cleared(cleared: &[(u64, u32)]) -> String {
     let mut by_col: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for &(row, mask) in cleared {
         for (c, _) in COLUMNS
@@ -310,6 +316,26 @@ pub(crate) fn cleared_json(cleared: &[(u64, u32)]) -> String {
         .map(|(c, rows)| (COLUMNS[c].name.to_string(), rows.into()))
         .collect();
     serde_json::Value::Object(named).to_string()
+}
+
+/// The pairs of a record [`encode_cleared`] wrote (a column the schema no longer has is skipped).
+pub(crate) fn decode_cleared(json: &str) -> std::result::Result<Cleared, serde_json::Error> {
+    let by_col: BTreeMap<String, Vec<u64>> = serde_json::from_str(json)?;
+    let mut cleared = Vec::new();
+    for (name, rows) in by_col {
+        let Some(c) = COLUMNS.iter().position(|c| c.name == name) else {
+            continue;
+        };
+        cleared.extend(rows.into_iter().map(|r| (r, 1u32 << c)));
+    }
+    Ok(cleared)
+}
+
+/// The cleared-traits record of a file, from its footer.
+pub(crate) fn cleared_record(meta: &parquet::file::metadata::FileMetaData) -> Option<String> {
+    meta.key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == schema::META_CLEARED_TRAITS))
+        .and_then(|k| k.value.clone())
 }
 
 /// Columns whose values rarely repeat: dictionary encoding would be tried and abandoned on every row group.

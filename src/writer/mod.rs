@@ -1,4 +1,4 @@
-//! Partitioning rows and writing them as Parquet (SPEC §6.1), within a memory budget.
+//! Partitioning rows and writing them as Parquet, within a memory budget.
 //!
 //! Why this module exists: warehouse-friendly files (one file per partition per run, large row groups) and
 //! a bounded memory footprint pull in opposite directions; this module owns that trade. Rows are appended to
@@ -10,14 +10,16 @@
 mod file;
 mod spill;
 
+mod rewrite;
 use spill::{Spill, Spilled};
 
 use file::OpenFile;
 pub use file::Origin;
 pub(crate) use file::{
-    ColumnBuilder, accounts_properties, arrow_writer, cleared_json, empty_groups_file,
-    groups_properties,
+    ColumnBuilder, accounts_properties, arrow_writer, cleared_record, decode_cleared,
+    empty_groups_file, encode_cleared, groups_properties,
 };
+pub(crate) use rewrite::rewrite_without;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -243,7 +243,7 @@ pub fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
         .collect()
 }
 
-/// Checks the counting rules of SPEC §7 in a report: `events = skipped + rejected + rows_written`, and each
+/// Checks the counting rules in a report: `events = skipped + rejected + rows_written`, and each
 /// non-blank line is one event except batch envelopes (`lines = blank + events` when there are none).
 pub fn assert_counts_add_up(r: &serde_json::Value) {
     let sum = |v: &serde_json::Value| {

@@ -26,7 +26,7 @@ def main(out):
     for c in ("received_at", "sent_at", "original_timestamp", "timestamp", "created_at"):
         expected_types[c] = "TIMESTAMP WITH TIME ZONE"
     for c in ("extra_traits", "extra_context", "extra"):
-        expected_types[c] = "JSON"  # Parquet's JSON logical type (SPEC 4)
+        expected_types[c] = "JSON"  # Parquet's JSON logical type
     expected_types["dt"] = "DATE"
     assert types == expected_types, f"column types: {types}"
     assert len(types) == 33, f"32 columns + the dt partition key, got {len(types)}"
@@ -54,7 +54,7 @@ def main(out):
     assert ts == "2015-02-23T22:28:55.111000", ts
 
     (skew,) = con.execute("SELECT strftime(timestamp, '%H:%M:%S.%f') FROM groups WHERE id = 'm-skew'").fetchone()
-    assert skew == "17:39:06.171000", f"SPEC 5.3 known answer, got {skew}"
+    assert skew == "17:39:06.171000", f"the skew-corrected timestamp known answer, got {skew}"
 
     (big,) = con.execute("SELECT group_id FROM groups WHERE id = 'm-num'").fetchone()
     assert big == "12345678901234567890", big
@@ -62,7 +62,7 @@ def main(out):
     (city,) = con.execute("SELECT extra_traits->'address'->>'line2' FROM groups WHERE id = 'm-addr'").fetchone()
     assert city == "Suite 5", city
 
-    # The accounts table (SPEC 9): one row per group, the latest state.
+    # The accounts table: one row per group, the latest state.
     aglob = str(out / "accounts" / "*.parquet").replace("'", "''")
     con.execute(f"CREATE VIEW accounts AS SELECT * FROM read_parquet('{aglob}')")
     atypes = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE accounts)").fetchall())

@@ -1,4 +1,4 @@
-//! The `accounts` Delta table (SPEC §9, §6.4): brought up to date with `groups` after every run.
+//! The `accounts` Delta table: brought up to date with `groups` after every run.
 //!
 //! Why this module exists: `accounts` must reflect exactly the `groups` versions it says it reflects, even when
 //! shards commit at once or a run is killed between its two commits. Its `txn` version is the `groups` version
@@ -8,7 +8,7 @@
 //! shards bring it up to date does not matter.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
@@ -32,7 +32,7 @@ use crate::store::block_on;
 use crate::table::Context;
 
 impl Delta {
-    /// Brings `accounts` up to date with the latest `groups` version (SPEC §9): the `groups` commits it does
+    /// Brings `accounts` up to date with the latest `groups` version: the `groups` commits it does
     /// not reflect yet are merged into it (or, after files left `groups`, it is rebuilt from every file), and
     /// the new snapshot committed with the `groups` version it reflects. Retried when another run commits
     /// first. With `--no-accounts`, empties it instead.
@@ -79,7 +79,7 @@ impl Delta {
                 None => continue,
             }
         }
-        Err(Error::Delta {
+        Err(Error::DeltaState {
             url,
             message: format!(
                 "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
@@ -192,9 +192,26 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
         budget: ctx.opts.accounts_budget,
         pool: ctx.pool,
     })?;
+    let mut actions = upload_snapshot(d, &merged.adds, now)?;
+    let removed: BTreeSet<&Path> = merged.removes.iter().map(|p| p.as_path()).collect();
+    actions.extend(
+        snapshot
+            .iter()
+            .filter(|f| removed.contains(f.rel.as_path()))
+            .map(remove),
+    );
+    Ok(Some(AccountsPlan {
+        actions,
+        reflects: latest as i64,
+        report: Some(merged.report()),
+    }))
+}
+
+/// Uploads the new snapshot's files (`(staged, relative path)`) and returns their Add actions.
+fn upload_snapshot(d: &Delta, adds: &[(PathBuf, PathBuf)], now: i64) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
     let mut uploads = Vec::new();
-    for (from, to) in &merged.adds {
+    for (from, to) in adds {
         let name = to
             .strip_prefix(ACCOUNTS_DIR)
             .unwrap_or(to)
@@ -220,18 +237,7 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
         uploads.push((d.root.join(&format!("{ACCOUNTS_DIR}/{name}")), from.clone()));
     }
     upload_all(uploads)?;
-    let removed: BTreeSet<&Path> = merged.removes.iter().map(|p| p.as_path()).collect();
-    actions.extend(
-        snapshot
-            .iter()
-            .filter(|f| removed.contains(f.rel.as_path()))
-            .map(remove),
-    );
-    Ok(Some(AccountsPlan {
-        actions,
-        reflects: latest as i64,
-        report: Some(merged.report()),
-    }))
+    Ok(actions)
 }
 
 /// The live files of `groups` at the loaded version, by path (relative to the table).

@@ -1,4 +1,4 @@
-//! Duplicates of concurrent commits (SPEC §6.3, last bullet): runs and shards that commit to one table at the
+//! Duplicates of concurrent commits: runs and shards that commit to one table at the
 //! same time still load each `id` once.
 //!
 //! Why this module exists: a run compares its events with the ids already in the table when it starts reading
@@ -9,25 +9,20 @@
 //! earlier run, with its input, line and offset (kept beside the staged file as its rows' origins). The row
 //! that committed first is kept, whatever order the shards commit in.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use arrow::array::{Array, BooleanArray, StringArray};
-use arrow::compute::filter_record_batch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::KeyValue;
+use arrow::array::{Array, StringArray};
 
 use super::Pending;
 use crate::datafile::DataFile;
 use crate::dedupe::{EarlierIds, Reach};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout::Codec;
 use crate::lines::Line;
 use crate::reject::Reject;
 use crate::rejects::RejectsWriter;
-use crate::report::Report;
-use crate::schema::{self, COLUMNS, Col};
-use crate::writer::{self, Origin, StagedFile};
+use crate::schema::Col;
+use crate::writer::{self, Origin};
 
 /// What dropping needs to know about the run.
 pub(super) struct Dropping<'a> {
@@ -40,12 +35,14 @@ pub(super) struct Dropping<'a> {
 }
 
 /// Drops the pending rows whose ids the `new` files (committed since the run started) hold within the window.
-/// Returns the files that changed (to upload again); updates the counts of `report`.
+/// Returns the files that changed (to upload again), and adds the rows dropped to `dropped` (`inputs`: the
+/// run's inputs, as the rows' origins number them).
 pub(super) fn drop_duplicates(
     pending: &mut [Pending],
     new: Vec<(i64, Vec<DataFile>)>,
     how: &Dropping<'_>,
-    report: &mut Report,
+    inputs: &[String],
+    dropped: &mut u64,
 ) -> Result<Vec<usize>> {
     let mut earlier = EarlierIds::new(how.reach, new, how.budget, "--memory-limit".into());
     earlier.ensure(pending.iter().map(|p| p.bucket))?;
@@ -73,10 +70,7 @@ pub(super) fn drop_duplicates(
             let Some(o) = origins.get(*r) else {
                 continue;
             };
-            let file = report
-                .inputs
-                .get(o.input as usize)
-                .map_or("", |i| i.path.as_str());
+            let file = inputs.get(o.input as usize).map_or("", String::as_str);
             let line = Line {
                 range: 0..0,
                 number: o.line,
@@ -89,16 +83,8 @@ pub(super) fn drop_duplicates(
         }
         let k = dups.len() as u64;
         let drop: Vec<usize> = dups.iter().map(|(r, _)| *r).collect();
-        p.staged = rewrite_without(&p.staged, &drop, &origins, how.codec)?;
-        let c = &mut report.counts;
-        c.rows_written -= k;
-        c.duplicates.earlier_runs += k;
-        *c.rejected
-            .entry(crate::reject::Reason::DuplicateMessageId.as_str())
-            .or_insert(0) += k;
-        if let Some(commit) = report.commit.as_mut() {
-            commit.concurrent_duplicates += k;
-        }
+        p.staged = writer::rewrite_without(&p.staged, &drop, &origins, how.codec)?;
+        *dropped += k;
         changed.push(i);
     }
     rejects.finish()?;
@@ -113,10 +99,10 @@ fn read_ids(path: &Path) -> Result<Vec<Option<String>>> {
     let reader = builder
         .with_projection(mask)
         .build()
-        .map_err(|e| file.error(e.to_string()))?;
+        .map_err(|e| file.cause(e))?;
     let mut ids = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| file.error(e.to_string()))?;
+        let batch = batch.map_err(|e| file.cause(e))?;
         let col = batch
             .column(0)
             .as_any()
@@ -125,139 +111,4 @@ fn read_ids(path: &Path) -> Result<Vec<Option<String>>> {
         ids.extend((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
     }
     Ok(ids)
-}
-
-/// A copy of a staged file without rows `drop` (sorted), its cleared-traits metadata and origins renumbered.
-fn rewrite_without(
-    staged: &StagedFile,
-    drop: &[usize],
-    origins: &[Origin],
-    codec: Codec,
-) -> Result<StagedFile> {
-    let from = &staged.staged;
-    let to = from.with_extension("rewritten");
-    let err = |e: String| Error::Dataset {
-        path: from.clone(),
-        message: e,
-    };
-    let input = std::fs::File::open(from).map_err(Error::io("opening", from))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(input).map_err(|e| err(e.to_string()))?;
-    let cleared = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == schema::META_CLEARED_TRAITS))
-        .and_then(|k| k.value.clone());
-    let reader = builder.build().map_err(|e| err(e.to_string()))?;
-    let file = std::fs::File::create(&to).map_err(Error::io("creating", &to))?;
-    let mut out = writer::arrow_writer(
-        file,
-        schema::groups_schema(),
-        writer::groups_properties(codec),
-    )
-    .map_err(|source| Error::Parquet {
-        path: to.clone(),
-        source,
-    })?;
-    // Old row number -> new one (None: dropped).
-    let mut dropped = drop.iter().peekable();
-    let mut kept = 0u64;
-    let mut renumber: Vec<Option<u64>> = Vec::new();
-    let mut row = 0usize;
-    for batch in reader {
-        let batch = batch.map_err(|e| err(e.to_string()))?;
-        let mask: BooleanArray = (0..batch.num_rows())
-            .map(|_| {
-                let keep = dropped.peek() != Some(&&row);
-                if keep {
-                    renumber.push(Some(kept));
-                    kept += 1;
-                } else {
-                    dropped.next();
-                    renumber.push(None);
-                }
-                row += 1;
-                Some(keep)
-            })
-            .collect();
-        let filtered = filter_record_batch(&batch, &mask)?;
-        let filtered = arrow::array::RecordBatch::try_new(
-            schema::groups_schema(),
-            filtered.columns().to_vec(),
-        )?;
-        out.write(&filtered).map_err(|source| Error::Parquet {
-            path: to.clone(),
-            source,
-        })?;
-    }
-    if let Some(json) = cleared {
-        let rows = renumber_cleared(&json, &renumber).map_err(err)?;
-        if !rows.is_empty() {
-            out.append_key_value_metadata(KeyValue::new(
-                schema::META_CLEARED_TRAITS.to_string(),
-                writer::cleared_json(&rows),
-            ));
-        }
-    }
-    let file = out.into_inner().map_err(|source| Error::Parquet {
-        path: to.clone(),
-        source,
-    })?;
-    file.sync_all().map_err(Error::io("syncing", &to))?;
-    let bytes = file.metadata().map_err(Error::io("reading", &to))?.len();
-    let origins_to = match &staged.origins {
-        Some(_) => Some(write_kept_origins(&to, origins, &renumber)?),
-        None => None,
-    };
-    std::fs::rename(&to, from).map_err(Error::io("renaming", from))?;
-    let origins = match origins_to {
-        Some(p) => {
-            let at: PathBuf = from.with_extension("origins");
-            std::fs::rename(&p, &at).map_err(Error::io("renaming", &at))?;
-            Some(at)
-        }
-        None => None,
-    };
-    Ok(StagedFile {
-        rows: kept,
-        bytes,
-        origins,
-        ..staged.clone()
-    })
-}
-
-/// The cleared-traits metadata of a file (column -> old row numbers) renumbered after rows were dropped, as
-/// `(new row, column bit)` pairs.
-fn renumber_cleared(
-    json: &str,
-    renumber: &[Option<u64>],
-) -> std::result::Result<Vec<(u64, u32)>, String> {
-    let by_col: BTreeMap<String, Vec<u64>> =
-        serde_json::from_str(json).map_err(|e| format!("bad cleared traits: {e}"))?;
-    let mut rows: Vec<(u64, u32)> = Vec::new();
-    for (name, old) in by_col {
-        let Some(c) = COLUMNS.iter().position(|c| c.name == name) else {
-            continue;
-        };
-        rows.extend(
-            old.iter()
-                .filter_map(|r| renumber.get(*r as usize).copied().flatten())
-                .map(|r| (r, 1u32 << c)),
-        );
-    }
-    Ok(rows)
-}
-
-/// Writes the origins of the rows kept beside the rewritten file `to`; returns where.
-fn write_kept_origins(to: &Path, origins: &[Origin], renumber: &[Option<u64>]) -> Result<PathBuf> {
-    let p = to.with_extension("rewritten-origins");
-    let mut buf = Vec::with_capacity(origins.len() * Origin::BYTES);
-    for (o, n) in origins.iter().zip(renumber) {
-        if n.is_some() {
-            o.write(&mut buf).map_err(Error::io("writing", &p))?;
-        }
-    }
-    std::fs::write(&p, buf).map_err(Error::io("writing", &p))?;
-    Ok(p)
 }

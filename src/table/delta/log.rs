@@ -60,7 +60,7 @@ pub(super) fn delta_err(url: &str) -> impl Fn(DeltaTableError) -> Error + '_ {
         let message = e.to_string();
         store::no_credentials(url, &message).unwrap_or_else(|| Error::Delta {
             url: url.to_string(),
-            message,
+            source: Box::new(e),
         })
     }
 }
@@ -261,7 +261,7 @@ pub(super) fn diagnose_partitions(table: &Location, error: Error) -> Error {
                     "Later commits were made on top of it: restore the version before it with a Delta tool"
                         .into()
                 };
-                return Error::Delta {
+                return Error::DeltaState {
                     url: table.url.clone(),
                     message: format!(
                         "the table cannot be read: version {version} added a file in partition {k}={v}, which no \
@@ -346,7 +346,7 @@ pub(super) fn create(
             if t.version().is_some() {
                 Ok(t)
             } else {
-                Err(Error::Delta {
+                Err(Error::DeltaState {
                     url,
                     message: "cannot create the table".into(),
                 })

@@ -1,4 +1,4 @@
-//! Delta Lake tables (SPEC §6.4): `OUT/groups` (partitioned by `dt`, and `hr` with `--partition hour`) and
+//! Delta Lake tables: `OUT/groups` (partitioned by `dt`, and `hr` with `--partition hour`) and
 //! `OUT/accounts`, local or in object storage, with `OUT/_runs/` and `OUT/_rejects/` beside them.
 //!
 //! Why this module exists: it is the [`Table`] that warehouses read where they are (Spark, Databricks, Trino,
@@ -41,11 +41,11 @@ use crate::layout::ACCOUNTS_DIR;
 use crate::layout::GROUPS_DIR;
 use crate::layout::PartitionMode;
 use crate::options::{LoadOptions, Mode, Output};
-use crate::report::{CommitReport, NotPublished, Phase, Report};
+use crate::report::{CommitReport, Phase};
 use crate::schema::COLUMNS;
 use crate::staging::Staging;
 use crate::store::{self, Location, block_on};
-use crate::table::{Context, EarlierRun, Ingested, Table};
+use crate::table::{Context, EarlierRun, Outcome, Record, Staged, Table, Visibility};
 use crate::writer::StagedFile;
 
 /// The `txn` application id that marks a run's commit to `groups` (its run id appended).
@@ -225,12 +225,15 @@ impl Delta {
     fn commit_groups(
         &mut self,
         ctx: &Context<'_>,
+        run: &Staged,
         pending: &mut [Pending],
-        report: &mut Report,
+        outcome: &mut Outcome,
         staging: &Staging,
+        record: Record<'_>,
     ) -> Result<Option<(u64, usize)>> {
         let url = self.groups_url();
-        let run = report.run.clone();
+        let stem = run.stem();
+        let run_id = run.run.as_str();
         let overwrite = ctx.opts.mode == Mode::Overwrite;
         let reach = ctx.opts.reach();
         let rejects = staging.rejects();
@@ -238,13 +241,13 @@ impl Delta {
             pending.iter().map(|p| p.staged.partition.clone()).collect();
         let mut checked: BTreeSet<String> = BTreeSet::new();
         let mut patience = Patience::new(store::retry_timeout());
-        self.put_pending(report, pending, &rejects)?;
+        self.put_pending(&stem, pending, &rejects, outcome, record)?;
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
             if let Err(e) = self.latest_groups() {
                 patience.again(e, &url)?;
                 continue;
             }
-            if let Some(earlier) = self.run_commit(&run)? {
+            if let Some(earlier) = self.run_commit(run_id)? {
                 // Ours when it added exactly our files (their names hold this attempt's token).
                 let ours: BTreeSet<String> = pending
                     .iter()
@@ -263,42 +266,26 @@ impl Delta {
                     codec: ctx.opts.codec,
                     rejects: &rejects,
                 };
-                let changed =
-                    concurrent::drop_duplicates(pending, new.into_iter().collect(), &how, report)?;
+                let dropped = outcome.commit.get_or_insert_default();
+                let changed = concurrent::drop_duplicates(
+                    pending,
+                    new.into_iter().collect(),
+                    &how,
+                    &run.inputs,
+                    &mut dropped.concurrent_duplicates,
+                )?;
                 if !changed.is_empty() {
-                    self.upload_again(&run, pending, &changed)?;
-                    self.put_pending(report, pending, &rejects)?;
+                    self.upload_again(run_id, pending, &changed)?;
+                    self.put_pending(&stem, pending, &rejects, outcome, record)?;
                 }
             }
             let actions =
-                self.groups_actions(pending, overwrite.then_some((&partitions, live)), report);
+                self.groups_actions(pending, overwrite.then_some((&partitions, live)), outcome);
             check_partition_values(self.partition, &actions, &url)?;
             let state = self.groups.snapshot().map_err(delta_err(&url))?;
-            let op = DeltaOperation::Write {
-                mode: if overwrite {
-                    SaveMode::Overwrite
-                } else {
-                    SaveMode::Append
-                },
-                partition_by: Some(partition_columns(self.partition)).filter(|p| !p.is_empty()),
-                predicate: None,
-            };
-            let props = CommitProperties::default()
-                .with_max_retries(0)
-                .with_application_transaction(Transaction::new_with_last_update(
-                    format!("{RUN_APP}{run}"),
-                    0,
-                    Some(chrono::Utc::now().timestamp_millis()),
-                ))
-                .with_metadata([("group_loader_run".to_string(), serde_json::json!(run))]);
-            let committed = block_on(async {
-                CommitBuilder::from(props)
-                    .with_actions(actions)
-                    .build(Some(state), self.groups.log_store(), op)
-                    .await
-            });
+            let committed = self.try_commit(state, actions, run_id, overwrite);
             match committed {
-                Ok(c) => return Ok(Some((c.version(), attempt))),
+                Ok(version) => return Ok(Some((version, attempt))),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) if is_transient(&e) => {
                     patience.sent = true;
@@ -307,7 +294,7 @@ impl Delta {
                 Err(e) => return Err(delta_err(&url)(e)),
             }
         }
-        Err(Error::Delta {
+        Err(Error::DeltaState {
             url,
             message: format!(
                 "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
@@ -315,25 +302,59 @@ impl Delta {
         })
     }
 
+    /// One attempt at the run's commit to `groups` on top of `state`, with its `txn`, and no retry of its own.
+    fn try_commit(
+        &self,
+        state: &deltalake::table::state::DeltaTableState,
+        actions: Vec<Action>,
+        run_id: &str,
+        overwrite: bool,
+    ) -> std::result::Result<u64, deltalake::DeltaTableError> {
+        let op = DeltaOperation::Write {
+            mode: if overwrite {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::Append
+            },
+            partition_by: Some(partition_columns(self.partition)).filter(|p| !p.is_empty()),
+            predicate: None,
+        };
+        let props = CommitProperties::default()
+            .with_max_retries(0)
+            .with_application_transaction(Transaction::new_with_last_update(
+                format!("{RUN_APP}{run_id}"),
+                0,
+                Some(chrono::Utc::now().timestamp_millis()),
+            ))
+            .with_metadata([("group_loader_run".to_string(), serde_json::json!(run_id))]);
+        block_on(async {
+            CommitBuilder::from(props)
+                .with_actions(actions)
+                .build(Some(state), self.groups.log_store(), op)
+                .await
+        })
+        .map(|c| c.version())
+    }
+
     /// The actions of the run's commit to `groups`: its files, and with `--mode overwrite` the removal of every
-    /// file of the partitions it writes at the version it commits on top of (counted in `report.replaced`).
+    /// file of the partitions it writes at the version it commits on top of (counted in `outcome.replaced`).
     fn groups_actions(
         &self,
         pending: &[Pending],
         overwrite: Option<(&BTreeSet<String>, Vec<LiveFile>)>,
-        report: &mut Report,
+        outcome: &mut Outcome,
     ) -> Vec<Action> {
         let mut actions: Vec<Action> = pending
             .iter()
             .filter(|p| p.staged.rows > 0)
             .map(|p| Action::Add(p.add.clone()))
             .collect();
-        report.replaced.clear();
+        outcome.replaced.clear();
         if let Some((partitions, live)) = overwrite {
             for f in live {
                 let p = partition_path(&f.values);
                 if partitions.contains(&p) {
-                    *report.replaced.entry(p).or_insert(0) += f.rows.unwrap_or(0) as u64;
+                    *outcome.replaced.entry(p).or_insert(0) += f.rows.unwrap_or(0) as u64;
                     actions.push(remove_action(f.path, Some(f.size), Some(f.values)));
                 }
             }
@@ -484,104 +505,102 @@ impl Table for Delta {
         )
     }
 
-    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
-        let Ingested {
-            mut report, files, ..
-        } = run;
-        let published = self.publish_in(&mut report, files, &staging, ctx);
-        let _ = staging.discard();
-        published.map(|()| report)
+    fn publish_rows(
+        &mut self,
+        mut run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome> {
+        ctx.progress
+            .phase(Phase::Publishing, run.rows, run.rejected);
+        let mut outcome = Outcome {
+            commit: Some(CommitReport::default()),
+            ..Outcome::default()
+        };
+        let files = std::mem::take(&mut run.files);
+        let mut pending = self.upload_groups(&run.run, files)?;
+        let committed =
+            self.commit_groups(ctx, &run, &mut pending, &mut outcome, staging, record)?;
+        let Some((version, retries)) = committed else {
+            // A run with the same id committed meanwhile (a retried shard): nothing new.
+            self.remove_record(&run.stem())?;
+            outcome.visibility = Visibility::SameRunFirst;
+            outcome.files.clear();
+            outcome.partitions.clear();
+            outcome.rejects_file = None;
+            return Ok(outcome);
+        };
+        outcome.visibility = Visibility::Published;
+        if let Some(c) = outcome.commit.as_mut() {
+            c.groups_version = Some(version);
+            c.retries = retries as u64;
+        }
+        // From here on the rows are live: a failure says so (exit 6), and a re-run finishes the run.
+        ctx.progress.phase(Phase::Accounts, run.rows, run.rejected);
+        self.accounts_and_vacuum(ctx, staging, &mut outcome)?;
+        self.put_report(&run.stem(), record(&outcome)?)
+            .map_err(Error::after_publish("writing the report"))?;
+        Ok(outcome)
+    }
+
+    fn keep_record(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        _ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome> {
+        // Over the reject ratio or under --min-rows: the rejects and the record only, saying why.
+        let mut outcome = Outcome::default();
+        self.put_rejects(&run.stem(), &staging.rejects(), &mut outcome)?;
+        self.put_report(&run.stem(), record(&outcome)?)?;
+        Ok(outcome)
+    }
+
+    fn keep_accounts(
+        &mut self,
+        earlier: &EarlierRun,
+        staging: &Staging,
+        ctx: &Context<'_>,
+    ) -> Result<Outcome> {
+        let mut outcome = Outcome {
+            commit: Some(CommitReport::default()),
+            ..Outcome::default()
+        };
+        ctx.progress.phase(Phase::Accounts, 0, 0);
+        self.accounts_and_vacuum(ctx, staging, &mut outcome)?;
+        if let Some(unfinished) = &earlier.unfinished {
+            self.finish_unfinished(ctx.started_at, &outcome, unfinished)
+                .map_err(Error::after_publish(
+                    "completing the report of the run it finished",
+                ))?;
+        }
+        Ok(outcome)
     }
 }
 
 impl Delta {
-    /// [`Table::publish`], with the staging folder discarded by the caller whatever happens.
-    fn publish_in(
+    /// Brings `accounts` up to date and vacuums, after the rows are live: a failure is one after publishing.
+    fn accounts_and_vacuum(
         &mut self,
-        report: &mut Report,
-        files: Vec<StagedFile>,
-        staging: &Staging,
         ctx: &Context<'_>,
+        staging: &Staging,
+        outcome: &mut Outcome,
     ) -> Result<()> {
-        let retried = report.not_published == Some(NotPublished::AlreadyLoaded);
-        if !report.published && !retried {
-            // Over the reject ratio or under --min-rows: the record only, saying why.
-            let rejects = staging.rejects();
-            let why = report.not_published;
-            self.put_pending(report, &[], &rejects)?;
-            report.not_published = why;
-            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-            return self.put_report(report);
-        }
-        report.commit = Some(CommitReport::default());
-        if report.published {
-            ctx.progress.phase(
-                Phase::Publishing,
-                report.counts.rows_written,
-                report.counts.rejected_total(),
-            );
-            if !self.commit_rows(report, files, staging, ctx)? {
-                return Ok(());
-            }
-        }
-        // From here on the rows are live: a failure says so (exit 6), and a re-run finishes the run.
-        ctx.progress.phase(
-            Phase::Accounts,
-            report.counts.rows_written,
-            report.counts.rejected_total(),
-        );
         let after = |step| Error::after_publish(step);
         let (accounts, version) = self
             .update_accounts(ctx, staging)
             .map_err(after("the accounts update"))?;
-        report.accounts = accounts;
+        outcome.accounts = accounts;
         let vacuumed = self
             .vacuum(ctx.opts.vacuum_retention)
             .map_err(after("the vacuum"))?;
-        if let Some(c) = report.commit.as_mut() {
+        if let Some(c) = outcome.commit.as_mut() {
             c.accounts_version = version;
             c.files_vacuumed = vacuumed;
         }
-        if retried {
-            if let Some(unfinished) = report.finished.clone() {
-                self.finish_unfinished(report, &unfinished)
-                    .map_err(after("completing the report of the run it finished"))?;
-            }
-            return Ok(());
-        }
-        report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-        self.put_report(report).map_err(after("writing the report"))
-    }
-
-    /// Uploads the run's files and commits them to `groups`. False when a run with the same id committed
-    /// first (the report then says the inputs were already loaded, and this attempt's uploads are removed).
-    fn commit_rows(
-        &mut self,
-        report: &mut Report,
-        files: Vec<StagedFile>,
-        staging: &Staging,
-        ctx: &Context<'_>,
-    ) -> Result<bool> {
-        let mut pending = self.upload_groups(&report.run.clone(), files)?;
-        let committed = self.commit_groups(ctx, &mut pending, report, staging)?;
-        let Some((version, retries)) = committed else {
-            // A run with the same id committed meanwhile (a retried shard): nothing new.
-            self.remove_record(report)?;
-            report.published = false;
-            report.not_published = Some(NotPublished::AlreadyLoaded);
-            report.already_loaded = Some("a concurrent run of the same inputs".into());
-            report.files.clear();
-            report.partitions.clear();
-            report.rejects_file = None;
-            return Ok(false);
-        };
-        report.published = true;
-        report.not_published = None;
-        if let Some(c) = report.commit.as_mut() {
-            c.groups_version = Some(version);
-            c.retries = retries as u64;
-        }
-        Ok(true)
+        Ok(())
     }
 }
 

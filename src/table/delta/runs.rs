@@ -18,9 +18,9 @@ use super::log::delta_err;
 use super::{Delta, Pending, RUN_APP};
 use crate::error::Result;
 use crate::layout::{GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
-use crate::report::{FileReport, NotPublished, Report, Unfinished};
+use crate::report::Unfinished;
 use crate::store::block_on;
-use crate::table::EarlierRun;
+use crate::table::{EarlierRun, Outcome, Record, Visibility};
 
 /// How far back the log is searched for a run's commit (a run is re-run within days, not thousands of commits).
 const SEARCHED_COMMITS: u64 = 10_000;
@@ -117,50 +117,51 @@ impl Delta {
         }))
     }
 
-    /// Uploads the run's rejects (when it has any) and its report as it stands before the commit
+    /// Uploads the run's rejects (when it has any) and its record as it stands before the commit
     /// (`commit_pending`, with the files the commit will add), under the names of this attempt.
     pub(super) fn put_pending(
         &self,
-        report: &mut Report,
+        stem: &str,
         pending: &[Pending],
         rejects: &std::path::Path,
+        outcome: &mut Outcome,
+        record: Record<'_>,
     ) -> Result<()> {
-        report.files.clear();
-        report.partitions.clear();
+        outcome.files.clear();
+        outcome.partitions.clear();
         for p in pending.iter().filter(|p| p.staged.rows > 0) {
-            *report
-                .partitions
-                .entry(p.staged.partition.clone())
-                .or_insert(0) += p.staged.rows;
-            report.files.push(FileReport {
-                path: format!("{GROUPS_DIR}/{}", p.add.path),
-                rows: p.staged.rows,
-                bytes: p.staged.bytes,
-            });
+            outcome.add_file(format!("{GROUPS_DIR}/{}", p.add.path), &p.staged);
         }
-        let stem = crate::layout::run_stem(&report.started_at, &report.run);
+        self.put_rejects(stem, rejects, outcome)?;
+        outcome.visibility = Visibility::CommitPending;
+        self.put_report(stem, record(outcome)?)
+    }
+
+    /// Uploads the run's rejects file, when it has one, to `_rejects/<stem>.ndjson`.
+    pub(super) fn put_rejects(
+        &self,
+        stem: &str,
+        rejects: &std::path::Path,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
         if rejects.exists() {
             let rel = format!("{REJECTS_DIR}/{stem}.ndjson");
             self.root.join(&rel).upload(rejects)?;
-            report.rejects_file = Some(rel);
+            outcome.rejects_file = Some(rel);
         }
-        report.published = false;
-        report.not_published = Some(NotPublished::CommitPending);
-        self.put_report(report)
+        Ok(())
     }
 
-    /// Writes the run's report to `_runs/`, under the name of this attempt.
-    pub(super) fn put_report(&self, report: &mut Report) -> Result<()> {
-        let stem = crate::layout::run_stem(&report.started_at, &report.run);
+    /// Writes the run's record to `_runs/<stem>.json` (the name of this attempt).
+    pub(super) fn put_report(&self, stem: &str, bytes: Vec<u8>) -> Result<()> {
         self.root
             .join(&format!("{RUNS_DIR}/{stem}.json"))
-            .put_bytes(report.to_json()?)
+            .put_bytes(bytes)
     }
 
     /// Removes what this attempt uploaded for its record (its commit did not land: a run with the same id was
     /// first).
-    pub(super) fn remove_record(&self, report: &Report) -> Result<()> {
-        let stem = crate::layout::run_stem(&report.started_at, &report.run);
+    pub(super) fn remove_record(&self, stem: &str) -> Result<()> {
         self.root
             .join(&format!("{RUNS_DIR}/{stem}.json"))
             .delete()?;
@@ -170,8 +171,13 @@ impl Delta {
     }
 
     /// Completes the report of a run that stopped after its commit: published, with its commit's version, the
-    /// `accounts` state this run brought it to, and when it was finished.
-    pub(super) fn finish_unfinished(&self, report: &Report, unfinished: &Unfinished) -> Result<()> {
+    /// `accounts` state this run (started at `started_at`) brought it to, and when it was finished.
+    pub(super) fn finish_unfinished(
+        &self,
+        started_at: &str,
+        outcome: &Outcome,
+        unfinished: &Unfinished,
+    ) -> Result<()> {
         let Some(rel) = &unfinished.report else {
             return Ok(());
         };
@@ -188,14 +194,14 @@ impl Delta {
             earlier["commit"] = serde_json::json!({});
         }
         earlier["commit"]["groups_version"] = unfinished.groups_version.into();
-        if let Some(c) = &report.commit {
+        if let Some(c) = &outcome.commit {
             earlier["commit"]["accounts_version"] = serde_json::json!(c.accounts_version);
         }
-        if let Some(a) = &report.accounts {
+        if let Some(a) = &outcome.accounts {
             earlier["accounts"] = serde_json::json!(a);
         }
         earlier["finished_by"] = serde_json::json!({
-            "run_started_at": report.started_at,
+            "run_started_at": started_at,
             "why": "the run stopped after its commit to groups; a later run of the same inputs finished it",
         });
         let mut bytes =

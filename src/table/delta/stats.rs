@@ -1,4 +1,4 @@
-//! Column statistics of a data file, for its Add action (SPEC §6.4): row counts, null counts, and min/max
+//! Column statistics of a data file, for its Add action: row counts, null counts, and min/max
 //! where they are exact, so that readers skip files.
 
 use std::path::Path;
@@ -18,9 +18,9 @@ const MAX_STRING_STAT: usize = 32;
 /// whose values are short.
 pub fn of_file(path: &Path) -> Result<(u64, String)> {
     let file = std::fs::File::open(path).map_err(Error::io("opening", path))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| Error::Dataset {
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::DatasetRead {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source: e.into(),
     })?;
     let meta = reader.metadata();
     let rows = meta.file_metadata().num_rows().max(0) as u64;

@@ -1,5 +1,5 @@
 //! The local (hive) dataset as it stands: the shape it was created with, its partitions and their files, and
-//! the runs it holds (SPEC §1, §6).
+//! the runs it holds.
 //!
 //! Why this module exists: several decisions of a run depend on what earlier runs left — whether `--partition`
 //! matches the layout already there, which partitions hold ids a new event may duplicate, whether these very
@@ -189,9 +189,9 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
 /// The number of rows of a Parquet file, from its footer.
 pub fn file_rows(path: &Path) -> Result<u64> {
     let file = File::open(path).map_err(Error::io("opening", path))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| Error::Dataset {
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::DatasetRead {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source: e.into(),
     })?;
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }

@@ -1,4 +1,4 @@
-//! The local Hive-partitioned dataset (SPEC §6.1, §6.2): `OUT/groups/dt=.../*.parquet`, published by switching
+//! The local Hive-partitioned dataset: `OUT/groups/dt=.../*.parquet`, published by switching
 //! versions ([`crate::publish`]), with its recorded shape and runs read through [`crate::dataset`].
 //!
 //! Why this module exists: it is the [`Table`] of a local folder. It holds the output's lock for the whole run
@@ -23,9 +23,9 @@ use crate::layout::PartitionMode;
 use crate::layout::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR, Shape};
 use crate::options::{LoadOptions, Mode};
 
-use crate::report::{AccountsReport, FileReport, NotPublished, Phase, Report};
+use crate::report::{AccountsReport, Phase};
 use crate::staging::Staging;
-use crate::table::{Context, EarlierRun, Ingested, Table};
+use crate::table::{Context, EarlierRun, Outcome, Record, Staged, Table, Visibility};
 use crate::writer::StagedFile;
 
 /// A local hive dataset, locked for the run.
@@ -107,59 +107,97 @@ impl Table for Hive {
         versions::staging(&self.out)
     }
 
-    fn publish(&mut self, run: Ingested, staging: Staging, ctx: &Context<'_>) -> Result<Report> {
-        let out = self.out.as_path();
-        let Ingested {
-            mut report,
-            files,
-            rejects,
-        } = run;
+    fn publish_rows(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome> {
         let mut plan = Plan::default();
-        let already_loaded = report.not_published == Some(NotPublished::AlreadyLoaded);
-        if report.published {
-            plan_rows(ctx, out, &staging, &files, &mut report, &mut plan)?;
-        } else if already_loaded {
-            // Nothing of its own to publish; `accounts` still as the options ask.
-            report.accounts = update_accounts(ctx.opts, out, ctx.pool, &staging, &[], &mut plan)?;
+        let mut outcome = Outcome {
+            visibility: Visibility::Published,
+            ..Outcome::default()
+        };
+        plan_rows(ctx, &self.out, staging, &run, &mut outcome, &mut plan)?;
+        self.publish_record(run, staging, ctx, record, outcome, plan)
+    }
+
+    fn keep_record(
+        &mut self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+    ) -> Result<Outcome> {
+        self.publish_record(
+            run,
+            staging,
+            ctx,
+            record,
+            Outcome::default(),
+            Plan::default(),
+        )
+    }
+
+    fn keep_accounts(
+        &mut self,
+        _earlier: &EarlierRun,
+        staging: &Staging,
+        ctx: &Context<'_>,
+    ) -> Result<Outcome> {
+        let mut plan = Plan::default();
+        let accounts = update_accounts(ctx.opts, &self.out, ctx.pool, staging, &[], &mut plan)?;
+        if !plan.is_empty() {
+            versions::publish(&self.out, &plan)?;
         }
-        if !already_loaded {
-            // An earlier attempt of this run (that published nothing) leaves its report and rejects to this one.
-            for dir in [RUNS_DIR, REJECTS_DIR] {
-                plan.removes.extend(
-                    dataset::run_files(&out.join(dir), &report.run)
-                        .into_iter()
-                        .map(|name| Path::new(dir).join(name)),
-                );
-            }
-            let stem = crate::layout::run_stem(&report.started_at, &report.run);
-            if let Some(from) = rejects {
-                let rejects_rel = Path::new(REJECTS_DIR).join(format!("{stem}.ndjson"));
-                report.rejects_file = Some(rel(&rejects_rel));
-                plan.adds.push((from, rejects_rel));
-            }
-            report.elapsed_s = ctx.started.elapsed().as_secs_f64();
-            let staged_report = staging.report();
-            let mut f = fs::File::create(&staged_report)
-                .map_err(Error::io("writing report", &staged_report))?;
-            f.write_all(&report.to_json()?)
-                .and_then(|()| f.sync_all())
-                .map_err(Error::io("writing report", &staged_report))?;
-            plan.adds.push((
-                staged_report,
-                Path::new(RUNS_DIR).join(format!("{stem}.json")),
-            ));
+        Ok(Outcome {
+            accounts,
+            ..Outcome::default()
+        })
+    }
+}
+
+impl Hive {
+    /// Adds the run's rejects and its record to `plan` (replacing those an earlier attempt of the run left,
+    /// which published nothing), and publishes the plan in one version switch.
+    fn publish_record(
+        &self,
+        run: Staged,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: Record<'_>,
+        mut outcome: Outcome,
+        mut plan: Plan,
+    ) -> Result<Outcome> {
+        let out = self.out.as_path();
+        for dir in [RUNS_DIR, REJECTS_DIR] {
+            plan.removes.extend(
+                dataset::run_files(&out.join(dir), &run.run)
+                    .into_iter()
+                    .map(|name| Path::new(dir).join(name)),
+            );
         }
-        if plan.is_empty() {
-            let _ = staging.discard();
-            return Ok(report);
+        let stem = run.stem();
+        if let Some(from) = run.rejects {
+            let rejects_rel = Path::new(REJECTS_DIR).join(format!("{stem}.ndjson"));
+            outcome.rejects_file = Some(rel(&rejects_rel));
+            plan.adds.push((from, rejects_rel));
         }
-        ctx.progress.phase(
-            Phase::Publishing,
-            report.counts.rows_written,
-            report.counts.rejected_total(),
-        );
-        versions::publish(out, staging, &plan)?;
-        Ok(report)
+        let staged_report = staging.report();
+        let mut f = fs::File::create(&staged_report)
+            .map_err(Error::io("writing report", &staged_report))?;
+        f.write_all(&record(&outcome)?)
+            .and_then(|()| f.sync_all())
+            .map_err(Error::io("writing report", &staged_report))?;
+        plan.adds.push((
+            staged_report,
+            Path::new(RUNS_DIR).join(format!("{stem}.json")),
+        ));
+        ctx.progress
+            .phase(Phase::Publishing, run.rows, run.rejected);
+        versions::publish(out, &plan)?;
+        Ok(outcome)
     }
 }
 
@@ -167,49 +205,40 @@ fn rel(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Adds a published run's rows to the plan: its files, the files they replace (counted in the report's
-/// `replaced`), and the new `accounts` snapshot.
+/// Adds a published run's rows to the plan: its files, the files they replace (counted in `replaced`), and
+/// the new `accounts` snapshot.
 fn plan_rows(
     ctx: &Context<'_>,
     out: &Path,
     staging: &Staging,
-    staged: &[StagedFile],
-    report: &mut Report,
+    run: &Staged,
+    outcome: &mut Outcome,
     plan: &mut Plan,
 ) -> Result<()> {
     let opts = ctx.opts;
-    for f in staged {
+    for f in &run.files {
         let to = Path::new(GROUPS_DIR)
             .join(&f.partition)
-            .join(format!("part-{}-{:05}.parquet", report.run, f.seq));
-        *report.partitions.entry(f.partition.clone()).or_insert(0) += f.rows;
-        report.files.push(FileReport {
-            path: rel(&to),
-            rows: f.rows,
-            bytes: f.bytes,
-        });
+            .join(format!("part-{}-{:05}.parquet", run.run, f.seq));
+        outcome.add_file(rel(&to), f);
         plan.adds.push((f.staged.clone(), to));
     }
-    let replaced = replaced_files(out, opts.mode, &report.run, plan)?;
+    let replaced = replaced_files(out, opts.mode, &run.run, plan)?;
     for path in &replaced {
         let partition = path
             .parent()
             .and_then(|p| p.strip_prefix(GROUPS_DIR).ok())
             .map(rel)
             .unwrap_or_default();
-        *report.replaced.entry(partition).or_insert(0) += dataset::file_rows(&out.join(path))?;
+        *outcome.replaced.entry(partition).or_insert(0) += dataset::file_rows(&out.join(path))?;
     }
     plan.removes.extend(replaced);
-    ctx.progress.phase(
-        Phase::Accounts,
-        report.counts.rows_written,
-        report.counts.rejected_total(),
-    );
-    report.accounts = update_accounts(opts, out, ctx.pool, staging, staged, plan)?;
+    ctx.progress.phase(Phase::Accounts, run.rows, run.rejected);
+    outcome.accounts = update_accounts(opts, out, ctx.pool, staging, &run.files, plan)?;
     Ok(())
 }
 
-/// Adds the new `accounts` snapshot to the plan (SPEC §9): this run's staged files merged into the current
+/// Adds the new `accounts` snapshot to the plan: this run's staged files merged into the current
 /// snapshot, or a rebuild from every `groups` file the new version will hold when there is no snapshot to
 /// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
 fn update_accounts(

@@ -1,4 +1,4 @@
-//! Publishing a run atomically, and repairing after a crash (SPEC §6.2, §9).
+//! Publishing a run atomically, and repairing after a crash.
 //!
 //! Why this module exists: the guarantees a warehouse relies on — a reader never sees a partial file, a failed
 //! run publishes nothing, no run is ever half-visible, a re-run never duplicates rows, two runs never
@@ -249,9 +249,9 @@ impl Plan {
 }
 
 /// Publishes a run: builds the next version (the current one's files, minus `plan.removes` and the files
-/// `plan.adds` replaces, plus `plan.adds`), switches `current` to it in one rename, removes the staging folder
-/// and versions older than the previous one. Returns the new version's number.
-pub fn publish(out: &Path, staging: Staging, plan: &Plan) -> Result<u64> {
+/// `plan.adds` replaces, plus `plan.adds`), switches `current` to it in one rename, and removes versions older
+/// than the previous one (the staged files are moved into it; the staging folder is the caller's to remove). Returns the new version's number.
+pub fn publish(out: &Path, plan: &Plan) -> Result<u64> {
     let current = current_version(out)?;
     let next = current.map_or(1, |c| c + 1);
     let dir = version_dir(out, next);
@@ -276,7 +276,6 @@ pub fn publish(out: &Path, staging: Staging, plan: &Plan) -> Result<u64> {
     ))?;
     sync_dir(&state);
     // Nothing below changes what a reader sees; a failure here is repaired by the next run.
-    let _ = staging.discard();
     let _ = remove_old_versions(out, next);
     Ok(next)
 }
@@ -534,7 +533,7 @@ mod tests {
             .iter()
             .map(|r| Path::new("groups").join(r))
             .collect();
-        publish(out, staging, &plan).unwrap()
+        publish(out, &plan).unwrap()
     }
 
     fn visible(out: &Path) -> Vec<(String, String)> {
