@@ -43,7 +43,7 @@ def run(cmd):
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"{' '.join(cmd)} failed ({code}):\n{err}")
-    return wall, usage.ru_maxrss * 1024
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def ensure_input(path, n, gz_of=None, extra=()):
@@ -131,20 +131,24 @@ def main():
             runs.append(("group-loader --no-dedupe", gl + ["--no-dedupe"], "groups/*/*.parquet"))
         runs.append(("duckdb", [sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), path, out],
                      "*/*.parquet"))
+        runs.append(("duckdb tuned", [sys.executable, os.path.join(ROOT, "bench", "duckdb_load.py"), path, out,
+                                      "--tuned"], "*/*.parquet"))
+        runs.append(("chdb", [sys.executable, os.path.join(ROOT, "bench", "chdb_load.py"), path, out],
+                     "*/*.parquet"))
         repeat = 1 if name == "plain-big" else args.repeat
         for tool, cmd, glob_tail in runs:
             best = None
             for _ in range(repeat):
                 shutil.rmtree(out, ignore_errors=True)
-                wall, rss = run(cmd)
+                wall, rss, cpu = run(cmd)
                 if best is None or wall < best[0]:
-                    best = (wall, rss)
-            wall, rss = best
+                    best = (wall, rss, cpu)
+            wall, rss, cpu = best
             rows = count_rows(out, glob_tail)
             assert rows == events, f"{tool} wrote {rows} rows, expected {events}"
-            results.append({"case": name, "tool": tool, "events": events, "input_bytes": size, "wall_s": wall,
+            results.append({"case": name, "tool": tool, "events": events, "input_bytes": size, "wall_s": wall, "cpu_s": cpu,
                             "mb_s": size / wall / 1e6, "rows_s": events / wall, "peak_rss_mb": rss / 1e6})
-            print(f"  {name:10} {tool:26} {wall:7.2f}s {rss / 1e6:8.0f} MB", file=sys.stderr)
+            print(f"  {name:10} {tool:26} {wall:7.2f}s {cpu:7.2f}s CPU {rss / 1e6:8.0f} MB", file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
 
     def get(case, tool):
@@ -163,16 +167,19 @@ def main():
 
 
 def groups_table(results, get, n, big):
-    """The groups-only rows: each tool against DuckDB on the same input."""
-    print("| case | tool | input | wall (s) | MB/s | rows/s | peak RSS (MB) | throughput vs DuckDB | RSS vs DuckDB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    """The groups-only rows: each tool against the three peers (DuckDB idiomatic and tuned, chDB) on the same
+    input; a ratio above 1 means the tool is faster than that peer."""
+    print("| case | tool | input | wall (s) | CPU (s) | MB/s | peak RSS (MB) | vs DuckDB | vs DuckDB tuned "
+          "| vs chDB | RSS vs DuckDB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        d = get(r["case"], "duckdb")
-        speed = d["wall_s"] / r["wall_s"]
-        mem = r["peak_rss_mb"] / d["peak_rss_mb"]
+        peers = [get(r["case"], p) for p in ("duckdb", "duckdb tuned", "chdb")]
+        if peers[0] is None:
+            continue
+        ratios = " | ".join(f"{p['wall_s'] / r['wall_s']:.2f}x" if p else "-" for p in peers)
         print(f"| {r['case']} | {r['tool']} | {r['events']:,} events, {r['input_bytes'] / 1e6:,.0f} MB "
-              f"| {r['wall_s']:.2f} | {r['mb_s']:.0f} | {r['rows_s']:,.0f} | {r['peak_rss_mb']:.0f} "
-              f"| {speed:.2f}x | {mem:.2f}x |")
+              f"| {r['wall_s']:.2f} | {r.get('cpu_s', 0):.2f} | {r['mb_s']:.0f} | {r['peak_rss_mb']:.0f} "
+              f"| {ratios} | {r['peak_rss_mb'] / peers[0]['peak_rss_mb']:.2f}x |")
     one, two = get("plain", "group-loader --threads 1"), get("plain", "group-loader")
     print(f"\n--threads 2 vs --threads 1: {one['wall_s'] / two['wall_s']:.2f}x")
     b, s = get("plain-big", "group-loader"), get("plain", "group-loader")
