@@ -52,12 +52,17 @@ pub fn kind(raw: &str) -> JsonKind {
 /// Decodes a JSON string literal, borrowing when it has no escapes. `None` when `raw` is not a string that
 /// decodes to Unicode (lines with lone surrogate escapes are rejected before mapping, so this is defensive).
 pub fn decode_str(raw: &str) -> Option<Cow<'_, str>> {
-    let text = raw;
-    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
+    // Byte tests and memchr: the quotes are ASCII, so slicing inside them stays on character boundaries (the
+    // char-pattern `strip_prefix` went through `memcmp` for one byte, 4% of a run's CPU in the profile).
+    let b = raw.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return None;
+    }
+    let inner = &raw[1..raw.len() - 1];
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 /// The text rule: a string as it is, a number as its JSON text, booleans as `"true"`/`"false"`.
