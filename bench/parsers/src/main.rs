@@ -121,14 +121,21 @@ fn main() {
         eprintln!("usage: parsers-bench FILE [MAX_LINES]");
         std::process::exit(2);
     };
-    let max: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+    let max: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
     let data = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         eprintln!("reading {path}: {e}");
         std::process::exit(1);
     });
     let lines: Vec<&str> = data.lines().take(max).collect();
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
-    println!("{} lines, {:.0} MB, one thread\n", lines.len(), bytes as f64 / 1e6);
+    println!(
+        "{} lines, {:.0} MB, one thread\n",
+        lines.len(),
+        bytes as f64 / 1e6
+    );
     println!("| parser | MB/s | lines parsed | malformed lines accepted |");
     println!("|---|---|---|---|");
     for (name, parse) in PARSERS {
