@@ -127,10 +127,7 @@ pub fn for_each_member<'a>(
         }
         let key_end = string_end(b, i)?;
         let key_raw = text.get(i..key_end).ok_or(NotAnObject)?;
-        let key = match key_raw.get(1..key_raw.len() - 1) {
-            Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
-            _ => Cow::Owned(serde_json::from_str::<String>(key_raw).map_err(|_| NotAnObject)?),
-        };
+        let key = crate::values::decode_str(key_raw).ok_or(NotAnObject)?;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return Err(NotAnObject);

@@ -7,6 +7,11 @@
 //!
 //! One thread; the figure is the input's bytes over the wall time of the parse alone (the file is read into
 //! memory first). The loader parses on every core of its pool, so per-core throughput is what compares.
+//!
+//! `Key` and `Members` mirror `Entries` in the loader's `src/json.rs` (the serde_json row is that code), made
+//! generic over the raw-value type so sonic-rs runs the same visitor. They are copied, not imported: linking
+//! the loader would build deltalake and object_store for a one-file measurement. Keep them in step with
+//! `src/json.rs`.
 
 use std::borrow::Cow;
 use std::fmt;
