@@ -487,3 +487,80 @@ fn the_accounts_layout_and_bytes_do_not_depend_on_threads() {
         );
     }
 }
+
+#[test]
+fn accounts_folded_during_ingest_equal_those_read_back_from_the_files() {
+    // 5,000 events on 2,500 groups over six days, traits set and cleared, extras keys set and cleared: the run
+    // folds its rows into accounts while it writes them, unless they outgrow the fold's budget.
+    let lines: Vec<String> = (0..5000)
+        .map(|i| {
+            let plan = if i % 7 == 0 { "null".to_string() } else { format!("\"p{}\"", i % 5) };
+            let extra = if i % 11 == 0 { "null".to_string() } else { i.to_string() };
+            format!(
+                r#"{{"type":"group","messageId":"m{i}","groupId":"g{}","userId":"u","timestamp":"2024-03-0{}T00:{:02}:{:02}Z","traits":{{"plan":{plan},"x{}":{extra},"address":{{"city":"c{}"}}}}}}"#,
+                i % 2500,
+                1 + i % 6,
+                i / 60 % 60,
+                i % 60,
+                i % 4,
+                i % 3
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    fs::write(&input, lines.join("\n")).unwrap();
+    // The default budget holds the 2,500 groups (one bucket); 128 KiB lets the fold hold 32 KiB, far less than
+    // they take, so it gives up and the merge reads the files (and the snapshot has 128 buckets).
+    let default = options(&input, &dir.path().join("unused")).accounts_budget;
+    for (budget, want) in [(default, (5000, 0)), (128 << 10, (0, 5000))] {
+        let folded = dir.path().join(format!("folded-{budget}"));
+        let mut opts = options(&input, &folded);
+        opts.accounts_budget = budget;
+        let report = load_in_process(&opts).unwrap().accounts.unwrap();
+        assert_eq!(
+            (report.rows_folded, report.rows_read),
+            want,
+            "budget {budget}"
+        );
+
+        // The same rows, then accounts built from the `groups` files alone: loaded without accounts, then the
+        // same input again (already loaded: nothing is read, accounts are rebuilt from every file).
+        let read_back = dir.path().join(format!("read-back-{budget}"));
+        let mut opts = options(&input, &read_back);
+        opts.accounts_budget = budget;
+        opts.accounts = false;
+        load_in_process(&opts).unwrap();
+        opts.accounts = true;
+        let report = load_in_process(&opts).unwrap().accounts.unwrap();
+        assert_eq!((report.rows_folded, report.rows_read), (0, 5000));
+
+        assert_same_parquet_files(
+            &folded.join("accounts"),
+            &read_back.join("accounts"),
+            &format!("accounts folded during ingest, budget {budget}"),
+        );
+        assert_eq!(accounts(&folded).len(), 2500);
+    }
+
+    // A second run (default budget) folds its own rows into the 128 buckets of the small budget's snapshot,
+    // more buckets than the fold has shards, reading no file back; the result is the snapshot of all the rows.
+    let more = dir.path().join("more.ndjson");
+    let more_lines: Vec<String> = lines[..200]
+        .iter()
+        .map(|l| l.replace("\"m", "\"n").replace("2024-03-0", "2024-03-1"))
+        .collect();
+    fs::write(&more, more_lines.join("\n")).unwrap();
+    let small = dir.path().join(format!("folded-{}", 128 << 10));
+    let report = load_in_process(&options(&more, &small))
+        .unwrap()
+        .accounts
+        .unwrap();
+    assert_eq!((report.rows_folded, report.rows_read), (200, 0));
+    assert_eq!(report.buckets, 128);
+    let whole = dir.path().join("whole.ndjson");
+    fs::write(&whole, [lines.clone(), more_lines].concat().join("\n")).unwrap();
+    let reference = dir.path().join("reference");
+    load_in_process(&options(&whole, &reference)).unwrap();
+    assert_eq!(accounts(&small), accounts(&reference));
+}

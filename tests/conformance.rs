@@ -206,8 +206,12 @@ fn accounts_hold_each_groups_latest_state_whatever_order_the_runs_bring_it() {
         ];
         for (i, lines) in runs.iter().enumerate() {
             let input = write_lines(&tmp.path().join(format!("{i}.ndjson")), lines);
-            let (code, err, _) = format.load(&out, &[&input], &[]);
+            let (code, err, report) = format.load(&out, &[&input], &[]);
             assert_eq!(code, 0, "{format:?} run {i}: {err}");
+            // Each run's rows were folded into accounts as they were written: no groups file is read back.
+            let accounts = &report["accounts"];
+            assert_eq!(accounts["rows_folded"], lines.len(), "{format:?} run {i}");
+            assert_eq!(accounts["rows_read"], 0, "{format:?} run {i}");
         }
         let want: BTreeMap<String, String> = [("g1", "pro"), ("g2", "enterprise")]
             .map(|(g, p)| (g.to_string(), p.to_string()))

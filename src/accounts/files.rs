@@ -166,43 +166,76 @@ pub(super) fn batch_events(
     keep: &dyn Fn(&str) -> bool,
     f: &mut dyn FnMut(&str, &Event<'_>),
 ) -> Result<()> {
-    let gid = column::<StringArray>(batch, Col::GroupId.column().name, path)?;
-    let ts = column::<TimestampMicrosecondArray>(batch, Col::Timestamp.column().name, path)?;
-    let rcv = column::<TimestampMicrosecondArray>(batch, Col::ReceivedAt.column().name, path)?;
-    let id = column::<StringArray>(batch, Col::Id.column().name, path)?;
-    let extras = column::<StringArray>(batch, Col::ExtraTraits.column().name, path)?;
-    let traits = trait_columns(batch, path)?;
+    let columns = EventColumns::new(batch, path)?;
     for r in 0..batch.num_rows() {
-        if gid.is_null(r) || ts.is_null(r) {
-            return Err(path.error("null group_id or timestamp".into()));
-        }
-        let group = gid.value(r);
+        let group = columns.group(r)?;
         if !keep(group) {
             continue;
         }
-        let mask = mask(r);
-        let mut columns: [Option<Option<Cow<'_, str>>>; NT] = Default::default();
-        for ((i, col), c) in traits.iter().enumerate().zip(TRAIT_COLS) {
+        let event = columns.event(r, mask(r));
+        if event
+            .extra_traits
+            .is_some_and(|t| crate::json::for_each_member(t, |_, _| {}).is_err())
+        {
+            return Err(path.error("extra_traits is not a JSON object".into()));
+        }
+        f(group, &event);
+    }
+    Ok(())
+}
+
+/// The columns of a batch of `groups` rows that make an [`Event`], found once per batch.
+pub(super) struct EventColumns<'a> {
+    path: &'a DataFile,
+    gid: &'a StringArray,
+    ts: &'a TimestampMicrosecondArray,
+    rcv: &'a TimestampMicrosecondArray,
+    id: &'a StringArray,
+    extras: &'a StringArray,
+    traits: Vec<&'a ArrayRef>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// `path` only names the file in errors.
+    pub(super) fn new(batch: &'a RecordBatch, path: &'a DataFile) -> Result<Self> {
+        Ok(EventColumns {
+            path,
+            gid: column::<StringArray>(batch, Col::GroupId.column().name, path)?,
+            ts: column::<TimestampMicrosecondArray>(batch, Col::Timestamp.column().name, path)?,
+            rcv: column::<TimestampMicrosecondArray>(batch, Col::ReceivedAt.column().name, path)?,
+            id: column::<StringArray>(batch, Col::Id.column().name, path)?,
+            extras: column::<StringArray>(batch, Col::ExtraTraits.column().name, path)?,
+            traits: trait_columns(batch, path)?,
+        })
+    }
+
+    /// The group of row `r` (an error where `group_id` or `timestamp` is null: [`Self::event`] needs both).
+    pub(super) fn group(&self, r: usize) -> Result<&'a str> {
+        if self.gid.is_null(r) || self.ts.is_null(r) {
+            return Err(self.path.error("null group_id or timestamp".into()));
+        }
+        Ok(self.gid.value(r))
+    }
+
+    /// The event of row `r` (whose [`Self::group`] was checked), with `mask` its cleared trait columns.
+    /// `extra_traits` is not checked to be an object here.
+    pub(super) fn event(&self, r: usize, mask: u32) -> Event<'a> {
+        let mut columns: [Option<Option<Cow<'a, str>>>; NT] = Default::default();
+        for ((i, col), c) in self.traits.iter().enumerate().zip(TRAIT_COLS) {
             if !col.is_null(r) {
                 columns[i] = Some(Some(cell_value(col, r)));
             } else if mask & (1 << c) != 0 {
                 columns[i] = Some(None);
             }
         }
-        let extra_traits = (!extras.is_null(r)).then(|| extras.value(r));
-        if extra_traits.is_some_and(|t| crate::json::for_each_member(t, |_, _| {}).is_err()) {
-            return Err(path.error("extra_traits is not a JSON object".into()));
-        }
-        let event = Event {
-            timestamp: ts.value(r),
-            received_at: (!rcv.is_null(r)).then(|| rcv.value(r)),
-            id: (!id.is_null(r)).then(|| id.value(r)),
+        Event {
+            timestamp: self.ts.value(r),
+            received_at: (!self.rcv.is_null(r)).then(|| self.rcv.value(r)),
+            id: (!self.id.is_null(r)).then(|| self.id.value(r)),
             columns,
-            extra_traits,
-        };
-        f(group, &event);
+            extra_traits: (!self.extras.is_null(r)).then(|| self.extras.value(r)),
+        }
     }
-    Ok(())
 }
 
 /// A non-null cell of a trait column as a register value (times as decimal microseconds).

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::layout::Codec;
 use crate::schema::Col;
 
+use super::fold::Folded;
 use super::spill::Spill;
 use super::{BYTES_PER_GROUP, Bucket, Event};
 use crate::layout::ACCOUNTS_DIR;
@@ -36,8 +37,10 @@ pub struct Merge<'a> {
     pub staging: &'a Path,
     /// The current snapshot's files ([`snapshot_files`]).
     pub snapshot: &'a [SnapshotFile],
-    /// This run's `groups` files (staged, or committed by the runs being merged).
+    /// This run's `groups` files (staged, or committed by the runs being merged) that `fold` does not hold.
     pub run_files: Vec<DataFile>,
+    /// This run's rows, folded while they were written ([`super::Fold`]): they are not read again.
+    pub fold: Option<&'a Folded>,
     /// Rebuild from every `groups` file of the new version (`kept_files` + `run_files`) instead of merging
     /// into the current snapshot.
     pub rebuild: bool,
@@ -63,6 +66,9 @@ pub struct Merged {
     pub groups_over_key_limit: u64,
     pub buckets: u32,
     pub rebuilt: bool,
+    /// Rows the fold held, and rows read from `groups` files.
+    pub rows_folded: u64,
+    pub rows_read: u64,
 }
 
 impl Merged {
@@ -74,6 +80,8 @@ impl Merged {
             buckets: self.buckets,
             rebuilt: self.rebuilt,
             groups_over_key_limit: self.groups_over_key_limit,
+            rows_folded: self.rows_folded,
+            rows_read: self.rows_read,
         }
     }
 }
@@ -92,11 +100,13 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
     } else {
         m.run_files.iter().collect()
     };
-    let (n, touched) = layout(m, &sources, old, old_n)?;
+    let (n, touched, rows_read) = layout(m, &sources, old, old_n)?;
 
     let mut merged = Merged {
         buckets: n,
         rebuilt: m.rebuild,
+        rows_folded: m.fold.map_or(0, Folded::rows),
+        rows_read,
         ..Merged::default()
     };
     let old_by_bucket: HashMap<u32, &DataFile> = old.iter().map(|f| (f.bucket, &f.file)).collect();
@@ -131,6 +141,9 @@ pub fn merge(m: &Merge<'_>) -> Result<Merged> {
         let mut state = Bucket::default();
         if let Some(p) = old_file {
             read_snapshot(p, b, n, &mut state)?;
+        }
+        if let Some(fold) = m.fold {
+            fold.absorb_into(b, n, &mut state)?;
         }
         let mut apply = |group: &str, event: &Event<'_>| state.apply(group, event);
         match &spill {
@@ -201,20 +214,24 @@ fn in_waves<T: Send>(
     Ok(done)
 }
 
-/// The bucket count of the new snapshot (a power of two, never fewer than the current one's) and which buckets
-/// the events touch, from one cheap pass over the sources' `group_id`.
+/// The bucket count of the new snapshot (a power of two, never fewer than the current one's), which buckets
+/// the events touch and the sources' rows, from one cheap pass over the sources' `group_id`.
 fn layout(
     m: &Merge<'_>,
     sources: &[&DataFile],
     old: &[SnapshotFile],
     old_n: u32,
-) -> Result<(u32, Vec<bool>)> {
+) -> Result<(u32, Vec<bool>, u64)> {
     // The groups the events name (their hashes: the bucket of a group is its hash modulo the bucket count),
     // from one cheap pass over `group_id`. Past a share of the budget the set is dropped and every event
     // counts as a new group (more buckets than needed, never too few).
     let cap = (m.budget / 16 / 16) as usize;
-    let mut hashes: Option<std::collections::HashSet<u64>> = Some(Default::default());
-    let mut event_rows = 0u64;
+    let mut hashes: Option<std::collections::HashSet<u64>> = match m.fold {
+        Some(fold) => fold.hashes().cloned(),
+        None => Some(Default::default()),
+    };
+    let folded_rows = m.fold.map_or(0, Folded::rows);
+    let mut event_rows = folded_rows;
     for p in sources {
         let (reader, _) = open_parquet(p, &[Col::GroupId.column().name])?;
         for batch in reader {
@@ -253,5 +270,5 @@ fn layout(
         }
         None => vec![true; n as usize],
     };
-    Ok((n, touched))
+    Ok((n, touched, event_rows - folded_rows))
 }

@@ -21,18 +21,19 @@
 //! Where "sent as null" comes from. `groups` reads null both for a trait sent as null and one not sent, so the
 //! writer records the rows that cleared a trait in each `groups` file's key/value metadata
 //! ([`schema::META_CLEARED_TRAITS`]). `accounts` is therefore a pure function of the `groups` files: a run merges
-//! its own staged files into the previous snapshot, and when there is no snapshot to build on (first run
+//! its own rows into the previous snapshot, and when there is no snapshot to build on (first run
 //! with accounts, after `--no-accounts`, or `--mode overwrite`, which removes rows) it rebuilds from every
-//! `groups` file of the new version.
+//! `groups` file of the new version. The run's own rows are folded while they are written (`fold`), the very
+//! rows and cleared-traits records its files hold, so they are not read back from the files.
 //!
 //! Memory. The snapshot is split into buckets by a hash of `group_id` (`part-BBBBB-of-NNNNN.parquet`). Buckets
 //! are merged one per thread and at most `merge::MERGE_WAYS` at once, each holding its groups in memory; the
 //! bucket count (a power of two) is chosen so that the snapshot's groups plus the distinct groups of the run
 //! fit a `MERGE_WAYS`th of the budget per bucket at `BYTES_PER_GROUP` each, and only grows. It never depends on
-//! the thread count, so neither do the files. A bucket that no event of the run touches is kept as it is. With
-//! no more buckets to fill than threads, each bucket reads the run's rows again (filtered by hash); with more,
-//! the rows are routed to their buckets in one pass through spill files (`spill`), so many buckets cost neither
-//! memory nor decodes.
+//! the thread count, so neither do the files. A bucket that no event of the run touches is kept as it is. Of
+//! the `groups` files the merge must read (a rebuild's, commits it has not seen): with no more buckets to fill
+//! than threads, each bucket reads them (filtered by hash); with more, their rows are routed to their buckets in
+//! one pass through spill files (`spill`), so many buckets cost neither memory nor decodes.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -44,10 +45,12 @@ use crate::layout::MAX_EXTRA_KEYS;
 use crate::schema::{COLUMNS, Col};
 
 mod files;
+mod fold;
 mod merge;
 mod spill;
 
 pub use files::{SnapshotFile, parse_file_name, snapshot_files};
+pub use fold::{Fold, Folded};
 pub use merge::{Merge, Merged, merge};
 
 /// Number of trait columns.
@@ -297,6 +300,44 @@ impl Account {
         }
     }
 
+    /// Merges the state of the same group from another bucket, whose extras keys `other_keys` names (the
+    /// fold of a run's rows into the bucket of the snapshot).
+    fn absorb_from(&mut self, other: &Account, other_keys: &Keys, keys: &mut Keys) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.over_key_limit |= other.over_key_limit;
+        for r in &other.regs {
+            let v = other.versions[r.version as usize].key();
+            if (r.key as usize) < NT {
+                self.offer(r.key, v, r.value.as_deref());
+            } else {
+                self.offer_extra(keys, other_keys.name(r.key), v, r.value.as_deref());
+            }
+        }
+    }
+
+    /// An estimate of the memory the account takes in a bucket's map, its key's entry included.
+    fn footprint(&self) -> usize {
+        let heap = |s: &str| if s.len() > 24 { s.len() } else { 0 };
+        std::mem::size_of::<(CompactString, Account)>()
+            + 16
+            + self.regs.capacity() * std::mem::size_of::<Register>()
+            + self.versions.capacity() * std::mem::size_of::<Version>()
+            + self
+                .regs
+                .iter()
+                .filter_map(|r| r.value.as_deref())
+                .map(heap)
+                .sum::<usize>()
+            + self
+                .versions
+                .iter()
+                .filter_map(|v| v.id.as_deref())
+                .map(heap)
+                .sum::<usize>()
+            + self.kept_names.as_ref().map_or(0, |n| n.len() * 64)
+    }
+
     /// Keeps `versions` to those still referenced, in version order (so the state, and its text, do not
     /// depend on the order events were applied in).
     fn drop_unused_versions(&mut self) {
@@ -415,6 +456,29 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Applies `event` to `group`, and returns by how many bytes the bucket's memory estimate grew.
+    fn apply_measured(&mut self, group: &str, event: &Event<'_>) -> usize {
+        let keys = &mut self.keys;
+        let names = keys.names.len();
+        let grown = match self.accounts.get_mut(group) {
+            Some(acc) => {
+                let before = acc.footprint();
+                acc.apply(keys, event);
+                acc.footprint().saturating_sub(before)
+            }
+            None => {
+                let mut acc = Account::new(event.timestamp);
+                acc.apply(keys, event);
+                let heap = if group.len() > 24 { group.len() } else { 0 };
+                let grown = acc.footprint() + heap;
+                self.accounts.insert(group.into(), acc);
+                grown
+            }
+        };
+        let new_names: usize = keys.names[names..].iter().map(|n| 2 * n.len() + 64).sum();
+        grown + new_names
+    }
+
     fn apply(&mut self, group: &str, event: &Event<'_>) {
         let keys = &mut self.keys;
         match self.accounts.get_mut(group) {

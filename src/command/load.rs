@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::accounts;
 use crate::dedupe::{EarlierIds, Reach, SeenIds};
 use crate::error::{Error, Result};
 use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
@@ -79,6 +80,19 @@ impl LoadOptions {
             // A Delta commit may drop rows after staging (duplicates of concurrent commits).
             origins: self.format() == Format::Delta,
         }
+    }
+
+    /// The fold of the run's rows into accounts while they are written: it may hold a quarter of what the merge
+    /// may, and no more than the row buffers (the batches being encoded are back-pressured to that much again,
+    /// so the rest of the limit's slack stays); past that it gives up and the merge reads the files. It counts
+    /// the groups up to the cap the merge counts them to.
+    fn accounts_fold(&self) -> accounts::Fold {
+        let budget = self
+            .writer_config()
+            .buffer_budget
+            .min(usize::try_from(self.accounts_budget / 4).unwrap_or(usize::MAX));
+        let hash_cap = usize::try_from(self.accounts_budget / 256).unwrap_or(usize::MAX);
+        accounts::Fold::new(budget, hash_cap)
     }
 
     /// What the ids already loaded within the dedupe window may take: a quarter of `--memory-limit`.
@@ -520,10 +534,15 @@ fn ingest(
         opts.dedupe_budget(),
         format!("{} MiB", opts.memory_limit >> 20),
     );
+    let mut writer = GroupsWriter::new(staging.groups(), opts.writer_config(), pool.clone());
+    let fold = opts.accounts.then(|| Arc::new(opts.accounts_fold()));
+    if let Some(fold) = &fold {
+        writer = writer.with_observer(fold.clone());
+    }
     let mut run = Run::new(
         opts.dedupe.then(SeenIds::default),
         RejectsWriter::new(staging.rejects()),
-        GroupsWriter::new(staging.groups(), opts.writer_config(), pool.clone()),
+        writer,
     );
     let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;
     let run_id = opts.run_id(&read.identities);
@@ -550,6 +569,14 @@ fn ingest(
     debug_assert!(counts.adds_up());
     let files = writer.finish()?;
     check_staged(&files, &counts, staging)?;
+    // The writer, which shared the fold, is gone, and its encoding tasks released their shares before
+    // reporting. (Were one still held, the merge would read the run's files back instead: slower, equal.)
+    let fold = fold
+        .and_then(Arc::into_inner)
+        .map(accounts::Fold::finish)
+        .transpose()?
+        .flatten()
+        .map(Box::new);
     report.reject_ratio = counts.reject_ratio();
     report.not_published = not_published(ctx, &counts);
     report.published = report.not_published.is_none();
@@ -561,6 +588,7 @@ fn ingest(
         rejects: rejects.finish()?,
         rows: counts.rows_written,
         rejected: counts.rejected_total(),
+        fold,
     };
     report.counts = counts;
     report.not_ndjson = not_ndjson;

@@ -285,6 +285,11 @@ pub struct AccountsReport {
     /// Groups sent more distinct `extra_traits` keys than a group keeps in `accounts` (the first 1,000 in name
     /// order are kept there; `groups` keeps every key).
     pub groups_over_key_limit: u64,
+    /// This run's `groups` rows folded into accounts while they were written.
+    pub rows_folded: u64,
+    /// `groups` rows the merge read back from files: other runs' (a rebuild, commits it had not seen), and
+    /// this run's when its fold could not stand for them (rows dropped as concurrent duplicates).
+    pub rows_read: u64,
 }
 
 pub fn thousands(n: u64) -> String {

@@ -41,6 +41,8 @@ pub struct Staged {
     /// Rows and rejects counted, for the progress display.
     pub rows: u64,
     pub rejected: u64,
+    /// The staged files' rows folded into accounts while they were written (none with `--no-accounts`).
+    pub fold: Option<Box<crate::accounts::Folded>>,
 }
 
 impl Staged {

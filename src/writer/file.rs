@@ -18,8 +18,8 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::StagedFile;
 use super::spill::Spilled;
+use super::{RowGroupObserver, StagedFile};
 use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::mapping::Cell;
@@ -186,11 +186,18 @@ impl OpenFile {
 
     /// Writes `parts` (rows of the file's partition, in order, with their cleared traits and origins) as one
     /// row group. Runs on a pool thread.
-    pub(super) fn write_parts(&mut self, parts: Vec<Spilled>, schema: &SchemaRef) -> Result<()> {
+    /// `observer`, when given, sees the row group before it is encoded.
+    pub(super) fn write_parts(
+        &mut self,
+        parts: Vec<Spilled>,
+        schema: &SchemaRef,
+        observer: Option<&dyn RowGroupObserver>,
+    ) -> Result<()> {
         let base = self.rows;
         let mut offset = 0u64;
         let mut origins = Vec::new();
         let mut batches = Vec::with_capacity(parts.len());
+        let first_cleared = self.cleared.len();
         for p in parts {
             self.cleared.extend(
                 p.cleared
@@ -209,6 +216,13 @@ impl OpenFile {
             _ => arrow::compute::concat_batches(schema, &batches)?,
         };
         drop(batches);
+        if let Some(observer) = observer {
+            let cleared: Vec<(u64, u32)> = self.cleared[first_cleared..]
+                .iter()
+                .map(|&(r, mask)| (r - base, mask))
+                .collect();
+            observer.row_group(&self.path, &batch, &cleared)?;
+        }
         self.write_row_group(&batch, &origins)
     }
 

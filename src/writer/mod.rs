@@ -53,6 +53,19 @@ pub struct WriterConfig {
     pub origins: bool,
 }
 
+/// Sees every row group of the run before it is encoded, on the pool thread that encodes it: each row the
+/// staged files hold, exactly once (the `accounts` fold during ingest is one). `cleared` holds `(row in
+/// batch, mask)` of the rows that cleared a trait, as the file records them ([`encode_cleared`]).
+pub trait RowGroupObserver: Send + Sync {
+    /// `file`: the staged file the row group goes to (for messages).
+    fn row_group(
+        &self,
+        file: &std::path::Path,
+        batch: &RecordBatch,
+        cleared: &[(u64, u32)],
+    ) -> Result<()>;
+}
+
 /// A finished file in the staging folder.
 #[derive(Debug, Clone)]
 pub struct StagedFile {
@@ -184,13 +197,14 @@ impl SpillJob {
         schema: &SchemaRef,
         props: &WriterProperties,
         origins: bool,
+        observer: Option<&dyn RowGroupObserver>,
     ) -> Result<StagedFile> {
         let mut file = match self.file {
             Ok(f) => f,
             Err((dir, seq)) => OpenFile::create(&dir, seq, schema.clone(), props.clone(), origins)?,
         };
         for (parts, _) in self.row_groups {
-            file.write_parts(parts, schema)?;
+            file.write_parts(parts, schema, observer)?;
         }
         file.close(&self.path)
     }
@@ -227,6 +241,7 @@ pub struct GroupsWriter {
     finished: Vec<StagedFile>,
     /// Rows of small partitions held on disk until the end ([`spill`]).
     spill: Spill,
+    observer: Option<Arc<dyn RowGroupObserver>>,
 }
 
 impl GroupsWriter {
@@ -249,7 +264,14 @@ impl GroupsWriter {
             finished: Vec::new(),
             spill: Spill::new(dir.with_extension("spill"), schema::groups_schema()),
             dir,
+            observer: None,
         }
+    }
+
+    /// Shows every row group to `observer` before it is encoded.
+    pub fn with_observer(mut self, observer: Arc<dyn RowGroupObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Appends one row to its partition's buffer (in input order).
@@ -413,9 +435,13 @@ impl GroupsWriter {
         self.busy.insert(ticket, i);
         self.in_flight += bytes;
         let schema = self.schema.clone();
+        let observer = self.observer.clone();
         self.pool.spawn(move || {
             let mut file = file;
-            let result = file.write_parts(vec![rows], &schema);
+            let result = file.write_parts(vec![rows], &schema, observer.as_deref());
+            // Released before the result is sent: once the writer has every result, it holds the only share
+            // of the observer, and the caller can take it back.
+            drop(observer);
             let _ = tx.send((file, result));
         });
         Ok(())
@@ -523,10 +549,11 @@ impl GroupsWriter {
     /// Runs a wave of spill jobs on the pool; their files are finished.
     fn run_wave(&mut self, wave: Vec<SpillJob>) -> Result<()> {
         let (schema, props, origins) = (&self.schema, &self.props, self.config.origins);
+        let observer = self.observer.as_deref();
         let staged: Vec<StagedFile> = self.pool.install(|| {
             wave.into_par_iter()
                 .with_max_len(1)
-                .map(|job| job.run(schema, props, origins))
+                .map(|job| job.run(schema, props, origins, observer))
                 .collect::<Result<_>>()
         })?;
         self.finished.extend(staged);

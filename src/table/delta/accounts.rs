@@ -40,6 +40,7 @@ impl Delta {
         &mut self,
         ctx: &Context<'_>,
         staging: &Staging,
+        fold: Option<OurFold<'_>>,
     ) -> Result<(Option<AccountsReport>, Option<u64>)> {
         let url = self.root.join(ACCOUNTS_DIR).url;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -59,7 +60,7 @@ impl Delta {
                 )?;
             }
             block_on(self.accounts.update_state()).map_err(delta_err(&url))?;
-            let plan = accounts_plan(self, ctx, staging)?;
+            let plan = accounts_plan(self, ctx, staging, fold)?;
             let Some(plan) = plan else {
                 let groups = self.accounts_rows()?;
                 let version = self.accounts.version();
@@ -70,6 +71,8 @@ impl Delta {
                         buckets: 0,
                         rebuilt: false,
                         groups_over_key_limit: 0,
+                        rows_folded: 0,
+                        rows_read: 0,
                     }),
                     version,
                 ));
@@ -129,8 +132,17 @@ struct AccountsPlan {
     report: Option<AccountsReport>,
 }
 
+/// The run's rows folded while they were written, and the paths (relative to `groups`) of the files that hold
+/// them.
+pub(super) type OurFold<'a> = (&'a accounts::Folded, &'a BTreeSet<String>);
+
 /// The commit that brings `accounts` up to date, or `None` when it is.
-fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Option<AccountsPlan>> {
+fn accounts_plan(
+    d: &Delta,
+    ctx: &Context<'_>,
+    staging: &Staging,
+    fold: Option<OurFold<'_>>,
+) -> Result<Option<AccountsPlan>> {
     let groups_url = d.groups_url();
     let accounts_url = d.root.join(ACCOUNTS_DIR).url;
     let gstate = d.groups.snapshot().map_err(delta_err(&groups_url))?;
@@ -168,13 +180,29 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
     let rebuild = unseen.is_none();
     let added = unseen.unwrap_or_default();
     let live = groups_files(d)?;
+    // The fold stands for our files when every one of them is among those to read: then they are not read.
+    let fold = fold.filter(|(_, ours)| {
+        let among: BTreeSet<&String> = if rebuild {
+            live.keys().collect()
+        } else {
+            added.iter().filter(|p| live.contains_key(*p)).collect()
+        };
+        ours.iter().all(|p| among.contains(p))
+    });
+    let folded = |p: &String| fold.is_some_and(|(_, ours)| ours.contains(p));
     let (run_files, kept_files) = if rebuild {
-        (Vec::new(), live.into_values().collect())
+        (
+            Vec::new(),
+            live.into_iter()
+                .filter(|(p, _)| !folded(p))
+                .map(|(_, f)| f)
+                .collect(),
+        )
     } else {
         let wanted: BTreeSet<&String> = added.iter().collect();
         (
             live.into_iter()
-                .filter(|(p, _)| wanted.contains(p))
+                .filter(|(p, _)| wanted.contains(p) && !folded(p))
                 .map(|(_, f)| f)
                 .collect(),
             Vec::new(),
@@ -185,6 +213,7 @@ fn accounts_plan(d: &Delta, ctx: &Context<'_>, staging: &Staging) -> Result<Opti
         staging: staging.dir(),
         snapshot: &snapshot,
         run_files,
+        fold: fold.map(|(f, _)| f),
         rebuild,
         kept_files,
         name_suffix: Some(&token),

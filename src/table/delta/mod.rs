@@ -538,7 +538,22 @@ impl Table for Delta {
         }
         // From here on the rows are live: a failure says so (exit 6), and a re-run finishes the run.
         ctx.progress.phase(Phase::Accounts, run.rows, run.rejected);
-        self.accounts_and_vacuum(ctx, staging, &mut outcome)?;
+        // The fold holds the rows as staged: of no use once rows were dropped as concurrent duplicates.
+        let rewritten = outcome
+            .commit
+            .as_ref()
+            .is_some_and(|c| c.concurrent_duplicates > 0);
+        let ours: BTreeSet<String> = pending
+            .iter()
+            .filter(|p| p.staged.rows > 0)
+            .map(|p| p.add.path.clone())
+            .collect();
+        let fold = run
+            .fold
+            .as_deref()
+            .filter(|_| !rewritten)
+            .map(|f| (f, &ours));
+        self.accounts_and_vacuum(ctx, staging, &mut outcome, fold)?;
         self.put_report(&run.stem(), record(&outcome)?)
             .map_err(Error::after_publish("writing the report"))?;
         Ok(outcome)
@@ -569,7 +584,7 @@ impl Table for Delta {
             ..Outcome::default()
         };
         ctx.progress.phase(Phase::Accounts, 0, 0);
-        self.accounts_and_vacuum(ctx, staging, &mut outcome)?;
+        self.accounts_and_vacuum(ctx, staging, &mut outcome, None)?;
         if let Some(unfinished) = &earlier.unfinished {
             self.finish_unfinished(ctx.started_at, &outcome, unfinished)
                 .map_err(Error::after_publish(
@@ -587,10 +602,11 @@ impl Delta {
         ctx: &Context<'_>,
         staging: &Staging,
         outcome: &mut Outcome,
+        fold: Option<accounts::OurFold<'_>>,
     ) -> Result<()> {
         let after = |step| Error::after_publish(step);
         let (accounts, version) = self
-            .update_accounts(ctx, staging)
+            .update_accounts(ctx, staging, fold)
             .map_err(after("the accounts update"))?;
         outcome.accounts = accounts;
         let vacuumed = self

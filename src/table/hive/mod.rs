@@ -147,7 +147,8 @@ impl Table for Hive {
         ctx: &Context<'_>,
     ) -> Result<Outcome> {
         let mut plan = Plan::default();
-        let accounts = update_accounts(ctx.opts, &self.out, ctx.pool, staging, &[], &mut plan)?;
+        let accounts =
+            update_accounts(ctx.opts, &self.out, ctx.pool, staging, &[], None, &mut plan)?;
         if !plan.is_empty() {
             versions::publish(&self.out, &plan)?;
         }
@@ -234,7 +235,15 @@ fn plan_rows(
     }
     plan.removes.extend(replaced);
     ctx.progress.phase(Phase::Accounts, run.rows, run.rejected);
-    outcome.accounts = update_accounts(opts, out, ctx.pool, staging, &run.files, plan)?;
+    outcome.accounts = update_accounts(
+        opts,
+        out,
+        ctx.pool,
+        staging,
+        &run.files,
+        run.fold.as_deref(),
+        plan,
+    )?;
     Ok(())
 }
 
@@ -247,6 +256,7 @@ fn update_accounts(
     pool: &rayon::ThreadPool,
     staging: &Staging,
     staged: &[StagedFile],
+    fold: Option<&accounts::Folded>,
     plan: &mut Plan,
 ) -> Result<Option<AccountsReport>> {
     let snapshot = accounts::snapshot_files(out)?;
@@ -274,10 +284,15 @@ fn update_accounts(
     let merged = accounts::merge(&accounts::Merge {
         staging: staging.dir(),
         snapshot: &snapshot,
-        run_files: staged
-            .iter()
-            .map(|f| DataFile::Local(f.staged.clone()))
-            .collect(),
+        // The fold holds exactly the rows of the staged files.
+        run_files: match fold {
+            Some(_) => Vec::new(),
+            None => staged
+                .iter()
+                .map(|f| DataFile::Local(f.staged.clone()))
+                .collect(),
+        },
+        fold,
         rebuild,
         kept_files: if rebuild {
             kept.into_iter().map(DataFile::Local).collect()
