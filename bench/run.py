@@ -221,14 +221,15 @@ def accounts_case(args, n, out, get):
         rows.append((limit, best, groups))
     shutil.rmtree(out, ignore_errors=True)
     print(f"\nAccounts: {n:,} events on {n:,} distinct groups, then {n // 10:,} more events merged into that "
-          f"snapshot. Without accounts the first run takes {base[0]:.2f} s, {base[1] / 1e6:.0f} MB.\n")
-    print("| --memory-limit | first run (s) | peak RSS (MB) | RSS / limit | vs --no-accounts | "
-          "second run (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
-    for limit, ((w1, r1), (w2, r2)), groups in rows:
+          f"snapshot. Without accounts the first run takes {base[0]:.2f} s ({base[2]:.2f} s CPU), "
+          f"{base[1] / 1e6:.0f} MB.\n")
+    print("| --memory-limit | first run (s) | CPU (s) | peak RSS (MB) | RSS / limit | vs --no-accounts | "
+          "second run (s) | CPU (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for limit, ((w1, r1, c1), (w2, r2, c2)), groups in rows:
         lim = 2**30 if limit == "1GiB" else 2**29
-        print(f"| {limit} | {w1:.2f} | {r1 / 1e6:.0f} | {r1 / lim:.2f} | {w1 / base[0]:.2f}x time | "
-              f"{w2:.2f} | {r2 / 1e6:.0f} |")
+        print(f"| {limit} | {w1:.2f} | {c1:.2f} | {r1 / 1e6:.0f} | {r1 / lim:.2f} | {w1 / base[0]:.2f}x time | "
+              f"{w2:.2f} | {c2:.2f} | {r2 / 1e6:.0f} |")
 
 
 def nights_case(args, n, out):
@@ -275,11 +276,12 @@ def nights_case(args, n, out):
     print(f"\nNights: {n:,} events received on one day, into an empty dataset and into one holding the 7 previous "
           f"nights ({7 * n:,} rows; the second run read {report['dedupe']['ids_read']:,} ids of "
           f"{report['dedupe']['partitions_read']} partitions), default --memory-limit 1GiB, best of {args.repeat}.\n")
-    print("| run | wall (s) | peak RSS (MB) | RSS / limit | vs first night |")
-    print("|---|---|---|---|---|")
-    print(f"| first night (empty dataset) | {first[0]:.2f} | {first[1] / 1e6:.0f} | {first[1] / limit:.2f} | 1.00x |")
-    print(f"| eighth night (7 nights held) | {second[0]:.2f} | {second[1] / 1e6:.0f} | {second[1] / limit:.2f} "
-          f"| {second[0] / first[0]:.2f}x |")
+    print("| run | wall (s) | CPU (s) | peak RSS (MB) | RSS / limit | vs first night |")
+    print("|---|---|---|---|---|---|")
+    print(f"| first night (empty dataset) | {first[0]:.2f} | {first[2]:.2f} | {first[1] / 1e6:.0f} "
+          f"| {first[1] / limit:.2f} | 1.00x |")
+    print(f"| eighth night (7 nights held) | {second[0]:.2f} | {second[2]:.2f} | {second[1] / 1e6:.0f} "
+          f"| {second[1] / limit:.2f} | {second[0] / first[0]:.2f}x |")
 
 
 def split_input(plain, folder, parts=8):
