@@ -286,23 +286,23 @@ impl Account {
     /// Merges another state of the same group (one bucket read from a coarser snapshot file holds no two
     /// states of a group, but merging keeps this correct whatever the files hold).
     fn absorb(&mut self, other: Account, keys: &mut Keys) {
-        self.first_seen = self.first_seen.min(other.first_seen);
-        self.last_seen = self.last_seen.max(other.last_seen);
-        self.over_key_limit |= other.over_key_limit;
-        for r in &other.regs {
-            let v = other.versions[r.version as usize].key();
-            if (r.key as usize) < NT {
-                self.offer(r.key, v, r.value.as_deref());
-            } else {
-                let name = keys.name(r.key).to_string();
-                self.offer_extra(keys, &name, v, r.value.as_deref());
-            }
-        }
+        // (The extras keys are named by the same table the offers add to: each name is copied out first.)
+        self.absorb_with(&other, keys, |keys, k| Cow::Owned(keys.name(k).to_string()));
     }
 
     /// Merges the state of the same group from another bucket, whose extras keys `other_keys` names (the
     /// fold of a run's rows into the bucket of the snapshot).
     fn absorb_from(&mut self, other: &Account, other_keys: &Keys, keys: &mut Keys) {
+        self.absorb_with(other, keys, |_, k| Cow::Borrowed(other_keys.name(k)));
+    }
+
+    /// Offers every register of `other` to this account; `name` gives the name of one of its extras keys.
+    fn absorb_with<'n>(
+        &mut self,
+        other: &Account,
+        keys: &mut Keys,
+        name: impl Fn(&Keys, Key) -> Cow<'n, str>,
+    ) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.over_key_limit |= other.over_key_limit;
@@ -311,7 +311,8 @@ impl Account {
             if (r.key as usize) < NT {
                 self.offer(r.key, v, r.value.as_deref());
             } else {
-                self.offer_extra(keys, other_keys.name(r.key), v, r.value.as_deref());
+                let name = name(keys, r.key);
+                self.offer_extra(keys, &name, v, r.value.as_deref());
             }
         }
     }
