@@ -29,8 +29,99 @@ pub enum Command {
     /// Load Group calls into OUTPUT/groups/ (the main job).
     #[command(after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
     Load(LoadArgs),
+    /// Remove every row of some users or groups from a dataset (a deletion request), rebuild their accounts
+    /// from what remains, and remove the rejected lines that hold them.
+    #[command(after_long_help = FORGET_EXIT_CODES, after_help = FORGET_EXIT_CODES)]
+    Forget(ForgetArgs),
     /// Print the output schema of the groups (or accounts) table.
     Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The dataset: the --output of the loads (a local folder, or an object-store URL).
+    #[arg(short, long, value_name = "DIR|URL")]
+    pub output: PathBuf,
+
+    /// A userId whose rows go (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub user_id: Vec<String>,
+
+    /// An anonymousId whose rows go (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub anonymous_id: Vec<String>,
+
+    /// A groupId whose rows go, with its accounts row (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub group_id: Vec<String>,
+
+    /// A file of ids, one kind,id a line: user_id,u-123 / anonymous_id,... / group_id,... (a header line
+    /// kind,id, CSV quoting, blank lines and # comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub ids_file: Vec<PathBuf>,
+
+    /// Also remove, now, what still holds the removed data: the previous version of a hive dataset; the
+    /// files Delta keeps for time travel and the log entries that describe them (time travel to earlier
+    /// versions ends here).
+    #[arg(long)]
+    pub purge: bool,
+
+    /// Also write the request's record (JSON, counts only) to PATH (- for standard output).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Parquet compression codec of the rewritten files.
+    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
+    pub compression: Codec,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Memory budget (as for load).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_memory_limit)]
+    pub memory_limit: u64,
+
+    /// How long a request to object storage is retried before the command fails.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::dedupe::parse_duration)]
+    pub retry_timeout: std::time::Duration,
+
+    /// No summary on stderr (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ForgetArgs {
+    fn options(&self) -> Result<crate::command::forget::ForgetOptions> {
+        let mut ids = crate::privacy::Ids::default();
+        for (kind, values, flag) in [
+            (crate::privacy::IdKind::User, &self.user_id, "--user-id"),
+            (
+                crate::privacy::IdKind::Anonymous,
+                &self.anonymous_id,
+                "--anonymous-id",
+            ),
+            (crate::privacy::IdKind::Group, &self.group_id, "--group-id"),
+        ] {
+            for v in values {
+                ids.add(kind, v, &|| flag.to_string())?;
+            }
+        }
+        for f in &self.ids_file {
+            ids.read_file(f)?;
+        }
+        Ok(crate::command::forget::ForgetOptions {
+            output: self.output.clone(),
+            ids,
+            purge: self.purge,
+            quiet: self.quiet,
+            report: self.report.clone(),
+            threads: self.threads,
+            memory_limit: self.memory_limit,
+            codec: self.compression,
+            retry_timeout: self.retry_timeout,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +284,18 @@ A scheduler should retry 1, 4, 5 and 6 (a network fault, a run still going, a
 late export, an unfinished run: a re-run never loads a row twice), and never 2
 or 3 (the same command fails the same way).";
 
+/// The exit codes of `forget`.
+const FORGET_EXIT_CODES: &str = "\
+Exit codes:
+  0  done: the rows and lines that held the ids are gone (or none did)
+  1  failure (I/O, object storage): nothing changed in hive; in Delta, re-run
+     the same command to finish
+  2  bad usage: no id, a malformed ids file (its line is named), no dataset
+     at --output; nothing touched
+  4  the output (hive) is locked by a load: nothing touched; retry later
+  6  the rows are gone, but a later step failed (accounts, rejects, the
+     record): re-run the same command to finish it";
+
 /// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
 /// writers) is a large part of the budget, and the limit could not be kept.
 pub const MIN_MEMORY_LIMIT: u64 = 256 << 20;
@@ -284,6 +387,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Load(args) => crate::command::load::load(&args.options()?).map(|_| ()),
+        Command::Forget(args) => crate::command::forget::forget(&args.options()?).map(|_| ()),
     }
 }
 

@@ -516,6 +516,11 @@ pub struct RemoteFile {
 
 impl RemoteFile {
     fn range(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        // An empty column chunk (an uncompressed all-null column) asks for no bytes: stores refuse an empty
+        // range ("Range started at N and ended at N"), and there is nothing to fetch.
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
         block_on(self.location.store.get_range(&self.location.path, range))
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
     }

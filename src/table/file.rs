@@ -181,4 +181,18 @@ impl Table for SingleFile {
             "a one-file conversion has no earlier runs".into(),
         ))
     }
+
+    fn forget(
+        &mut self,
+        _request: &crate::table::ForgetRequest<'_>,
+        _staging: &Staging,
+        _ctx: &Context<'_>,
+        _record: crate::table::ForgetRecord<'_>,
+    ) -> Result<crate::table::Forgotten> {
+        Err(Error::Usage(format!(
+            "{} is one Parquet file, not a dataset: it keeps no record of what it holds. Convert again \
+             without the ids instead",
+            self.name
+        )))
+    }
 }

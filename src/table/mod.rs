@@ -148,6 +148,65 @@ pub fn open(opts: &LoadOptions) -> Result<(Box<dyn Table>, PartitionMode)> {
     })
 }
 
+/// A deletion request, as a table carries it out ([`Table::forget`]).
+pub struct ForgetRequest<'a> {
+    pub ids: &'a crate::privacy::Ids,
+    /// Also remove what still holds the old data: earlier versions, files kept for time travel, the log
+    /// entries that describe them.
+    pub purge: bool,
+    /// The name stem of the request's record (`_runs/<stem>.json`).
+    pub stem: String,
+    /// Added to the names of rewritten files (Delta never reuses a name).
+    pub tag: String,
+}
+
+/// What forgetting did, as a value: the command renders the request's record and summary from it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Forgotten {
+    /// `groups` rows removed, in all and by partition path.
+    pub rows_removed: u64,
+    pub partitions: BTreeMap<String, u64>,
+    /// `groups` files rewritten without the rows, and files removed because every row of theirs went.
+    pub files_rewritten: u64,
+    pub files_removed: u64,
+    /// Groups that lost a row (their `accounts` rows are rebuilt from what remains, or removed).
+    pub groups_affected: u64,
+    /// Lines removed from the rejects files, and the files rewritten (or removed when nothing was left).
+    pub reject_lines_removed: u64,
+    pub rejects_files_changed: u64,
+    pub accounts: Option<AccountsReport>,
+    /// hive: the version published; Delta: the `groups` and `accounts` versions committed.
+    pub version: Option<u64>,
+    pub accounts_version: Option<u64>,
+    /// Delta: commit attempts that found the table moved on and were made again.
+    pub retries: u64,
+    /// `--purge`: earlier versions, files and log entries removed.
+    pub purged: Option<Purged>,
+    /// What still holds the removed data after this request (empty after `--purge`), in words.
+    pub still_held: Vec<String>,
+}
+
+impl Forgotten {
+    /// True when the request found something to remove.
+    pub fn changed(&self) -> bool {
+        self.rows_removed > 0 || self.reject_lines_removed > 0
+    }
+}
+
+/// What `--purge` removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Purged {
+    /// hive: earlier versions of the dataset.
+    pub versions: u64,
+    /// Delta: data files no longer in the latest version.
+    pub files: u64,
+    /// Delta: log entries before the checkpoint written at the latest version.
+    pub log_entries: u64,
+}
+
+/// The request's record for what forgetting did: the table stores these bytes where the format keeps records.
+pub type ForgetRecord<'a> = &'a dyn Fn(&Forgotten) -> Result<Vec<u8>>;
+
 /// A published run with the same id as this one: these inputs are already loaded.
 #[derive(Debug, Clone)]
 pub struct EarlierRun {
@@ -160,7 +219,7 @@ pub struct EarlierRun {
 
 /// Whether the local folder `dir` is the root of a dataset: a hive one (its state folder) or a Delta one (its
 /// `groups` table's log).
-fn is_dataset(dir: &std::path::Path) -> bool {
+pub(crate) fn is_dataset(dir: &std::path::Path) -> bool {
     std::fs::symlink_metadata(dir.join(crate::layout::STATE_DIR)).is_ok_and(|m| m.is_dir())
         || dir
             .join(crate::layout::GROUPS_DIR)
@@ -284,6 +343,18 @@ pub trait Table {
         ctx: &Context<'_>,
         record: Record<'_>,
     ) -> Result<Outcome>;
+
+    /// Removes every `groups` row the request names (rewriting only the files that hold one), rebuilds
+    /// `accounts` from the rows that remain, removes the rejects' lines that hold the ids, and stores the
+    /// request's record, as one step of the format; with `purge`, then removes what still holds the old data.
+    /// A request that finds nothing changes nothing (but still purges when asked).
+    fn forget(
+        &mut self,
+        request: &ForgetRequest<'_>,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: ForgetRecord<'_>,
+    ) -> Result<Forgotten>;
 
     /// The inputs were already loaded by `earlier`: nothing of this run's own is published, but `accounts` is
     /// kept as the options ask, and a Delta run that stopped right after its commit is finished.

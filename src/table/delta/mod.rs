@@ -18,6 +18,7 @@
 
 mod accounts;
 mod concurrent;
+mod forget;
 mod log;
 mod runs;
 mod stats;
@@ -571,6 +572,16 @@ impl Table for Delta {
         self.put_rejects(&run.stem(), &staging.rejects(), &mut outcome)?;
         self.put_report(&run.stem(), record(&outcome)?)?;
         Ok(outcome)
+    }
+
+    fn forget(
+        &mut self,
+        request: &crate::table::ForgetRequest<'_>,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: crate::table::ForgetRecord<'_>,
+    ) -> Result<crate::table::Forgotten> {
+        self.forget_all(request, staging, ctx, record)
     }
 
     fn keep_accounts(

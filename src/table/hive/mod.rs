@@ -6,6 +6,7 @@
 //! adds the run's files, removes what `--mode overwrite` replaces, and replaces the `accounts` snapshot.
 
 mod dataset;
+mod forget;
 mod versions;
 
 pub(crate) use dataset::is_hive;
@@ -140,6 +141,16 @@ impl Table for Hive {
         )
     }
 
+    fn forget(
+        &mut self,
+        request: &crate::table::ForgetRequest<'_>,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: crate::table::ForgetRecord<'_>,
+    ) -> Result<crate::table::Forgotten> {
+        forget::forget(&self.out, request, staging, ctx, record)
+    }
+
     fn keep_accounts(
         &mut self,
         _earlier: &EarlierRun,
@@ -147,8 +158,16 @@ impl Table for Hive {
         ctx: &Context<'_>,
     ) -> Result<Outcome> {
         let mut plan = Plan::default();
-        let accounts =
-            update_accounts(ctx.opts, &self.out, ctx.pool, staging, &[], None, &mut plan)?;
+        let accounts = update_accounts(
+            ctx.opts,
+            &self.out,
+            ctx.pool,
+            staging,
+            &[],
+            None,
+            false,
+            &mut plan,
+        )?;
         if !plan.is_empty() {
             versions::publish(&self.out, &plan)?;
         }
@@ -235,6 +254,8 @@ fn plan_rows(
     }
     plan.removes.extend(replaced);
     ctx.progress.phase(Phase::Accounts, run.rows, run.rejected);
+    // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
+    let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
     outcome.accounts = update_accounts(
         opts,
         out,
@@ -242,6 +263,7 @@ fn plan_rows(
         staging,
         &run.files,
         run.fold.as_deref(),
+        removes_rows,
         plan,
     )?;
     Ok(())
@@ -249,7 +271,8 @@ fn plan_rows(
 
 /// Adds the new `accounts` snapshot to the plan: this run's staged files merged into the current
 /// snapshot, or a rebuild from every `groups` file the new version will hold when there is no snapshot to
-/// build on or the plan removes other runs' rows. With `--no-accounts`, removes the snapshot instead.
+/// build on or the plan removes rows (`removes_rows`). With `--no-accounts`, removes the snapshot instead.
+#[allow(clippy::too_many_arguments)]
 fn update_accounts(
     opts: &LoadOptions,
     out: &Path,
@@ -257,6 +280,7 @@ fn update_accounts(
     staging: &Staging,
     staged: &[StagedFile],
     fold: Option<&accounts::Folded>,
+    removes_rows: bool,
     plan: &mut Plan,
 ) -> Result<Option<AccountsReport>> {
     let snapshot = accounts::snapshot_files(out)?;
@@ -264,8 +288,6 @@ fn update_accounts(
         plan.removes.extend(snapshot.into_iter().map(|f| f.rel));
         return Ok(None);
     }
-    // Rows leave `groups` only in overwrite mode (append replaces a run's files by identical ones).
-    let removes_rows = opts.mode == Mode::Overwrite && !plan.removes.is_empty();
     // The groups files the new version keeps: listed only when there may be a reason to rebuild from them.
     let mut kept = Vec::new();
     if removes_rows || snapshot.is_empty() {

@@ -372,6 +372,26 @@ fn remove_old_versions(out: &Path, keep: u64) -> Result<usize> {
     Ok(found.len())
 }
 
+/// Removes every version but the current one (a deletion request's `--purge`: the previous version is what
+/// still holds the rows it removed). Returns how many were removed.
+pub fn remove_earlier_versions(out: &Path) -> Result<usize> {
+    let Some(current) = current_version(out)? else {
+        return Ok(0);
+    };
+    let versions = out.join(STATE_DIR).join(VERSIONS_DIR);
+    let entries = fs::read_dir(&versions).map_err(Error::io("reading directory", &versions))?;
+    let mut removed = 0;
+    for e in entries.filter_map(|e| e.ok()) {
+        let n: Option<u64> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        if n != Some(current) {
+            remove_path(&e.path())?;
+            removed += 1;
+        }
+    }
+    sync_dir(&versions);
+    Ok(removed)
+}
+
 fn remove_path(path: &Path) -> Result<()> {
     let r = if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         fs::remove_dir_all(path)
