@@ -60,6 +60,11 @@ pub struct ForgetArgs {
     #[arg(long, value_name = "FILE")]
     pub ids_file: Vec<PathBuf>,
 
+    /// Also record the ids (salted hashes, never in clear) in the dataset, so that later loads skip their
+    /// events (counted as suppressed): a re-delivered export cannot bring them back.
+    #[arg(long)]
+    pub suppress: bool,
+
     /// Also remove, now, what still holds the removed data: the previous version of a hive dataset; the
     /// files Delta keeps for time travel and the log entries that describe them (time travel to earlier
     /// versions ends here).
@@ -113,6 +118,7 @@ impl ForgetArgs {
         Ok(crate::command::forget::ForgetOptions {
             output: self.output.clone(),
             ids,
+            suppress: self.suppress,
             purge: self.purge,
             quiet: self.quiet,
             report: self.report.clone(),
@@ -224,6 +230,17 @@ pub struct LoadArgs {
     /// links are skipped, with a warning: a folder of exports should not read /etc/shadow through a link).
     #[arg(long)]
     pub follow_links: bool,
+
+    /// Pseudonymise context_ip: keep its network only (IPv4 a.b.c.0, IPv6 /48). Recorded in the dataset: every
+    /// later run does the same.
+    #[arg(long)]
+    pub truncate_ip: bool,
+
+    /// Pseudonymise these text columns (e.g. user_id,anonymous_id,email): each value is replaced by its keyed
+    /// hash (HMAC-SHA-256, hex) under the key in GROUP_LOADER_HASH_KEY (never given on the command line).
+    /// Recorded in the dataset: later runs hash the same columns with the same key, or are refused.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub hash_columns: Option<Vec<String>>,
 
     /// Progress bar on stderr: auto draws it only when stderr is a terminal.
     #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
@@ -367,6 +384,8 @@ impl LoadArgs {
         opts.shard = self.shard;
         opts.follow_links = self.follow_links;
         opts.retry_timeout = self.retry_timeout;
+        opts.truncate_ip = self.truncate_ip;
+        opts.hash_columns = self.hash_columns.clone();
         Ok(opts)
     }
 }

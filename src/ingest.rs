@@ -123,6 +123,8 @@ pub struct Reading<'a> {
     pub readers: usize,
     pub pool: &'a Arc<rayon::ThreadPool>,
     pub partition: PartitionMode,
+    /// Suppression and pseudonymisation, applied to rows as they are parsed.
+    pub privacy: Option<&'a crate::pseudonymise::AtLoad>,
 }
 
 /// What reading the inputs gives: one report per input, and what identifies each (its identity, or for
@@ -255,7 +257,16 @@ fn step(
     previous: Option<Parsed>,
     earlier: Option<&mut EarlierIds>,
 ) -> (Result<Parsed>, Result<Option<Vec<u8>>>) {
-    let parse = |chunk| parse_chunk(chunk, r.max_line_bytes, r.pool, earlier, r.partition);
+    let parse = |chunk| {
+        parse_chunk(
+            chunk,
+            r.max_line_bytes,
+            r.pool,
+            earlier,
+            r.partition,
+            r.privacy,
+        )
+    };
     if r.pool.current_num_threads() <= 1 {
         let applied = sink.apply(input, name, previous);
         return (parse(chunk), applied);

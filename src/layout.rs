@@ -15,6 +15,8 @@ use crate::values::{self, Micros};
 pub const GROUPS_DIR: &str = "groups";
 pub const REJECTS_DIR: &str = "_rejects";
 pub const RUNS_DIR: &str = "_runs";
+/// Delta: the folder of a dataset's privacy records (pseudonymisation settings, suppressed ids).
+pub const PRIVACY_DIR: &str = "_privacy";
 /// The `accounts` table's folder.
 pub const ACCOUNTS_DIR: &str = "accounts";
 /// The tool's hidden state folder inside a hive output.

@@ -29,6 +29,7 @@ pub mod mapping;
 pub mod options;
 pub mod parse;
 pub mod privacy;
+pub mod pseudonymise;
 pub mod reject;
 pub mod rejects;
 pub mod report;

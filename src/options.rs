@@ -117,6 +117,10 @@ pub struct LoadOptions {
     pub follow_links: bool,
     /// `--retry-timeout`: how long requests to object storage are retried in all.
     pub retry_timeout: Duration,
+    /// `--truncate-ip`: `context_ip` keeps its network only (recorded in the dataset).
+    pub truncate_ip: bool,
+    /// `--hash-columns`: columns replaced by a keyed hash (recorded in the dataset); `None` when not given.
+    pub hash_columns: Option<Vec<String>>,
 }
 
 /// The most memory one line may take while it is parsed and written, in multiples of its length (measured: a
@@ -224,6 +228,8 @@ impl LoadOptions {
             shard: None,
             follow_links: false,
             retry_timeout: defaults::RETRY_TIMEOUT,
+            truncate_ip: false,
+            hash_columns: None,
         }
     }
 

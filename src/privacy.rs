@@ -6,12 +6,14 @@
 //! keeps of the request itself, which must never hold the ids in clear. The request is parsed once, here, from
 //! the command line or an ids file, and every reader asks it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use aho_corasick::AhoCorasick;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::Location;
 
 /// The environment variable holding the key of the keyed hash (never taken from the command line, where it
 /// would show in `ps` and shell histories).
@@ -80,7 +82,7 @@ impl Ids {
         }
     }
 
-    fn of_mut(&mut self, kind: IdKind) -> &mut BTreeSet<String> {
+    pub fn of_mut(&mut self, kind: IdKind) -> &mut BTreeSet<String> {
         match kind {
             IdKind::User => &mut self.users,
             IdKind::Anonymous => &mut self.anonymous,
@@ -275,6 +277,193 @@ pub fn hash_key() -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The folder (under a dataset's privacy location) and name stem of suppression records, and the name of the
+/// settings record.
+const SUPPRESSED_PREFIX: &str = "suppressed-";
+const SETTINGS: &str = "settings.json";
+
+/// The pseudonymisation a dataset was loaded with: the defaults of every later run, which may not load with
+/// other values (a column must never hold clear values beside hashed ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `--truncate-ip`: `context_ip` keeps the network only (IPv4 /24, IPv6 /48).
+    pub truncate_ip: bool,
+    /// `--hash-columns`: columns holding the keyed hash of the value, never the value.
+    pub hash_columns: Vec<String>,
+    /// Identifies the key the columns were hashed with (a keyed hash of a constant), so that a run with
+    /// another key is refused; the key itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+impl Settings {
+    pub fn is_empty(&self) -> bool {
+        !self.truncate_ip && self.hash_columns.is_empty()
+    }
+
+    /// The settings recorded under `dir`, if any.
+    pub fn read(dir: &Location) -> Result<Option<Settings>> {
+        let at = dir.join(SETTINGS);
+        let Some(bytes) = at.get_bytes()? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Dataset {
+                path: at.url.clone().into(),
+                message: format!("not a pseudonymisation record ({e}); restore it from a backup"),
+            })
+    }
+
+    pub fn write(&self, dir: &Location) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
+        dir.join(SETTINGS).put_bytes(bytes)
+    }
+}
+
+/// The id of a hash key, as [`Settings::key_id`] records it.
+pub fn key_id(key: &[u8]) -> String {
+    keyed_hash(key, "group-loader/key-id")[..16].to_string()
+}
+
+/// The text a suppression hashes for an id of `kind`.
+fn subject(kind: IdKind, id: &str) -> String {
+    format!("{}:{id}", kind.column())
+}
+
+/// A fast 32-bit tag of an id, so that a load computes the keyed hash only for the few events whose tag is
+/// among the suppressed ones (a tag names no one: many ids share it).
+fn tag(kind: IdKind, id: &str) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(subject(kind, id).as_bytes()) as u32
+}
+
+/// One suppression request as the dataset keeps it: a random salt and the salted hash of each id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SuppressionRecord {
+    salt: String,
+    tags: Vec<u32>,
+    hashes: Vec<String>,
+}
+
+/// Records the ids of a request as suppressed, under `dir` (one record per request, named by `stem`, so
+/// that concurrent requests never overwrite each other). Returns how many ids it holds.
+pub fn suppress(dir: &Location, stem: &str, ids: &Ids) -> Result<usize> {
+    let salt = {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| Error::Internal("no random bytes for the salt".into()))?;
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut record = SuppressionRecord {
+        salt,
+        tags: Vec::new(),
+        hashes: Vec::new(),
+    };
+    for kind in IdKind::ALL {
+        for id in ids.of(kind) {
+            record.tags.push(tag(kind, id));
+            record
+                .hashes
+                .push(keyed_hash(record.salt.as_bytes(), &subject(kind, id)));
+        }
+    }
+    record.tags.sort_unstable();
+    record.tags.dedup();
+    record.hashes.sort();
+    let bytes = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
+    dir.join(&format!("{SUPPRESSED_PREFIX}{stem}.json"))
+        .put_bytes(bytes)?;
+    Ok(ids.len())
+}
+
+/// The ids suppressed in a dataset, as a load checks them.
+#[derive(Debug, Default)]
+pub struct Suppressed {
+    tags: HashSet<u32>,
+    /// Salt -> the hashes made with it.
+    records: HashMap<String, HashSet<String>>,
+    pub ids: usize,
+}
+
+impl Suppressed {
+    /// Reads every suppression record under `dir`.
+    pub fn read(dir: &Location) -> Result<Suppressed> {
+        let mut s = Suppressed::default();
+        for meta in dir.list()? {
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            if !(name.starts_with(SUPPRESSED_PREFIX) && name.ends_with(".json")) {
+                continue;
+            }
+            let at = dir.child(meta.location);
+            let Some(bytes) = at.get_bytes()? else {
+                continue;
+            };
+            let r: SuppressionRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Dataset {
+                path: at.url.clone().into(),
+                message: format!(
+                    "not a suppression record ({e}): restore it, or the ids it suppressed could be loaded again"
+                ),
+            })?;
+            s.ids += r.hashes.len();
+            s.tags.extend(r.tags);
+            s.records.entry(r.salt).or_default().extend(r.hashes);
+        }
+        Ok(s)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// True when raw text (a rejected line, maybe cut or not JSON) names a suppressed id as its `userId`,
+    /// `anonymousId` or `groupId` (a string value written without escapes), anywhere in it.
+    pub fn holds_in_text(&self, text: &str) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        IdKind::ALL.iter().any(|kind| {
+            let key = format!("\"{}\"", kind.field());
+            text.match_indices(&key).any(|(at, _)| {
+                let rest = text[at + key.len()..].trim_start();
+                let Some(rest) = rest.strip_prefix(':') else {
+                    return false;
+                };
+                let Some(rest) = rest.trim_start().strip_prefix('"') else {
+                    return false;
+                };
+                rest.split_once('"')
+                    .is_some_and(|(id, _)| self.holds(*kind, id))
+            })
+        })
+    }
+
+    /// True when the id of `kind` was suppressed.
+    pub fn holds(&self, kind: IdKind, id: &str) -> bool {
+        if id.is_empty() || !self.tags.contains(&tag(kind, id)) {
+            return false;
+        }
+        let subject = subject(kind, id);
+        self.records
+            .iter()
+            .any(|(salt, hashes)| hashes.contains(&keyed_hash(salt.as_bytes(), &subject)))
+    }
+}
+
+/// `ip` with its host part zeroed: IPv4 to its /24 (`a.b.c.0`), IPv6 to its /48; `None` for text that is not
+/// an IP address (the caller then keeps nothing of it).
+pub fn truncate_ip(ip: &str) -> Option<String> {
+    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(std::net::Ipv4Addr::new(a, b, c, 0).to_string())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +532,34 @@ mod tests {
         assert!(m.holds(r#"{"batch":[{"type":"group","userId":"\u0075\u0031"}]}"#));
         assert!(!m.holds(r#"{"type":"group","userId":"u11","groupId":"u"}"#));
         assert!(!m.holds("u1 unquoted in text that is not JSON"));
+    }
+
+    #[test]
+    fn ips_are_truncated_to_their_network() {
+        assert_eq!(truncate_ip("203.0.113.77").as_deref(), Some("203.0.113.0"));
+        assert_eq!(
+            truncate_ip("2001:db8:85a3:8d3:1319:8a2e:370:7348").as_deref(),
+            Some("2001:db8:85a3::")
+        );
+        assert_eq!(truncate_ip("not an ip"), None);
+    }
+
+    #[test]
+    fn suppressed_ids_are_found_by_kind_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::local(dir.path()).unwrap();
+        suppress(&loc, "r1", &ids(&["u1"], &["g1"])).unwrap();
+        suppress(&loc, "r2", &ids(&["u2"], &[])).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("suppressed-r1.json")).unwrap();
+        assert!(!text.contains("u1") && !text.contains("g1"), "{text}");
+        let s = Suppressed::read(&loc).unwrap();
+        assert_eq!(s.ids, 3);
+        assert!(s.holds(IdKind::User, "u1") && s.holds(IdKind::User, "u2"));
+        assert!(s.holds(IdKind::Group, "g1"));
+        assert!(!s.holds(IdKind::Group, "u1"), "a user id is not a group id");
+        assert!(!s.holds(IdKind::User, "u3"));
+        assert!(s.holds_in_text(r#"{"type":"group", "userId" : "u2", "#));
+        assert!(!s.holds_in_text(r#"{"type":"group","anonymousId":"u2"}"#));
     }
 
     #[test]

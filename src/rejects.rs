@@ -48,6 +48,18 @@ pub struct RejectsWriter {
     count: u64,
     /// Add to an existing file rather than start a new one.
     append: bool,
+    raw: RawLines,
+}
+
+/// Which rejected lines the rejects file keeps the text of.
+#[derive(Clone, Default)]
+pub enum RawLines {
+    #[default]
+    All,
+    /// None: the dataset is pseudonymised, and a raw line holds the clear values.
+    None,
+    /// All but those that name an id a deletion request suppressed.
+    NotSuppressed(std::sync::Arc<crate::privacy::Suppressed>),
 }
 
 impl RejectsWriter {
@@ -57,11 +69,18 @@ impl RejectsWriter {
             out: None,
             count: 0,
             append: false,
+            raw: RawLines::All,
         }
     }
 
     /// A writer adding records at the end of a rejects file already written (created if there is none): for
     /// duplicates found after the rows were staged.
+    /// The same writer, keeping the text of only the lines `raw` says.
+    pub fn with_raw(mut self, raw: RawLines) -> Self {
+        self.raw = raw;
+        self
+    }
+
     pub fn appending(path: PathBuf) -> Self {
         RejectsWriter {
             append: true,
@@ -81,8 +100,13 @@ impl RejectsWriter {
     ) -> Result<()> {
         let masked = mask_write_keys(bytes);
         let bytes = masked.as_ref();
+        let keep_raw = match &self.raw {
+            RawLines::All => true,
+            RawLines::None => false,
+            RawLines::NotSuppressed(s) => !s.holds_in_text(&String::from_utf8_lossy(bytes)),
+        };
         let (raw, raw_base64) = match std::str::from_utf8(bytes) {
-            _ if reject.id.is_some() => (None, None),
+            _ if reject.id.is_some() || !keep_raw => (None, None),
             Ok(s) => (Some(s), None),
             // A too-long line's prefix may end inside a character: cut it there rather than go base64.
             Err(e) if line.too_long.is_some() && e.error_len().is_none() => {

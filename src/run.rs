@@ -31,7 +31,8 @@ self_cell::self_cell!(
 
 type Outcomes<'a> = Vec<Outcome<'a>>;
 
-/// Classifies every line of a chunk, in parallel on the pool. With `earlier`, rows whose messageId an earlier
+/// Classifies every line of a chunk, in parallel on the pool, applying the privacy rules to its rows (suppressed
+/// ids, pseudonymised columns). With `earlier`, rows whose messageId an earlier
 /// run loaded within the dedupe window become `duplicate_message_id` rejects here, in parallel too (first
 /// loading the ids of the partitions the chunk's rows reach, where that was not done yet).
 pub fn parse_chunk(
@@ -40,14 +41,23 @@ pub fn parse_chunk(
     pool: &rayon::ThreadPool,
     earlier: Option<&mut EarlierIds>,
     mode: PartitionMode,
+    privacy: Option<&crate::pseudonymise::AtLoad>,
 ) -> Result<Parsed> {
     let limit = max_line_bytes as u64;
+    let privacy = privacy.filter(|p| !p.is_noop());
     Parsed::try_new(chunk, |chunk| {
         pool.install(|| {
             let mut outcomes: Vec<Outcome<'_>> = chunk
                 .lines
                 .par_iter()
-                .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
+                .map(|line| {
+                    let mut o =
+                        parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit)));
+                    if let Some(p) = privacy {
+                        for_each_verdict(&mut o, |v| p.apply(v));
+                    }
+                    o
+                })
                 .collect();
             if let Some(earlier) = earlier.filter(|e| !e.is_empty()) {
                 let buckets: BTreeSet<i64> = outcomes
@@ -57,19 +67,22 @@ pub fn parse_chunk(
                     .collect();
                 earlier.ensure(buckets)?;
                 let earlier = &*earlier;
-                outcomes.par_iter_mut().for_each(|o| match o {
-                    Outcome::Event(v) => mark_earlier(v, earlier, mode),
-                    Outcome::Batch(Ok(events)) => {
-                        for e in events {
-                            mark_earlier(&mut e.verdict, earlier, mode);
-                        }
-                    }
-                    Outcome::Blank | Outcome::Batch(Err(_)) => {}
-                });
+                outcomes
+                    .par_iter_mut()
+                    .for_each(|o| for_each_verdict(o, |v| mark_earlier(v, earlier, mode)));
             }
             Ok::<_, Error>(outcomes)
         })
     })
+}
+
+/// Calls `f` with the verdict of each event of one line's outcome.
+fn for_each_verdict<'a>(outcome: &mut Outcome<'a>, mut f: impl FnMut(&mut Verdict<'a>)) {
+    match outcome {
+        Outcome::Event(v) => f(v),
+        Outcome::Batch(Ok(events)) => events.iter_mut().for_each(|e| f(&mut e.verdict)),
+        Outcome::Blank | Outcome::Batch(Err(_)) => {}
+    }
 }
 
 /// The rows of one line's outcome.
@@ -403,6 +416,10 @@ impl Run {
         let mut reject = match verdict {
             Verdict::Skipped(t) => {
                 self.counts.skip(t);
+                return Ok(());
+            }
+            Verdict::Suppressed => {
+                self.counts.suppressed += 1;
                 return Ok(());
             }
             Verdict::Rejected(r) => {

@@ -509,3 +509,275 @@ fn a_forget_while_a_load_commits_loses_neither() {
         &[],
     );
 }
+
+/// `forget --suppress`: the ids are recorded (hashed), and a re-delivered export (under another name, so a
+/// new run) and the next night bring none of their events back; they are counted as suppressed, and no
+/// rejected line of theirs is kept.
+#[test]
+fn suppressed_ids_are_not_loaded_again() {
+    for kind in 0..3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("ds");
+        let place = match kind {
+            0 => Place::Hive(out.clone()),
+            1 => Place::DeltaLocal(out.clone()),
+            _ => {
+                let moto = Moto::start();
+                moto.create_bucket("lake");
+                Place::DeltaS3 {
+                    moto,
+                    url: "s3://lake/ds".into(),
+                }
+            }
+        };
+        let nights = nights();
+        let first = tmp.path().join("night-0.ndjson");
+        fs::write(&first, &nights[0].0).unwrap();
+        assert_eq!(place.load(&first).0, 0);
+        let (code, err) = place.forget(&["--suppress"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("suppressed: 2 id(s) recorded"), "{err}");
+        let privacy: Vec<Vec<u8>> = place
+            .files()
+            .into_iter()
+            .filter(|(n, _)| n.contains("privacy/"))
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(privacy.len(), 1, "one suppression record");
+        assert!(holding_the_ids(&[("r".to_string(), privacy[0].clone())].into()).is_empty());
+
+        // The same export again under another name, and the next night.
+        let again = tmp.path().join("night-0-redelivered.ndjson");
+        fs::write(&again, &nights[0].0).unwrap();
+        let second = tmp.path().join("night-1.ndjson");
+        fs::write(&second, &nights[1].0).unwrap();
+        for input in [&again, &second] {
+            let report = tmp.path().join("report.json");
+            let mut args = vec![
+                "load".to_string(),
+                input.display().to_string(),
+                "--output".into(),
+                place.output(),
+            ];
+            args.extend(place.format_args());
+            args.extend(
+                [
+                    "--max-reject-ratio",
+                    "0.5",
+                    "--report",
+                    report.to_str().unwrap(),
+                ]
+                .map(String::from),
+            );
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, err) = run_env(&refs, &place.env());
+            assert_eq!(code, 0, "{err}");
+            let r: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+            // 5 by userId, 5 by anonymousId, one in their own group.
+            assert_eq!(r["suppressed"], 11, "{r}");
+            assert!(err.contains("suppressed: 11 events"), "{err}");
+            assert_counts_add_up(&r);
+        }
+        let rejects = place.visible_rejects();
+        assert!(!rejects.contains(USER), "{rejects}");
+        match &place {
+            Place::Hive(out) => {
+                let rows = hive_rows(out, "groups");
+                assert_eq!(rows.len(), 60);
+                assert!(!rows.iter().any(|r| r.contains(USER) || r.contains(ANON)));
+            }
+            _ => {
+                let rows = python_check("delta_check.py", &["rows", &place.output()], &place.env());
+                assert!(!rows.contains(USER) && !rows.contains(ANON), "{rows}");
+                assert_eq!(
+                    common::state(&place.output(), &place.env())["ids"]
+                        .as_array()
+                        .unwrap()
+                        .len(),
+                    60
+                );
+            }
+        }
+        // Asking again changes nothing.
+        let before = place.files();
+        let (code, err) = place.forget(&["--suppress"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("nothing changed"), "{err}");
+        assert!(before == place.files());
+    }
+}
+
+/// `--truncate-ip` and `--hash-columns`: the columns hold no clear value (the keyed hash, the network), nor
+/// does any rejected line; the settings bind later runs (another key, no key, other columns, are refused);
+/// and `forget` hashes the ids it is given the same way.
+#[test]
+fn pseudonymised_columns_hold_no_clear_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds");
+    let key = [(
+        "GROUP_LOADER_HASH_KEY".to_string(),
+        "a-secret-key".to_string(),
+    )];
+    let nights = nights();
+    let input = tmp.path().join("night-0.ndjson");
+    fs::write(&input, &nights[0].0).unwrap();
+    let o = out.display().to_string();
+    let i = input.display().to_string();
+    let base = [
+        "load",
+        i.as_str(),
+        "--output",
+        o.as_str(),
+        "--max-reject-ratio",
+        "0.5",
+        "--compression",
+        "none",
+    ];
+    let with = |extra: &[&str], env: &[(String, String)]| {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        run_env(&args, env)
+    };
+    let (code, err) = with(
+        &["--truncate-ip", "--hash-columns", "user_id,anonymous_id"],
+        &key,
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows = read_dataset(&out);
+    assert_eq!(rows.len(), 41);
+    let expect = group_loader::privacy::keyed_hash(b"a-secret-key", USER);
+    assert_eq!(expect.len(), 64);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["user_id"] == V::S(expect.clone()))
+            .count(),
+        6
+    );
+    assert!(rows.iter().all(|r| r["context_ip"] == s("203.0.113.0")));
+    let mut files = BTreeMap::new();
+    walk(&out, &out, &mut files);
+    let clear: Vec<&String> = files
+        .iter()
+        .filter(|(_, b)| {
+            ["person-forget", "anon-forget", "u-1", "203.0.113.9"]
+                .iter()
+                .any(|id| b.windows(id.len()).any(|w| w == id.as_bytes()))
+        })
+        .map(|(n, _)| n)
+        .collect();
+    assert!(clear.is_empty(), "clear values in {clear:?}");
+
+    // Later runs: the recorded settings are the defaults; another key, no key, other columns, or clear
+    // rows into it are refused, touching nothing.
+    for (extra, env, needle) in [
+        (
+            vec![],
+            vec![("GROUP_LOADER_HASH_KEY".to_string(), "another".to_string())],
+            "is not the key",
+        ),
+        (vec![], vec![], "set GROUP_LOADER_HASH_KEY"),
+        (
+            vec!["--hash-columns", "email"],
+            key.to_vec(),
+            "was loaded with --hash-columns user_id,anonymous_id",
+        ),
+    ] {
+        let (code, err) = with(&extra, &env);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    let clear_out = tmp.path().join("clear");
+    assert_eq!(
+        load(&clear_out, &[i.as_str(), "--max-reject-ratio", "0.5"]).0,
+        0
+    );
+    let (code, err) = run_env(
+        &[
+            "load",
+            i.as_str(),
+            "--output",
+            clear_out.to_str().unwrap(),
+            "--truncate-ip",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("holds rows loaded without pseudonymisation"),
+        "{err}"
+    );
+
+    // forget hashes the ids as the loads did (and needs the key for it).
+    let (code, err) = run_env(&["forget", "--output", o.as_str(), "--user-id", USER], &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = run_env(
+        &[
+            "forget",
+            "--output",
+            o.as_str(),
+            "--user-id",
+            USER,
+            "--anonymous-id",
+            ANON,
+        ],
+        &key,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("11 row(s) removed"), "{err}");
+    assert_eq!(read_dataset(&out).len(), 30);
+}
+
+/// The same on Delta tables on S3: the settings live in the dataset's `_privacy/`, what deltalake and polars
+/// read holds the hashes and networks only, no object holds a clear value, and another key is refused.
+#[test]
+fn pseudonymised_delta_tables_on_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("night-0.ndjson");
+    fs::write(&input, &nights()[0].0).unwrap();
+    let i = input.display().to_string();
+    let mut env = moto.env();
+    env.push(("GROUP_LOADER_HASH_KEY".into(), "a-secret-key".into()));
+    let load = [
+        "load",
+        i.as_str(),
+        "--output",
+        "s3://lake/ds",
+        "--max-reject-ratio",
+        "0.5",
+        "--compression",
+        "none",
+    ];
+    let mut first = load.to_vec();
+    first.extend(["--truncate-ip", "--hash-columns", "user_id,anonymous_id"]);
+    let (code, err) = run_env(&first, &env);
+    assert_eq!(code, 0, "{err}");
+    let rows = python_check("delta_check.py", &["rows", "s3://lake/ds"], &env);
+    let expect = group_loader::privacy::keyed_hash(b"a-secret-key", USER);
+    assert_eq!(
+        rows.matches(&format!("\\\"user_id\\\":\\\"{expect}\\\""))
+            .count(),
+        6,
+        "{rows}"
+    );
+    assert!(
+        rows.contains("203.0.113.0") && !rows.contains("203.0.113.9"),
+        "{rows}"
+    );
+    let clear: Vec<String> = objects(&moto, "lake", "ds")
+        .into_iter()
+        .filter(|k| {
+            let b = moto.get("lake", k);
+            [USER, ANON, "203.0.113.9"]
+                .iter()
+                .any(|id| b.windows(id.len()).any(|w| w == id.as_bytes()))
+        })
+        .collect();
+    assert!(clear.is_empty(), "clear values in {clear:?}");
+    let mut other = moto.env();
+    other.push(("GROUP_LOADER_HASH_KEY".into(), "another".into()));
+    let (code, err) = run_env(&load, &other);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not the key"), "{err}");
+}

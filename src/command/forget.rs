@@ -25,6 +25,8 @@ use crate::table::{Context, ForgetRequest, Forgotten};
 pub struct ForgetOptions {
     pub output: PathBuf,
     pub ids: Ids,
+    /// Also record the ids (hashed) so that later loads skip their events.
+    pub suppress: bool,
     pub purge: bool,
     pub quiet: bool,
     /// Also write the request's record to this path.
@@ -76,12 +78,28 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
     check_dataset(&load.output)?;
     let pool = pool(opts.threads)?;
     let (mut table, _) = crate::table::open(&load)?;
+    // The ids as the columns hold them: hashed where the loads hash the column.
+    let (settings, column_key) = super::privacy::settings(&*table, &load)?;
+    let mut row_ids = opts.ids.clone();
+    if let Some(key) = &column_key {
+        for kind in IdKind::ALL {
+            if settings.hash_columns.iter().any(|c| c == kind.column()) {
+                let hashed = opts
+                    .ids
+                    .of(kind)
+                    .iter()
+                    .map(|id| privacy::keyed_hash(key, id));
+                *row_ids.of_mut(kind) = hashed.collect();
+            }
+        }
+    }
     let staging = table.staging()?;
     // A name of its own (never an id): the request's time and process, hashed.
     let token = xxhash_rust::xxh3::xxh3_64(crate::staging::staging_name().as_bytes());
     let tag = format!("forget-{token:016x}");
     let request = ForgetRequest {
         ids: &opts.ids,
+        row_ids: &row_ids,
         purge: opts.purge,
         stem: crate::layout::run_stem(&started_at, &tag),
         tag,
@@ -111,25 +129,46 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
     let record = |done: &Forgotten| -> Result<Vec<u8>> {
         serde_json::to_vec_pretty(&report_of(done)).map_err(|e| Error::Internal(e.to_string()))
     };
-    let done = table.forget(&request, &staging, &ctx, &record)?;
+    // Recorded first, so that a load starting now already skips them.
+    let newly_suppressed = match table.privacy_dir()? {
+        Some(dir) if opts.suppress => suppress(&dir, &request.stem, &opts.ids)?,
+        _ => 0,
+    };
+    let mut done = table.forget(&request, &staging, &ctx, &record)?;
+    done.suppressed_ids = newly_suppressed;
     drop(staging);
     let report = report_of(&done);
     if !opts.quiet {
         eprint!("{}", summary(&report));
     }
     if let Some(path) = &opts.report {
-        let bytes = record(&done)?;
-        let written = if path.as_os_str() == "-" {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(&bytes)
-                .map_err(Error::io("writing the report to", "standard output"))
-        } else {
-            crate::atomic::write_atomic(path, &bytes)
-        };
-        written.map_err(Error::after_publish("the --report copy"))?;
+        copy_report(path, &record(&done)?).map_err(Error::after_publish("the --report copy"))?;
     }
     Ok(report)
+}
+
+/// Records the ids as suppressed under `dir`, unless every one of them already is. Returns how many it
+/// recorded.
+fn suppress(dir: &crate::store::Location, stem: &str, ids: &Ids) -> Result<u64> {
+    let known = privacy::Suppressed::read(dir)?;
+    let all_known = IdKind::ALL
+        .iter()
+        .all(|k| ids.of(*k).iter().all(|id| known.holds(*k, id)));
+    if all_known {
+        return Ok(0);
+    }
+    Ok(privacy::suppress(dir, stem, ids)? as u64)
+}
+
+/// Writes the record to `--report PATH` (`-`: standard output).
+fn copy_report(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if path.as_os_str() == "-" {
+        use std::io::Write;
+        return std::io::stdout()
+            .write_all(bytes)
+            .map_err(Error::io("writing the report to", "standard output"));
+    }
+    crate::atomic::write_atomic(path, bytes)
 }
 
 /// Refuses (exit 2, nothing touched) an output that holds no dataset: forgetting never creates one.
@@ -232,6 +271,13 @@ pub fn summary(r: &ForgetReport) -> String {
             d.reject_lines_removed, d.rejects_files_changed
         );
         let _ = writeln!(s, "  record: _runs/{}.json (counts only)", r.request);
+    }
+    if d.suppressed_ids > 0 {
+        let _ = writeln!(
+            s,
+            "  suppressed: {} id(s) recorded (hashed): later loads skip their events",
+            d.suppressed_ids
+        );
     }
     if let Some(p) = &d.purged {
         let _ = writeln!(

@@ -26,6 +26,7 @@ use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
 use crate::input::{self, Source};
 pub use crate::layout::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::options::{FIXED_BYTES, LINE_COPIES, LoadOptions, Mode, Output, max_line_bytes_within};
+use crate::pseudonymise::AtLoad;
 use crate::rejects::RejectsWriter;
 use crate::report::ShardReport;
 use crate::report::{Counts, DedupeReport, NotPublished, Phase, Progress, Report};
@@ -188,6 +189,9 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
         &resolved
     };
     let staging = table.staging()?;
+    // Checked before anything is read, even for inputs already loaded: a run that could not load them right
+    // fails the same way every time.
+    let rules = super::privacy::at_load(&*table, opts)?;
     let total: Option<u64> = sources.iter().map(Source::size).sum();
     let progress = Progress::new(opts.progress, opts.quiet, total);
     let ctx = Context {
@@ -211,7 +215,7 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let read = match retried {
         // A retried job: nothing to read.
         Some(read) => Ok(read),
-        None => ingest(&*table, &ctx, sources, &staging),
+        None => ingest(&*table, &ctx, sources, &staging, &rules),
     };
     release_freed_memory();
     let published = read.and_then(|read| publish(&mut *table, read, &staging, &ctx));
@@ -513,6 +517,7 @@ fn ingest(
     ctx: &Context<'_>,
     mut sources: Vec<Source>,
     staging: &Staging,
+    rules: &AtLoad,
 ) -> Result<Read> {
     let (opts, pool, progress) = (ctx.opts, ctx.pool, ctx.progress);
     let reading = Reading {
@@ -521,6 +526,7 @@ fn ingest(
         readers: opts.readers(),
         pool,
         partition: opts.partition,
+        privacy: Some(rules),
     };
     let being_replaced = partitions_being_replaced(ctx, &reading, &mut sources, staging)?;
     let reach = opts.reach();
@@ -541,7 +547,7 @@ fn ingest(
     }
     let mut run = Run::new(
         opts.dedupe.then(SeenIds::default),
-        RejectsWriter::new(staging.rejects()),
+        RejectsWriter::new(staging.rejects()).with_raw(super::privacy::raw_lines(rules)),
         writer,
     );
     let read = read_inputs(&reading, &sources, &mut run, Some(&mut earlier), progress)?;

@@ -6,4 +6,5 @@
 pub mod ddl;
 pub mod forget;
 pub mod load;
+pub mod privacy;
 pub mod schema;

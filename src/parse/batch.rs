@@ -206,6 +206,7 @@ fn detach<'a>(verdict: Verdict<'_>) -> Verdict<'a> {
         Verdict::Skipped(t) => Verdict::Skipped(Cow::Owned(t.into_owned())),
         Verdict::Rejected(r) => Verdict::Rejected(r),
         Verdict::Row(row) => Verdict::Row(row.into_owned()),
+        Verdict::Suppressed => Verdict::Suppressed,
     }
 }
 

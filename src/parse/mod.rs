@@ -42,6 +42,8 @@ pub enum Verdict<'a> {
     Skipped(Cow<'a, str>),
     Rejected(Reject),
     Row(Row<'a>),
+    /// A row of an id a deletion request suppressed: counted, never loaded or kept.
+    Suppressed,
 }
 
 impl Outcome<'_> {

@@ -1,7 +1,7 @@
 //! Counting, the run report, the stderr summary and the progress bar.
 //!
 //! Why this module exists: a nightly job is monitored through its report, so the counts must add up
-//! (`events = skipped + rejected + rows_written`, and `lines = blank + events` less what batch envelopes
+//! (`events = skipped + rejected + suppressed + rows_written`, and `lines = blank + events` less what batch envelopes
 //! hold beyond one event a line; checked in the tests) and keep the same keys every night. Counting lives here,
 //! next to the report it feeds.
 
@@ -32,6 +32,9 @@ pub struct Counts {
     /// Reject reason -> lines (every reason listed, duplicates included).
     pub rejected: BTreeMap<&'static str, u64>,
     pub rows_written: u64,
+    /// Events of ids a deletion request suppressed (`forget --suppress`): not loaded, not rejected, no line
+    /// kept.
+    pub suppressed: u64,
     /// Events dropped because their messageId was already loaded (also in `rejected`).
     pub duplicates: Duplicates,
     pub shadowed_traits: u64,
@@ -62,6 +65,7 @@ impl Default for Counts {
             skipped: BTreeMap::new(),
             rejected: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
             rows_written: 0,
+            suppressed: 0,
             duplicates: Duplicates::default(),
             shadowed_traits: 0,
             invalid_times: 0,
@@ -117,10 +121,11 @@ impl Counts {
         }
     }
 
-    /// The counting rules: `events = skipped + rejected + rows_written`, and every non-blank line
+    /// The counting rules: `events = skipped + rejected + suppressed + rows_written`, and every non-blank line
     /// is one event except batch envelopes, which hold `batches.events` events in `batches.lines` lines.
     pub fn adds_up(&self) -> bool {
-        self.events == self.skipped_total() + self.rejected_total() + self.rows_written
+        self.events
+            == self.skipped_total() + self.rejected_total() + self.suppressed + self.rows_written
             && self.lines + self.batches.events == self.blank + self.events + self.batches.lines
     }
 }
@@ -551,6 +556,13 @@ impl Report {
             thousands(c.rejected_total()),
             thousands(c.blank),
         );
+        if c.suppressed > 0 {
+            let _ = writeln!(
+                s,
+                "  suppressed: {} events of ids a deletion request suppressed (not loaded, no line kept)",
+                thousands(c.suppressed)
+            );
+        }
         if c.skipped_total() > 0 {
             let skipped = c.skipped.iter().map(|(k, v)| (k.as_str(), *v));
             let _ = writeln!(s, "  skipped (other event types): {}", listing(skipped));

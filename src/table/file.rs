@@ -130,6 +130,14 @@ impl Table for SingleFile {
         }
     }
 
+    fn privacy_dir(&self) -> Result<Option<crate::store::Location>> {
+        Ok(None)
+    }
+
+    fn has_rows(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     fn publish_rows(
         &mut self,
         run: Staged,

@@ -150,7 +150,10 @@ pub fn open(opts: &LoadOptions) -> Result<(Box<dyn Table>, PartitionMode)> {
 
 /// A deletion request, as a table carries it out ([`Table::forget`]).
 pub struct ForgetRequest<'a> {
+    /// The ids as given: what raw lines (the rejects) hold.
     pub ids: &'a crate::privacy::Ids,
+    /// The ids as the `groups` columns hold them (hashed where the dataset hashes the column).
+    pub row_ids: &'a crate::privacy::Ids,
     /// Also remove what still holds the old data: earlier versions, files kept for time travel, the log
     /// entries that describe them.
     pub purge: bool,
@@ -180,6 +183,8 @@ pub struct Forgotten {
     pub accounts_version: Option<u64>,
     /// Delta: commit attempts that found the table moved on and were made again.
     pub retries: u64,
+    /// `--suppress`: ids newly recorded as suppressed.
+    pub suppressed_ids: u64,
     /// `--purge`: earlier versions, files and log entries removed.
     pub purged: Option<Purged>,
     /// What still holds the removed data after this request (empty after `--purge`), in words.
@@ -189,7 +194,7 @@ pub struct Forgotten {
 impl Forgotten {
     /// True when the request found something to remove.
     pub fn changed(&self) -> bool {
-        self.rows_removed > 0 || self.reject_lines_removed > 0
+        self.rows_removed > 0 || self.reject_lines_removed > 0 || self.suppressed_ids > 0
     }
 }
 
@@ -325,6 +330,13 @@ pub trait Table {
 
     /// A new staging folder for the run.
     fn staging(&self) -> Result<Staging>;
+
+    /// Where the dataset keeps its privacy records (pseudonymisation settings, suppressed ids), outside any
+    /// version: hive `.group-loader/privacy/`, Delta `_privacy/`. `None` for one Parquet file (no dataset).
+    fn privacy_dir(&self) -> Result<Option<crate::store::Location>>;
+
+    /// True when the dataset holds rows already.
+    fn has_rows(&self) -> Result<bool>;
 
     /// Publishes the run's rows, `accounts`, its rejects and its record ([`Record`]).
     fn publish_rows(

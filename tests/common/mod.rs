@@ -243,7 +243,7 @@ pub fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
         .collect()
 }
 
-/// Checks the counting rules in a report: `events = skipped + rejected + rows_written`, and each
+/// Checks the counting rules in a report: `events = skipped + rejected + suppressed + rows_written`, and each
 /// non-blank line is one event except batch envelopes (`lines = blank + events` when there are none).
 pub fn assert_counts_add_up(r: &serde_json::Value) {
     let sum = |v: &serde_json::Value| {
@@ -260,8 +260,8 @@ pub fn assert_counts_add_up(r: &serde_json::Value) {
     let events = n("events");
     assert_eq!(
         events,
-        sum(&r["skipped"]) + sum(&r["rejected"]) + n("rows_written"),
-        "events = skipped + rejected + rows: {r:#}"
+        sum(&r["skipped"]) + sum(&r["rejected"]) + n("suppressed") + n("rows_written"),
+        "events = skipped + rejected + suppressed + rows: {r:#}"
     );
     let (batch_lines, batch_events) = (
         r["batches"]["lines"].as_u64().unwrap(),

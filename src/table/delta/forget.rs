@@ -70,7 +70,13 @@ impl Delta {
                 done.accounts_version = version;
             }
         }
-        self.forget_rejects(request, &mut done)?;
+        // Once rows are gone, a failure says so (exit 6): running the request again finishes it.
+        let committed = done.version.is_some();
+        let after = |e: Error| match committed {
+            true => Error::after_publish("removing the ids from the rejects")(e),
+            false => e,
+        };
+        self.forget_rejects(request, &mut done).map_err(after)?;
         if request.purge {
             done.purged = Some(self.purge().map_err(Error::after_publish("the purge"))?);
         } else if done.changed() {
@@ -119,7 +125,7 @@ impl Delta {
                     .map(|f| {
                         Ok((
                             f.path.clone(),
-                            forget::find(&self.data_file(f), request.ids)?,
+                            forget::find(&self.data_file(f), request.row_ids)?,
                         ))
                     })
                     .collect::<Result<Vec<_>>>()

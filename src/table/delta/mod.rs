@@ -506,6 +506,14 @@ impl Table for Delta {
         )
     }
 
+    fn privacy_dir(&self) -> Result<Option<Location>> {
+        Ok(Some(self.root.join(crate::layout::PRIVACY_DIR)))
+    }
+
+    fn has_rows(&self) -> Result<bool> {
+        Ok(!live_files(&self.groups, &self.groups_url())?.is_empty())
+    }
+
     fn publish_rows(
         &mut self,
         mut run: Staged,

@@ -66,8 +66,13 @@ pub(super) fn forget(
         versions::publish(out, &plan)?;
     }
     if request.purge {
+        let removed = versions::remove_earlier_versions(out);
+        let removed = match done.changed() {
+            true => removed.map_err(Error::after_publish("the purge"))?,
+            false => removed?,
+        };
         done.purged = Some(Purged {
-            versions: versions::remove_earlier_versions(out)? as u64,
+            versions: removed as u64,
             ..Purged::default()
         });
     }
@@ -91,7 +96,7 @@ fn forget_rows(
             .map(|p| {
                 Ok((
                     p.clone(),
-                    forget::find(&DataFile::Local(p.clone()), request.ids)?,
+                    forget::find(&DataFile::Local(p.clone()), request.row_ids)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()

@@ -29,6 +29,9 @@ use crate::staging::Staging;
 use crate::table::{Context, EarlierRun, Outcome, Record, Staged, Table, Visibility};
 use crate::writer::StagedFile;
 
+/// The folder of the state folder that holds the privacy records.
+const PRIVACY_DIR: &str = "privacy";
+
 /// A local hive dataset, locked for the run.
 pub struct Hive {
     out: PathBuf,
@@ -106,6 +109,15 @@ impl Table for Hive {
 
     fn staging(&self) -> Result<Staging> {
         versions::staging(&self.out)
+    }
+
+    fn privacy_dir(&self) -> Result<Option<crate::store::Location>> {
+        let dir = self.out.join(crate::layout::STATE_DIR).join(PRIVACY_DIR);
+        crate::store::Location::local(&dir).map(Some)
+    }
+
+    fn has_rows(&self) -> Result<bool> {
+        Ok(!dataset::parquet_files(&self.out.join(GROUPS_DIR))?.is_empty())
     }
 
     fn publish_rows(
