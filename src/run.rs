@@ -50,15 +50,14 @@ pub fn parse_chunk(
             let mut outcomes: Vec<Outcome<'_>> = chunk
                 .lines
                 .par_iter()
-                .map(|line| {
-                    let mut o =
-                        parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit)));
-                    if let Some(p) = privacy {
-                        for_each_verdict(&mut o, |v| p.apply(v));
-                    }
-                    o
-                })
+                .map(|line| parse::classify(chunk.bytes(line), line.too_long.map(|n| (n, limit))))
                 .collect();
+            // A pass of its own, in place: a row moved once more per line costs the default run a copy of it.
+            if let Some(p) = privacy {
+                outcomes
+                    .par_iter_mut()
+                    .for_each(|o| for_each_verdict(o, |v| p.apply(v)));
+            }
             if let Some(earlier) = earlier.filter(|e| !e.is_empty()) {
                 let buckets: BTreeSet<i64> = outcomes
                     .iter()
