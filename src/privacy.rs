@@ -154,14 +154,16 @@ impl Ids {
                     where_()
                 ))
             })?;
-            match IdKind::parse(kind) {
+            // The kind may be quoted too, as CSV writers do.
+            let kind = unquote(kind.trim()).unwrap_or_else(|| kind.to_string());
+            match IdKind::parse(&kind) {
                 Some(kind) => self.add(kind, &id, &where_)?,
                 None if n == 1 && id.eq_ignore_ascii_case("id") => {}
                 None => {
                     return Err(Error::Usage(format!(
                         "{}: unknown kind {:?}: use user_id, anonymous_id or group_id",
                         where_(),
-                        clip(kind, 40)
+                        clip(&kind, 40)
                     )));
                 }
             }
@@ -332,9 +334,10 @@ fn subject(kind: IdKind, id: &str) -> String {
 }
 
 /// A fast 32-bit tag of an id, so that a load computes the keyed hash only for the few events whose tag is
-/// among the suppressed ones (a tag names no one: many ids share it).
+/// among the suppressed ones (a tag names no one: many ids share it). Seeded by the kind, without building a
+/// string: it is computed for each id of every event a load reads.
 fn tag(kind: IdKind, id: &str) -> u32 {
-    xxhash_rust::xxh3::xxh3_64(subject(kind, id).as_bytes()) as u32
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), kind as u64 + 1) as u32
 }
 
 /// One suppression request as the dataset keeps it: a random salt and the salted hash of each id.
@@ -482,7 +485,7 @@ mod tests {
         let p = dir.path().join("ids.csv");
         std::fs::write(
             &p,
-            "kind,id\nuser_id,u1\r\n\n# a comment\nuserId,\"u,2\"\nANONYMOUS-ID,a1\ngroup,\"g \"\"x\"\"\"\n",
+            "kind,id\nuser_id,u1\r\n\n# a comment\n\"userId\",\"u,2\"\nANONYMOUS-ID,a1\ngroup,\"g \"\"x\"\"\"\n",
         )
         .unwrap();
         let mut got = Ids::default();

@@ -312,6 +312,8 @@ fn forget_everywhere(place: Place) {
     // 5 of the 40 events of each night are theirs by userId, 5 by anonymousId, and one in their own group.
     assert!(err.contains("33 row(s) removed"), "{err}");
     assert!(err.contains("6 line(s) removed"), "{err}");
+    // The group of their own had no other row: its accounts row went.
+    assert!(err.contains("1 row(s) removed); 5 group(s) now"), "{err}");
     assert!(err.contains("still holds the old data"), "{err}");
 
     // The rows left equal one run over the remaining events; so does accounts (the solo group is gone).
@@ -780,4 +782,53 @@ fn pseudonymised_delta_tables_on_s3() {
     let (code, err) = run_env(&load, &other);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is not the key"), "{err}");
+}
+
+/// `--group-id` (from an ids file in Segment's CSV shape): every row of the group goes, whoever sent it, and
+/// so does its `accounts` row; other groups keep theirs unchanged.
+#[test]
+fn forgetting_a_group_removes_its_rows_and_its_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds");
+    let input = tmp.path().join("night-0.ndjson");
+    fs::write(&input, &nights()[0].0).unwrap();
+    assert_eq!(
+        load(
+            &out,
+            &[input.to_str().unwrap(), "--max-reject-ratio", "0.5"]
+        )
+        .0,
+        0
+    );
+    let accounts_before = hive_rows(&out, "accounts");
+    let ids = tmp.path().join("requests.csv");
+    fs::write(&ids, "kind,id\n\"groupId\",\"g-1\"\n").unwrap();
+    let (code, err) = run_env(
+        &[
+            "forget",
+            "--output",
+            out.to_str().unwrap(),
+            "--ids-file",
+            ids.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    // i % 5 == 1 for 8 of the night's 40 events.
+    assert!(err.contains("8 row(s) removed"), "{err}");
+    let rows = read_dataset(&out);
+    assert_eq!(rows.len(), 33);
+    assert!(rows.iter().all(|r| r["group_id"] != s("g-1")));
+    let after = hive_rows(&out, "accounts");
+    let kept: Vec<&String> = accounts_before
+        .iter()
+        .filter(|r| !r.contains("\"g-1\""))
+        .collect();
+    assert_eq!(
+        after.iter().collect::<Vec<_>>(),
+        kept,
+        "only g-1's account goes"
+    );
+    assert_eq!(after.len() + 1, accounts_before.len());
+    assert!(err.contains("1 row(s) removed); 5 group(s) now"), "{err}");
 }

@@ -260,8 +260,10 @@ pub fn summary(r: &ForgetReport) -> String {
         if let Some(a) = &d.accounts {
             let _ = writeln!(
                 s,
-                "  accounts: rebuilt from the rows that remain ({} group(s) lost rows); {} group(s) now",
+                "  accounts: rebuilt from the rows that remain ({} group(s) lost rows, {} row(s) removed); {} \
+                 group(s) now",
                 d.groups_affected,
+                d.accounts_rows_removed,
                 thousands(a.groups)
             );
         }

@@ -178,6 +178,8 @@ pub struct Forgotten {
     pub reject_lines_removed: u64,
     pub rejects_files_changed: u64,
     pub accounts: Option<AccountsReport>,
+    /// `accounts` rows gone: the groups with no row left.
+    pub accounts_rows_removed: u64,
     /// hive: the version published; Delta: the `groups` and `accounts` versions committed.
     pub version: Option<u64>,
     pub accounts_version: Option<u64>,

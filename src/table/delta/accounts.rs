@@ -90,7 +90,7 @@ impl Delta {
         })
     }
 
-    fn accounts_rows(&self) -> Result<u64> {
+    pub(super) fn accounts_rows(&self) -> Result<u64> {
         let files = live_files(&self.accounts, &self.root.join(ACCOUNTS_DIR).url)?;
         Ok(files.iter().map(|f| f.rows.unwrap_or(0) as u64).sum())
     }

@@ -62,10 +62,13 @@ impl Delta {
                 started: ctx.started,
                 shard: None,
             };
+            let before = self.accounts_rows()?;
             let (accounts, version) = self
                 .update_accounts(&ctx, staging, None)
                 .map_err(Error::after_publish("the accounts update"))?;
             if done.rows_removed > 0 {
+                let after = accounts.as_ref().map_or(0, |a| a.groups);
+                done.accounts_rows_removed = before.saturating_sub(after);
                 done.accounts = accounts;
                 done.accounts_version = version;
             }

@@ -43,9 +43,15 @@ pub(super) fn forget(
                 ..ctx.opts.clone()
             };
             if keeps {
+                let mut before = 0;
+                for f in crate::accounts::snapshot_files(out)? {
+                    before += f.file.rows()?;
+                }
                 done.accounts = update_accounts(
                     &opts, out, ctx.pool, staging, &rewritten, None, true, &mut plan,
                 )?;
+                let after = done.accounts.as_ref().map_or(0, |a| a.groups);
+                done.accounts_rows_removed = before.saturating_sub(after);
             }
         }
         done.version = Some(versions::current_version(out)?.map_or(1, |v| v + 1));
