@@ -832,3 +832,33 @@ fn forgetting_a_group_removes_its_rows_and_its_account() {
     assert_eq!(after.len() + 1, accounts_before.len());
     assert!(err.contains("1 row(s) removed); 5 group(s) now"), "{err}");
 }
+
+/// A request on a hive dataset while a load holds its lock: exit 4, nothing changed; run again once the load is
+/// done, it removes the rows.
+#[test]
+fn a_hive_request_while_a_load_runs_exits_4_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds");
+    let place = Place::Hive(out.clone());
+    let input = tmp.path().join("night-0.ndjson");
+    fs::write(&input, &nights()[0].0).unwrap();
+    assert_eq!(place.load(&input).0, 0);
+    let before = place.files();
+    // What a running load holds (the tool's lock is an flock of this file).
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(out.join(".group-loader/lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let (code, err) = place.forget(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("locked"), "{err}");
+    assert!(
+        before == place.files(),
+        "a refused request changed the dataset"
+    );
+    drop(lock);
+    let (code, err) = place.forget(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("11 row(s) removed"), "{err}");
+}
