@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -76,7 +75,7 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
         ..LoadOptions::new(Vec::new(), &opts.output).with_memory_limit(opts.memory_limit)
     };
     check_dataset(&load.output)?;
-    let pool = pool(opts.threads)?;
+    let pool = super::load::thread_pool(&load)?;
     let (mut table, _) = crate::table::open(&load)?;
     // The ids as the columns hold them: hashed where the loads hash the column.
     let (settings, column_key) = super::privacy::settings(&*table, &load)?;
@@ -199,19 +198,6 @@ fn check_dataset(output: &Output) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn pool(threads: Option<usize>) -> Result<Arc<rayon::ThreadPool>> {
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = threads {
-        if n == 0 {
-            return Err(Error::Usage("--threads must be at least 1".into()));
-        }
-        pool = pool.num_threads(n);
-    }
-    pool.build()
-        .map(Arc::new)
-        .map_err(|e| Error::Usage(format!("cannot start threads: {e}")))
 }
 
 /// `kind:id` of every id, hashed under the key, sorted.

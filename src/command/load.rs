@@ -360,7 +360,7 @@ fn listing(opts: &LoadOptions) -> Result<Vec<Source>> {
 }
 
 /// The run's one thread pool: parsing, encoding and the accounts merge all run on it.
-fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
+pub(crate) fn thread_pool(opts: &LoadOptions) -> Result<Arc<rayon::ThreadPool>> {
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = opts.threads {
         if n == 0 {
