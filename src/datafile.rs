@@ -40,6 +40,34 @@ impl DataFile {
         ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| self.cause(e))
     }
 
+    /// A reader of only the columns `names` (by name, in the file's order), with the file's metadata (its
+    /// footer: row count, key/value metadata). A file without one of them is refused, naming the columns.
+    pub fn columns(
+        &self,
+        names: &[&str],
+    ) -> Result<(
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+        std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+    )> {
+        let builder = self.reader()?;
+        let meta = builder.metadata().clone();
+        let fields = builder.schema().fields();
+        let indices: Vec<usize> = names
+            .iter()
+            .filter_map(|name| fields.iter().position(|f| f.name() == name))
+            .collect();
+        if indices.len() != names.len() {
+            return Err(self.error(format!("expected the columns {names:?}")));
+        }
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| self.cause(e))?;
+        Ok((reader, meta))
+    }
+
     /// The number of rows, from the footer.
     pub fn rows(&self) -> Result<u64> {
         Ok(self.reader()?.metadata().file_metadata().num_rows().max(0) as u64)

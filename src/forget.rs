@@ -11,7 +11,6 @@ use std::path::Path;
 
 use arrow::array::{Array, StringArray};
 use base64::Engine;
-use parquet::arrow::ProjectionMask;
 
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
@@ -39,25 +38,9 @@ impl FileMatches {
 
 /// The rows of `file` that the request names, from its three id columns only.
 pub fn find(file: &DataFile, ids: &Ids) -> Result<FileMatches> {
-    let builder = file.reader()?;
-    let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
     let names = IdKind::ALL.map(IdKind::column);
-    let fields = builder.schema().fields();
-    let indices: Vec<usize> = names
-        .iter()
-        .map(|n| {
-            fields
-                .iter()
-                .position(|f| f.name() == n)
-                .ok_or_else(|| file.error(format!("no column {n}: not a groups file")))
-        })
-        .collect::<Result<_>>()?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| file.cause(e))?;
+    let (reader, meta) = file.columns(&names)?;
+    let total = meta.file_metadata().num_rows().max(0) as u64;
     let mut found = FileMatches {
         total,
         ..FileMatches::default()
@@ -72,13 +55,15 @@ pub fn find(file: &DataFile, ids: &Ids) -> Result<FileMatches> {
                 .ok_or_else(|| file.error(format!("column {name} is not text")))
         };
         let [users, anonymous, groups] = [col(names[0])?, col(names[1])?, col(names[2])?];
-        let get = |a: &'_ StringArray, r: usize| (!a.is_null(r)).then(|| a.value(r).to_string());
+        fn get(a: &StringArray, r: usize) -> Option<&str> {
+            (!a.is_null(r)).then(|| a.value(r))
+        }
         for r in 0..batch.num_rows() {
             let (u, a, g) = (get(users, r), get(anonymous, r), get(groups, r));
-            if ids.row_matches(u.as_deref(), a.as_deref(), g.as_deref()) {
+            if ids.row_matches(u, a, g) {
                 found.rows.push(row + r);
                 if let Some(g) = g {
-                    found.groups.insert(g);
+                    found.groups.insert(g.to_string());
                 }
             }
         }

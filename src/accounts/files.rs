@@ -16,7 +16,6 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use compact_str::CompactString;
-use parquet::arrow::ProjectionMask;
 
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
@@ -86,24 +85,8 @@ pub(super) fn open_parquet(
     parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     Option<String>,
 )> {
-    let path = file;
-    let builder = file.reader()?;
-    let cleared = crate::writer::cleared_record(builder.metadata().file_metadata());
-    let fields = builder.schema().fields();
-    let indices: Vec<usize> = columns
-        .iter()
-        .filter_map(|name| fields.iter().position(|f| f.name() == name))
-        .collect();
-    if indices.len() != columns.len() {
-        return Err(path.error(format!("expected the columns {columns:?}")));
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| path.cause(e))?;
-    Ok((reader, cleared))
+    let (reader, meta) = file.columns(columns)?;
+    Ok((reader, crate::writer::cleared_record(meta.file_metadata())))
 }
 
 /// Columns of a `groups` file the merge reads.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::layout::Codec;
+use crate::layout::{Codec, Format};
 use crate::options::{LoadOptions, Output};
 use crate::privacy::{self, IdKind, Ids};
 use crate::report::{Progress, thousands};
@@ -74,7 +74,7 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
         retry_timeout: opts.retry_timeout,
         ..LoadOptions::new(Vec::new(), &opts.output).with_memory_limit(opts.memory_limit)
     };
-    check_dataset(&load.output)?;
+    check_dataset(&load)?;
     let pool = super::load::thread_pool(&load)?;
     let (mut table, _) = crate::table::open(&load)?;
     // The ids as the columns hold them: hashed where the loads hash the column.
@@ -171,22 +171,16 @@ fn copy_report(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Refuses (exit 2, nothing touched) an output that holds no dataset: forgetting never creates one.
-fn check_dataset(output: &Output) -> Result<()> {
+fn check_dataset(load: &LoadOptions) -> Result<()> {
+    let output = &load.output;
+    if load.format() == Format::Parquet {
+        return Err(Error::Usage(format!(
+            "{output} is one Parquet file, not a dataset: it keeps no record of what it holds; convert again \
+             without the ids instead"
+        )));
+    }
     let found = match output {
-        Output::Local(path) => {
-            if path
-                .to_string_lossy()
-                .to_ascii_lowercase()
-                .ends_with(".parquet")
-            {
-                return Err(Error::Usage(format!(
-                    "{} is one Parquet file, not a dataset: it keeps no record of what it holds; convert \
-                     again without the ids instead",
-                    path.display()
-                )));
-            }
-            crate::table::is_dataset(path)
-        }
+        Output::Local(path) => crate::table::is_dataset(path),
         Output::Url(url) => crate::store::Location::parse(url)?
             .join(&format!("{}/_delta_log", crate::layout::GROUPS_DIR))
             .any()?,

@@ -197,10 +197,9 @@ impl Table for SingleFile {
         _ctx: &Context<'_>,
         _record: crate::table::ForgetRecord<'_>,
     ) -> Result<crate::table::Forgotten> {
-        Err(Error::Usage(format!(
-            "{} is one Parquet file, not a dataset: it keeps no record of what it holds. Convert again \
-             without the ids instead",
-            self.name
-        )))
+        // `forget` refuses a one-file output before opening it.
+        Err(Error::Internal(
+            "a one-file conversion has no dataset to forget in".into(),
+        ))
     }
 }

@@ -82,12 +82,7 @@ impl Delta {
                 None => continue,
             }
         }
-        Err(Error::DeltaState {
-            url,
-            message: format!(
-                "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
-            ),
-        })
+        Err(super::kept_moving(url))
     }
 
     pub(super) fn accounts_rows(&self) -> Result<u64> {

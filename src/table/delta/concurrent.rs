@@ -94,12 +94,7 @@ pub(super) fn drop_duplicates(
 /// The `id` column of a staged file.
 fn read_ids(path: &Path) -> Result<Vec<Option<String>>> {
     let file = DataFile::Local(path.to_path_buf());
-    let builder = file.reader()?;
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [Col::Id as usize]);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| file.cause(e))?;
+    let (reader, _) = file.columns(&[Col::Id.column().name])?;
     let mut ids = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| file.cause(e))?;

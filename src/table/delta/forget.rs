@@ -13,11 +13,8 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::DeltaOperation;
 use rayon::prelude::*;
 
-use super::log::{
-    LiveFile, delta_err, is_conflict, is_transient, live_files, partition_path, remove_action,
-    upload_all,
-};
-use super::{Delta, MAX_COMMIT_ATTEMPTS, Patience};
+use super::log::{LiveFile, delta_err, live_files, partition_path, remove_action, upload_all};
+use super::{Delta, MAX_COMMIT_ATTEMPTS, Patience, kept_moving, retry_commit};
 use crate::datafile::DataFile;
 use crate::error::{Error, Result};
 use crate::forget::{self, FileMatches};
@@ -169,20 +166,10 @@ impl Delta {
                     done.retries = attempt as u64;
                     return Ok(());
                 }
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) if is_transient(&e) => {
-                    patience.sent = true;
-                    patience.again(delta_err(&url)(e), &url)?;
-                }
-                Err(e) => return Err(delta_err(&url)(e)),
+                Err(e) => retry_commit(e, &mut patience, &url)?,
             }
         }
-        Err(Error::DeltaState {
-            url,
-            message: format!(
-                "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
-            ),
-        })
+        Err(kept_moving(url))
     }
 
     /// Deletes the uploads made for files another commit removed meanwhile (they will never be committed).
@@ -225,11 +212,12 @@ impl Delta {
     ) -> Result<Add> {
         let dir = staging.dir().join(FORGET_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io("creating directory", &dir))?;
-        let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-        let original = dir.join(format!("{n:06}.original.parquet"));
+        // Named after the live file (one rewrite each).
+        let n = xxhash_rust::xxh3::xxh3_64(f.path.as_bytes());
+        let original = dir.join(format!("{n:016x}.original.parquet"));
         let source = self.root.join(&format!("{GROUPS_DIR}/{}", f.path));
         crate::atomic::write_copy(&original, &mut source.open_stream()?)?;
-        let into = dir.join(format!("{n:06}.parquet"));
+        let into = dir.join(format!("{n:016x}.parquet"));
         let (rows, bytes) = forget::rewrite(&original, &into, &m.rows, ctx.opts.codec)?;
         let _ = std::fs::remove_file(&original);
         let staged = StagedFile {

@@ -287,20 +287,10 @@ impl Delta {
             let committed = self.try_commit(state, actions, run_id, overwrite);
             match committed {
                 Ok(version) => return Ok(Some((version, attempt))),
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) if is_transient(&e) => {
-                    patience.sent = true;
-                    patience.again(delta_err(&url)(e), &url)?;
-                }
-                Err(e) => return Err(delta_err(&url)(e)),
+                Err(e) => retry_commit(e, &mut patience, &url)?,
             }
         }
-        Err(Error::DeltaState {
-            url,
-            message: format!(
-                "the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"
-            ),
-        })
+        Err(kept_moving(url))
     }
 
     /// One attempt at the run's commit to `groups` on top of `state`, with its `txn`, and no retry of its own.
@@ -662,6 +652,27 @@ fn needs_one_spelling(place: &str) -> Error {
          polars (the log under one spelling, the data files under the other). Choose such a path (or \
          --format hive for a local folder)"
     ))
+}
+
+/// After a commit attempt failed with `e`: `Ok` to try again (another run committed first, or the store did
+/// not answer and `--retry-timeout` has not passed: the commit may have landed), else the error to give up with.
+fn retry_commit(e: deltalake::DeltaTableError, patience: &mut Patience, url: &str) -> Result<()> {
+    if is_conflict(&e) {
+        return Ok(());
+    }
+    if is_transient(&e) {
+        patience.sent = true;
+        return patience.again(delta_err(url)(e), url);
+    }
+    Err(delta_err(url)(e))
+}
+
+/// The error of a table that never stopped moving under a commit.
+fn kept_moving(url: String) -> Error {
+    Error::DeltaState {
+        url,
+        message: format!("the table kept moving: no commit after {MAX_COMMIT_ATTEMPTS} attempts"),
+    }
 }
 
 /// How long a commit keeps trying when the store does not answer: until `--retry-timeout` has passed since the

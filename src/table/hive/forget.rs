@@ -37,16 +37,16 @@ pub(super) fn forget(
     if done.changed() {
         if done.rows_removed > 0 {
             // `accounts` is kept where the dataset keeps it: rebuilt from the rows that remain.
-            let keeps = !crate::accounts::snapshot_files(out)?.is_empty();
-            let opts = LoadOptions {
-                accounts: keeps,
-                ..ctx.opts.clone()
-            };
-            if keeps {
-                let mut before = 0;
-                for f in crate::accounts::snapshot_files(out)? {
-                    before += f.file.rows()?;
-                }
+            let snapshot = crate::accounts::snapshot_files(out)?;
+            if !snapshot.is_empty() {
+                let before = snapshot
+                    .iter()
+                    .map(|f| f.file.rows())
+                    .sum::<Result<u64>>()?;
+                let opts = LoadOptions {
+                    accounts: true,
+                    ..ctx.opts.clone()
+                };
                 done.accounts = update_accounts(
                     &opts, out, ctx.pool, staging, &rewritten, None, true, &mut plan,
                 )?;
