@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::command::schema::{self, SchemaFormat};
+use crate::command::status::StatusFormat;
 use crate::error::{Error, Result, exit};
 use crate::layout::{Codec, PartitionMode};
 use crate::options::{LoadOptions, Mode, ProgressWhen};
@@ -33,8 +34,140 @@ pub enum Command {
     /// from what remains, and remove the rejected lines that hold them.
     #[command(after_long_help = FORGET_EXIT_CODES, after_help = FORGET_EXIT_CODES)]
     Forget(ForgetArgs),
+    /// Rewrite the small files of each groups partition into files near --target-file-size (rows and their
+    /// order kept), so that readers stay fast; Delta commits it with dataChange false, as OPTIMIZE does.
+    #[command(after_long_help = COMPACT_EXIT_CODES, after_help = COMPACT_EXIT_CODES)]
+    Compact(CompactArgs),
+    /// Show what a dataset holds: tables, partitions, files, rows, small files, the last runs, whether
+    /// accounts is up to date. From metadata only: no lock taken, nothing written, no row read.
+    Status(StatusArgs),
     /// Print the output schema of the groups (or accounts) table.
     Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The dataset: the --output of the loads (a local folder, or an object-store URL).
+    #[arg(short, long, value_name = "DIR|URL")]
+    pub output: PathBuf,
+
+    /// Files are rewritten into files of about this size; files under half of it are small, and runs of two
+    /// or more small files side by side are rewritten.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub target_file_size: u64,
+
+    /// Only partitions of this day or later (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Only partitions of this day or earlier (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// Say what would be rewritten, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Delta: files that no version newer than this needs are deleted afterwards (as loads do).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::dedupe::parse_duration)]
+    pub vacuum_retention: std::time::Duration,
+
+    /// Parquet compression codec of the rewritten files.
+    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
+    pub compression: Codec,
+
+    /// Also write the compaction's record (JSON) to PATH (- for standard output).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Also write the run's figures to PATH as a Prometheus text file (node_exporter's textfile
+    /// collector), atomically, also when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Memory budget (as for load).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_memory_limit)]
+    pub memory_limit: u64,
+
+    /// How long a request to object storage is retried before the command fails.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::dedupe::parse_duration)]
+    pub retry_timeout: std::time::Duration,
+
+    /// No summary on stderr (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The dataset: the --output of the loads (a local folder, or an object-store URL).
+    #[arg(short, long, value_name = "DIR|URL")]
+    pub output: PathBuf,
+
+    /// text for a person, json for a script.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    /// Files under half of this count as small (compact's --target-file-size).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub target_file_size: u64,
+
+    /// The loads' --dedupe-window, for what the next run will hold.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::dedupe::parse_duration)]
+    pub dedupe_window: std::time::Duration,
+
+    /// How many of the newest records of _runs/ to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub runs: usize,
+
+    /// Also write the run's figures to PATH as a Prometheus text file (node_exporter's textfile
+    /// collector), atomically, also when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    /// How long a request to object storage is retried before the command fails.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::dedupe::parse_duration)]
+    pub retry_timeout: std::time::Duration,
+}
+
+impl CompactArgs {
+    fn options(&self) -> crate::command::compact::CompactOptions {
+        crate::command::compact::CompactOptions {
+            output: self.output.clone(),
+            target_bytes: self.target_file_size,
+            range: crate::compact::DateRange {
+                from: self.from,
+                to: self.to,
+            },
+            dry_run: self.dry_run,
+            quiet: self.quiet,
+            report: self.report.clone(),
+            metrics: self.metrics.clone(),
+            threads: self.threads,
+            memory_limit: self.memory_limit,
+            codec: self.compression,
+            vacuum_retention: self.vacuum_retention,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+}
+
+impl StatusArgs {
+    fn options(&self) -> crate::command::status::StatusOptions {
+        crate::command::status::StatusOptions {
+            output: self.output.clone(),
+            format: self.format,
+            target_bytes: self.target_file_size,
+            dedupe_window: self.dedupe_window,
+            runs: self.runs,
+            metrics: self.metrics.clone(),
+            retry_timeout: self.retry_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +207,11 @@ pub struct ForgetArgs {
     /// Also write the request's record (JSON, counts only) to PATH (- for standard output).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+
+    /// Also write the run's figures to PATH as a Prometheus text file (node_exporter's textfile
+    /// collector), atomically, also when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
 
     /// Parquet compression codec of the rewritten files.
     #[arg(long, value_enum, default_value_t = Codec::Zstd)]
@@ -122,6 +260,7 @@ impl ForgetArgs {
             purge: self.purge,
             quiet: self.quiet,
             report: self.report.clone(),
+            metrics: self.metrics.clone(),
             threads: self.threads,
             memory_limit: self.memory_limit,
             codec: self.compression,
@@ -196,6 +335,11 @@ pub struct LoadArgs {
     /// Also write the JSON run report to PATH.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+
+    /// Also write the run's figures to PATH as a Prometheus text file (node_exporter's textfile
+    /// collector), atomically, also when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
 
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -313,6 +457,17 @@ Exit codes:
   6  the rows are gone, but a later step failed (accounts, rejects, the
      record): re-run the same command to finish it";
 
+/// The exit codes of `compact`.
+const COMPACT_EXIT_CODES: &str = "\
+Exit codes:
+  0  done (or nothing to do): rows and their order unchanged
+  1  failure (I/O, object storage): the dataset is as before; run again
+  2  bad usage: no dataset at --output, a file the tool did not write in a
+     partition (named), --from after --to; nothing touched
+  4  the output (hive) is locked by a load: nothing touched; retry later
+  6  the compaction was committed, but a later step failed (the checkpoint,
+     the vacuum, the record): run again to finish it";
+
 /// The smallest `--memory-limit`: below it, the fixed cost of the pipeline (threads, read-ahead, open
 /// writers) is a large part of the budget, and the limit could not be kept.
 pub const MIN_MEMORY_LIMIT: u64 = 256 << 20;
@@ -375,6 +530,7 @@ impl LoadArgs {
         opts.min_rows = self.min_rows;
         opts.rejects = self.rejects.clone();
         opts.report = self.report.clone();
+        opts.metrics = self.metrics.clone();
         opts.dedupe = !self.no_dedupe;
         opts.dedupe_window = self.dedupe_window;
         opts.accounts = !self.no_accounts;
@@ -407,6 +563,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Load(args) => crate::command::load::load(&args.options()?).map(|_| ()),
         Command::Forget(args) => crate::command::forget::forget(&args.options()?).map(|_| ()),
+        Command::Compact(args) => crate::command::compact::compact(&args.options()).map(|_| ()),
+        Command::Status(args) => crate::command::status::status(&args.options()).map(|_| ()),
     }
 }
 

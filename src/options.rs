@@ -94,6 +94,8 @@ pub struct LoadOptions {
     pub min_rows: u64,
     pub rejects: Option<PathBuf>,
     pub report: Option<PathBuf>,
+    /// `--metrics`: a Prometheus text file of the run's figures.
+    pub metrics: Option<PathBuf>,
     pub memory_limit: u64,
     /// `--vacuum-retention`: files no version newer than this needs are deleted (Delta).
     pub vacuum_retention: Duration,
@@ -215,6 +217,7 @@ impl LoadOptions {
             min_rows: 0,
             rejects: None,
             report: None,
+            metrics: None,
             memory_limit: defaults::MEMORY_LIMIT,
             vacuum_retention: defaults::WEEK,
             dedupe: true,

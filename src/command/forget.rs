@@ -13,8 +13,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::layout::{Codec, Format};
-use crate::options::{LoadOptions, Output};
+use crate::layout::Codec;
+use crate::options::LoadOptions;
 use crate::privacy::{self, IdKind, Ids};
 use crate::report::{Progress, thousands};
 use crate::table::{Context, ForgetRequest, Forgotten};
@@ -30,6 +30,8 @@ pub struct ForgetOptions {
     pub quiet: bool,
     /// Also write the request's record to this path.
     pub report: Option<PathBuf>,
+    /// Also write its figures as a Prometheus text file.
+    pub metrics: Option<PathBuf>,
     pub threads: Option<usize>,
     pub memory_limit: u64,
     /// The codec of rewritten files.
@@ -55,9 +57,50 @@ pub struct ForgetReport {
     pub elapsed_s: f64,
 }
 
-/// Carries out the request; returns its report.
+/// Carries out the request (with `--metrics`, writes its figures, also when it fails); returns its report.
 pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
     let started = Instant::now();
+    let result = run(opts, started);
+    if let Some(path) = &opts.metrics {
+        let mut m = crate::metrics::Metrics::new("forget", &opts.output.to_string_lossy());
+        if let Ok(r) = &result {
+            let d = &r.done;
+            for (name, help, v) in [
+                (
+                    "forget_rows_removed",
+                    "groups rows removed.",
+                    d.rows_removed,
+                ),
+                (
+                    "forget_reject_lines_removed",
+                    "Lines removed from the rejects files.",
+                    d.reject_lines_removed,
+                ),
+                (
+                    "forget_accounts_rows_removed",
+                    "accounts rows removed (groups with no row left).",
+                    d.accounts_rows_removed,
+                ),
+                (
+                    "forget_suppressed_ids",
+                    "Ids newly recorded as suppressed.",
+                    d.suppressed_ids,
+                ),
+            ] {
+                m.gauge(name, help, v as f64);
+            }
+        }
+        m.gauge(
+            "duration_seconds",
+            "How long the command ran.",
+            started.elapsed().as_secs_f64(),
+        );
+        m.write(path, result.as_ref().err().map_or(0, Error::exit_code))?;
+    }
+    result
+}
+
+fn run(opts: &ForgetOptions, started: Instant) -> Result<ForgetReport> {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     if opts.ids.is_empty() {
         return Err(Error::Usage(
@@ -74,7 +117,7 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
         retry_timeout: opts.retry_timeout,
         ..LoadOptions::new(Vec::new(), &opts.output).with_memory_limit(opts.memory_limit)
     };
-    check_dataset(&load)?;
+    super::check_dataset(&load, "forgetting")?;
     let pool = super::load::thread_pool(&load)?;
     let (mut table, _) = crate::table::open(&load)?;
     // The ids as the columns hold them: hashed where the loads hash the column.
@@ -141,7 +184,8 @@ pub fn forget(opts: &ForgetOptions) -> Result<ForgetReport> {
         eprint!("{}", summary(&report));
     }
     if let Some(path) = &opts.report {
-        copy_report(path, &record(&done)?).map_err(Error::after_publish("the --report copy"))?;
+        super::copy_report(path, &record(&done)?)
+            .map_err(Error::after_publish("the --report copy"))?;
     }
     Ok(report)
 }
@@ -157,41 +201,6 @@ fn suppress(dir: &crate::store::Location, stem: &str, ids: &Ids) -> Result<u64> 
         return Ok(0);
     }
     Ok(privacy::suppress(dir, stem, ids)? as u64)
-}
-
-/// Writes the record to `--report PATH` (`-`: standard output).
-fn copy_report(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    if path.as_os_str() == "-" {
-        use std::io::Write;
-        return std::io::stdout()
-            .write_all(bytes)
-            .map_err(Error::io("writing the report to", "standard output"));
-    }
-    crate::atomic::write_atomic(path, bytes)
-}
-
-/// Refuses (exit 2, nothing touched) an output that holds no dataset: forgetting never creates one.
-fn check_dataset(load: &LoadOptions) -> Result<()> {
-    let output = &load.output;
-    if load.format() == Format::Parquet {
-        return Err(Error::Usage(format!(
-            "{output} is one Parquet file, not a dataset: it keeps no record of what it holds; convert again \
-             without the ids instead"
-        )));
-    }
-    let found = match output {
-        Output::Local(path) => crate::table::is_dataset(path),
-        Output::Url(url) => crate::store::Location::parse(url)?
-            .join(&format!("{}/_delta_log", crate::layout::GROUPS_DIR))
-            .any()?,
-    };
-    if !found {
-        return Err(Error::Usage(format!(
-            "{output} holds no group-loader dataset (no hive state folder, no Delta groups table): check \
-             --output, which must be the --output of the loads"
-        )));
-    }
-    Ok(())
 }
 
 /// `kind:id` of every id, hashed under the key, sorted.

@@ -143,9 +143,28 @@ impl LoadOptions {
     }
 }
 
-/// Runs `group-loader load`. Returns the run's report (also when its inputs were already loaded).
+/// Runs `group-loader load`. Returns the run's report (also when its inputs were already loaded). With
+/// `--metrics`, writes the run's figures, also when it fails (with the report's figures when there is one).
 pub fn load(opts: &LoadOptions) -> Result<Report> {
     let started = Instant::now();
+    let mut seen = None;
+    let result = run(opts, started, &mut seen);
+    if let Some(path) = &opts.metrics {
+        let mut m = crate::metrics::Metrics::new("load", &opts.output.to_string());
+        if let Some(report) = result.as_ref().ok().or(seen.as_ref()) {
+            metrics_of(&mut m, report);
+        }
+        m.gauge(
+            "duration_seconds",
+            "How long the command ran.",
+            started.elapsed().as_secs_f64(),
+        );
+        m.write(path, result.as_ref().err().map_or(0, Error::exit_code))?;
+    }
+    result
+}
+
+fn run(opts: &LoadOptions, started: Instant, seen: &mut Option<Report>) -> Result<Report> {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     if !(0.0..=1.0).contains(&opts.max_reject_ratio) {
         return Err(Error::Usage(format!(
@@ -221,7 +240,86 @@ pub fn load(opts: &LoadOptions) -> Result<Report> {
     let published = read.and_then(|read| publish(&mut *table, read, &staging, &ctx));
     drop(staging);
     progress.finish();
-    finish(opts, published?)
+    let report = published?;
+    *seen = Some(report.clone());
+    finish(opts, report)
+}
+
+/// A run's figures as metrics.
+fn metrics_of(m: &mut crate::metrics::Metrics, r: &Report) {
+    let c = &r.counts;
+    let read: u64 = r.inputs.iter().map(|i| i.bytes).sum();
+    for (name, help, v) in [
+        (
+            "rows_written",
+            "Rows the run added to groups.",
+            c.rows_written,
+        ),
+        (
+            "events_read",
+            "Events read (a batch line counts its events).",
+            c.events,
+        ),
+        ("lines_read", "Lines read.", c.lines),
+        ("blank_lines", "Blank lines.", c.blank),
+        (
+            "bytes_read",
+            "Bytes read from the inputs (compressed).",
+            read,
+        ),
+        ("inputs", "Input files read.", r.inputs.len() as u64),
+        (
+            "suppressed",
+            "Events of suppressed ids, not loaded.",
+            c.suppressed,
+        ),
+        (
+            "files_written",
+            "groups files the run published.",
+            r.files.len() as u64,
+        ),
+        (
+            "partitions_written",
+            "Partitions the run wrote.",
+            r.partitions.len() as u64,
+        ),
+        (
+            "published",
+            "1 when the run published its rows.",
+            u64::from(r.published),
+        ),
+    ] {
+        m.gauge(name, help, v as f64);
+    }
+    m.family("skipped", "Lines of other event types, skipped, by type.");
+    for (kind, n) in &c.skipped {
+        m.labelled("skipped", "", &[("type", kind)], *n as f64);
+    }
+    m.family(
+        "rejected",
+        "Rejected lines by reason (duplicates included).",
+    );
+    for (reason, n) in &c.rejected {
+        m.labelled("rejected", "", &[("reason", reason)], *n as f64);
+    }
+    let help = "Events dropped as duplicates of a messageId, by who loaded it first.";
+    m.labelled(
+        "duplicates",
+        help,
+        &[("first", "this_run")],
+        c.duplicates.this_run as f64,
+    );
+    m.labelled(
+        "duplicates",
+        help,
+        &[("first", "earlier_runs")],
+        c.duplicates.earlier_runs as f64,
+    );
+    m.gauge(
+        "reject_ratio",
+        "Rejected share of the lines considered.",
+        r.reject_ratio,
+    );
 }
 
 /// What reading left to publish: the report so far, with the staged run or the earlier run that already

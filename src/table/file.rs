@@ -202,4 +202,17 @@ impl Table for SingleFile {
             "a one-file conversion has no dataset to forget in".into(),
         ))
     }
+
+    fn compact(
+        &mut self,
+        _request: &crate::table::CompactRequest,
+        _staging: &Staging,
+        _ctx: &Context<'_>,
+        _record: crate::table::CompactRecord<'_>,
+    ) -> Result<crate::table::Compacted> {
+        // `compact` refuses a one-file output before opening it.
+        Err(Error::Internal(
+            "a one-file conversion has no dataset to compact".into(),
+        ))
+    }
 }

@@ -13,6 +13,7 @@
 pub mod delta;
 pub mod file;
 pub mod hive;
+pub mod inventory;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -148,6 +149,15 @@ pub fn open(opts: &LoadOptions) -> Result<(Box<dyn Table>, PartitionMode)> {
     })
 }
 
+/// Reads the inventory of the dataset at `opts.output` (which must hold one) from its metadata, with its
+/// `last_runs` newest records: no lock, nothing written ([`inventory`]).
+pub fn inventory(opts: &LoadOptions, last_runs: usize) -> Result<inventory::Inventory> {
+    match opts.output.local() {
+        Some(path) if hive::is_hive(path)? => hive::inventory(path, last_runs),
+        _ => delta::inventory::inventory(opts, last_runs),
+    }
+}
+
 /// A deletion request, as a table carries it out ([`Table::forget`]).
 pub struct ForgetRequest<'a> {
     /// The ids as given: what raw lines (the rejects) hold.
@@ -213,6 +223,85 @@ pub struct Purged {
 
 /// The request's record for what forgetting did: the table stores these bytes where the format keeps records.
 pub type ForgetRecord<'a> = &'a dyn Fn(&Forgotten) -> Result<Vec<u8>>;
+
+/// A compaction, as a table carries it out ([`Table::compact`]).
+pub struct CompactRequest {
+    /// Files are rewritten into files of about this size.
+    pub target_bytes: u64,
+    /// The partitions it may touch.
+    pub range: crate::compact::DateRange,
+    /// Say what would be done, change nothing.
+    pub dry_run: bool,
+    /// Row groups of the rewritten files are cut near this size.
+    pub row_group_bytes: usize,
+    /// The name stem of the compaction's record (`_runs/<stem>.json`).
+    pub stem: String,
+    /// In the names of the files written (never reused).
+    pub tag: String,
+}
+
+/// What compaction did (or, in a dry run, would do) to one partition.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PartitionCompacted {
+    pub partition: String,
+    pub files_before: u64,
+    pub files_after: u64,
+    /// Rows and bytes of the files rewritten.
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What compaction did, as a value: the command renders its record and summary from it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Compacted {
+    pub dry_run: bool,
+    /// Partitions of `groups` looked at, and those rewritten (listed).
+    pub partitions_seen: u64,
+    pub partitions: Vec<PartitionCompacted>,
+    /// Files of the partitions looked at, before and after.
+    pub files_before: u64,
+    pub files_after: u64,
+    pub files_rewritten: u64,
+    pub files_written: u64,
+    pub rows_rewritten: u64,
+    pub bytes_rewritten: u64,
+    pub bytes_written: u64,
+    /// hive: the version published; Delta: the `groups` version committed.
+    pub version: Option<u64>,
+    /// Delta: attempts made again because another commit came first.
+    pub retries: u64,
+    /// Delta: the version a checkpoint was written at.
+    pub checkpoint: Option<u64>,
+    /// Delta: files that no version within `--vacuum-retention` needs, deleted.
+    pub vacuumed: u64,
+}
+
+impl Compacted {
+    /// Adds a partition's plan to the totals (and lists it when it rewrites files).
+    pub fn add(&mut self, plan: &crate::compact::PartitionPlan) {
+        self.partitions_seen += 1;
+        self.files_before += plan.files_before() as u64;
+        self.files_after += plan.files_after() as u64;
+        if plan.outputs.is_empty() {
+            return;
+        }
+        let rewritten = plan.rewritten().count() as u64;
+        self.files_rewritten += rewritten;
+        self.files_written += plan.outputs.len() as u64;
+        self.rows_rewritten += plan.rows_rewritten();
+        self.bytes_rewritten += plan.bytes_rewritten();
+        self.partitions.push(PartitionCompacted {
+            partition: plan.partition.clone(),
+            files_before: plan.files_before() as u64,
+            files_after: plan.files_after() as u64,
+            rows: plan.rows_rewritten(),
+            bytes: plan.bytes_rewritten(),
+        });
+    }
+}
+
+/// The compaction's record for what it did: the table stores these bytes where the format keeps records.
+pub type CompactRecord<'a> = &'a dyn Fn(&Compacted) -> Result<Vec<u8>>;
 
 /// A published run with the same id as this one: these inputs are already loaded.
 #[derive(Debug, Clone)]
@@ -369,6 +458,17 @@ pub trait Table {
         ctx: &Context<'_>,
         record: ForgetRecord<'_>,
     ) -> Result<Forgotten>;
+
+    /// Rewrites runs of small `groups` files of each partition into files near the target size (rows and
+    /// their order kept), as one step of the format, and stores the compaction's record. `accounts` is not
+    /// touched: no row changes.
+    fn compact(
+        &mut self,
+        request: &CompactRequest,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: CompactRecord<'_>,
+    ) -> Result<Compacted>;
 
     /// The inputs were already loaded by `earlier`: nothing of this run's own is published, but `accounts` is
     /// kept as the options ask, and a Delta run that stopped right after its commit is finished.

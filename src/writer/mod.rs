@@ -19,7 +19,7 @@ pub(crate) use file::{
     ColumnBuilder, accounts_properties, arrow_writer, cleared_record, decode_cleared,
     empty_groups_file, encode_cleared, groups_properties,
 };
-pub(crate) use rewrite::rewrite_without;
+pub(crate) use rewrite::{concatenate, rewrite_without};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

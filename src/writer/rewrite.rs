@@ -134,3 +134,85 @@ fn write_kept_origins(to: &Path, origins: &[Origin], renumber: &[Option<u64>]) -
     std::fs::write(&p, buf).map_err(Error::io("writing", &p))?;
     Ok(p)
 }
+
+/// Writes the rows of `sources` (groups files, in this order) into one new file `into`, with the writer's
+/// properties, row groups cut near `row_group_bytes` and the sources' cleared-traits records joined (their
+/// rows renumbered after the rows before them). Refuses (exit 2) a source whose columns are not the `groups`
+/// schema: a file the tool did not write. Returns the rows and bytes written.
+pub(crate) fn concatenate(
+    sources: &[PathBuf],
+    into: &Path,
+    codec: Codec,
+    row_group_bytes: usize,
+) -> Result<(u64, u64)> {
+    let wanted = schema::groups_schema();
+    let file = std::fs::File::create(into).map_err(Error::io("creating", into))?;
+    let mut out = super::arrow_writer(file, wanted.clone(), super::groups_properties(codec))
+        .map_err(|source| Error::Parquet {
+            path: into.to_path_buf(),
+            source,
+        })?;
+    let parquet_err = |source| Error::Parquet {
+        path: into.to_path_buf(),
+        source,
+    };
+    let mut cleared = Vec::new();
+    let mut rows = 0u64;
+    for from in sources {
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::DatasetRead {
+            path: from.clone(),
+            source: e,
+        };
+        let input = std::fs::File::open(from).map_err(Error::io("opening", from))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|e| err(e.into()))?;
+        if !same_columns(builder.schema(), &wanted) {
+            return Err(foreign_file(from));
+        }
+        if let Some(json) = super::cleared_record(builder.metadata().file_metadata()) {
+            let offset = rows;
+            let record = super::decode_cleared(&json).map_err(|e| err(e.into()))?;
+            cleared.extend(record.into_iter().map(|(r, mask)| (r + offset, mask)));
+        }
+        for batch in builder.build().map_err(|e| err(e.into()))? {
+            let batch = batch.map_err(|e| err(e.into()))?;
+            rows += batch.num_rows() as u64;
+            let batch =
+                arrow::array::RecordBatch::try_new(wanted.clone(), batch.columns().to_vec())?;
+            out.write(&batch).map_err(parquet_err)?;
+            if out.in_progress_size() >= row_group_bytes {
+                out.flush().map_err(parquet_err)?;
+            }
+        }
+    }
+    if !cleared.is_empty() {
+        cleared.sort_unstable();
+        out.append_key_value_metadata(KeyValue::new(
+            schema::META_CLEARED_TRAITS.to_string(),
+            super::encode_cleared(&cleared),
+        ));
+    }
+    let file = out.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(Error::io("syncing", into))?;
+    let bytes = file.metadata().map_err(Error::io("reading", into))?.len();
+    Ok((rows, bytes))
+}
+
+/// True when `found` has the columns of `wanted`, by name and type, in order (field metadata aside).
+fn same_columns(found: &arrow::datatypes::SchemaRef, wanted: &arrow::datatypes::SchemaRef) -> bool {
+    found.fields().len() == wanted.fields().len()
+        && found
+            .fields()
+            .iter()
+            .zip(wanted.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+}
+
+/// The refusal of a data file the tool did not write.
+fn foreign_file(path: &Path) -> Error {
+    Error::Usage(format!(
+        "{} does not have the columns of the groups table: it was not written by group-loader (or by a \
+         version with another schema). Nothing was changed; move the file out of the dataset, or leave its \
+         partition out of the compaction (--from/--to)",
+        path.display()
+    ))
+}

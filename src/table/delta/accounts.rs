@@ -303,6 +303,12 @@ fn accounts_files(d: &Delta) -> Result<Vec<accounts::SnapshotFile>> {
 /// The files added by the `groups` commits `first..=latest` (those `accounts` has not seen), or `None` when
 /// files left `groups` since or the log was cleaned up: then only a rebuild from every file of the latest
 /// version is right.
+impl Delta {
+    pub(super) fn unseen_adds(&self, first: u64, latest: u64) -> Result<Option<Vec<String>>> {
+        unseen_adds(self, first, latest)
+    }
+}
+
 fn unseen_adds(d: &Delta, first: u64, latest: u64) -> Result<Option<Vec<String>>> {
     let groups_url = d.groups_url();
     let log_store = d.groups.log_store();
@@ -313,7 +319,22 @@ fn unseen_adds(d: &Delta, first: u64, latest: u64) -> Result<Option<Vec<String>>
         else {
             return Ok(None);
         };
-        for action in get_actions(v, &bytes).map_err(delta_err(&groups_url))? {
+        let actions = get_actions(v, &bytes).map_err(delta_err(&groups_url))?;
+        if is_reorganisation(&actions) {
+            // A compaction: the same rows in other files. Its files need reading only when it rewrote a file
+            // `accounts` has not seen (folding seen rows again changes nothing: the merge is idempotent).
+            let unseen = actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove(r) if added.contains(&r.path)));
+            if unseen {
+                added.extend(actions.into_iter().filter_map(|a| match a {
+                    Action::Add(a) => Some(a.path),
+                    _ => None,
+                }));
+            }
+            continue;
+        }
+        for action in actions {
             match action {
                 Action::Add(a) => added.push(a.path),
                 Action::Remove(_) => return Ok(None),
@@ -322,4 +343,15 @@ fn unseen_adds(d: &Delta, first: u64, latest: u64) -> Result<Option<Vec<String>>
         }
     }
     Ok(Some(added))
+}
+
+/// True for a commit that only moved rows between files (every Add and Remove with `dataChange: false`, as
+/// compaction writes them), and moved some.
+pub(super) fn is_reorganisation(actions: &[Action]) -> bool {
+    let mut files = actions.iter().filter_map(|a| match a {
+        Action::Add(a) => Some(a.data_change),
+        Action::Remove(r) => Some(r.data_change),
+        _ => None,
+    });
+    files.next().is_some_and(|first| !first) && files.all(|changes| !changes)
 }

@@ -156,6 +156,8 @@ pub(super) struct LiveFile {
     pub size: i64,
     pub rows: Option<usize>,
     pub values: HashMap<String, Option<String>>,
+    /// Its Add's `modificationTime` (milliseconds): when it was written, the order of a partition's rows.
+    pub written: i64,
 }
 
 /// The data files of a table's loaded version (none when the table does not exist yet).
@@ -172,6 +174,7 @@ pub(super) fn live_files(table: &DeltaTable, url: &str) -> Result<Vec<LiveFile>>
                 size: f.size(),
                 rows: f.num_records(),
                 values: f.partition_values_map(),
+                written: f.modification_time(),
             })
             .try_collect(),
     )

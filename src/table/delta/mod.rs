@@ -17,8 +17,10 @@
 //! (a run id and a random token), so no commit ever overwrites a file another version reads.
 
 mod accounts;
+mod compact;
 mod concurrent;
 mod forget;
+pub(crate) mod inventory;
 mod log;
 mod runs;
 mod stats;
@@ -580,6 +582,16 @@ impl Table for Delta {
         record: crate::table::ForgetRecord<'_>,
     ) -> Result<crate::table::Forgotten> {
         self.forget_all(request, staging, ctx, record)
+    }
+
+    fn compact(
+        &mut self,
+        request: &crate::table::CompactRequest,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: crate::table::CompactRecord<'_>,
+    ) -> Result<crate::table::Compacted> {
+        self.compact_all(request, staging, ctx, record)
     }
 
     fn keep_accounts(

@@ -13,6 +13,10 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::error::{Error, Result};
 use crate::layout::{Format, GROUPS_DIR, PartitionMode, RUNS_DIR, STATE_DIR, Shape, is_run_file};
+use crate::table::inventory::{FileInfo, Inventory};
+
+/// The folder of the state folder that holds the privacy records.
+pub const PRIVACY_DIR: &str = "privacy";
 
 /// Where the shape is recorded (in the tool's state folder).
 const SHAPE_FILE: &str = "dataset.json";
@@ -217,6 +221,64 @@ pub fn run_files(dir: &Path, run_id: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The inventory of the hive dataset at `out` ([`crate::table::inventory`]): read through the links of the
+/// version readers see, without the lock (a load publishing meanwhile switches the version at once; what is
+/// read is one version or the next, file by file).
+pub fn inventory(out: &Path, last_runs: usize) -> Result<Inventory> {
+    let files = |table: &str| -> Result<Vec<FileInfo>> {
+        let dir = out.join(table);
+        parquet_files(&dir)?
+            .into_iter()
+            .map(|p| {
+                let partition = p
+                    .parent()
+                    .and_then(|d| d.strip_prefix(&dir).ok())
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let bytes = fs::metadata(&p).map_err(Error::io("reading", &p))?.len();
+                Ok(FileInfo {
+                    partition,
+                    bytes,
+                    rows: file_rows(&p)?,
+                })
+            })
+            .collect()
+    };
+    let runs_dir = out.join(RUNS_DIR);
+    let mut names: Vec<String> = match fs::read_dir(&runs_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    let run_records = names.len();
+    let runs = names[names.len().saturating_sub(last_runs)..]
+        .iter()
+        .filter_map(|n| Some((n.clone(), fs::read(runs_dir.join(n)).ok()?)))
+        .collect();
+    let shape = recorded_shape(out)?;
+    Ok(Inventory {
+        format: Format::Hive,
+        partition: shape.map_or(PartitionMode::Day, |s| s.partition),
+        version: super::versions::current_version(out)?,
+        groups: files(GROUPS_DIR)?,
+        accounts: files(crate::layout::ACCOUNTS_DIR)?,
+        accounts_version: None,
+        accounts_reflects: None,
+        // Published in the same version switch as the rows it reflects.
+        accounts_current: true,
+        checkpoint: None,
+        runs,
+        run_records,
+        privacy_dir: Some(crate::store::Location::local(
+            &out.join(STATE_DIR).join(PRIVACY_DIR),
+        )?),
+    })
 }
 
 #[cfg(test)]

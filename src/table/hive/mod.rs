@@ -5,11 +5,12 @@
 //! (a second run exits 4), recovers what killed runs left, and turns a staged run into one version switch that
 //! adds the run's files, removes what `--mode overwrite` replaces, and replaces the `accounts` snapshot.
 
+mod compact;
 mod dataset;
 mod forget;
 mod versions;
 
-pub(crate) use dataset::is_hive;
+pub(crate) use dataset::{inventory, is_hive};
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::Write;
@@ -28,9 +29,6 @@ use crate::report::{AccountsReport, Phase};
 use crate::staging::Staging;
 use crate::table::{Context, EarlierRun, Outcome, Record, Staged, Table, Visibility};
 use crate::writer::StagedFile;
-
-/// The folder of the state folder that holds the privacy records.
-const PRIVACY_DIR: &str = "privacy";
 
 /// A local hive dataset, locked for the run.
 pub struct Hive {
@@ -112,7 +110,10 @@ impl Table for Hive {
     }
 
     fn privacy_dir(&self) -> Result<Option<crate::store::Location>> {
-        let dir = self.out.join(crate::layout::STATE_DIR).join(PRIVACY_DIR);
+        let dir = self
+            .out
+            .join(crate::layout::STATE_DIR)
+            .join(dataset::PRIVACY_DIR);
         crate::store::Location::local(&dir).map(Some)
     }
 
@@ -161,6 +162,16 @@ impl Table for Hive {
         record: crate::table::ForgetRecord<'_>,
     ) -> Result<crate::table::Forgotten> {
         forget::forget(&self.out, request, staging, ctx, record)
+    }
+
+    fn compact(
+        &mut self,
+        request: &crate::table::CompactRequest,
+        staging: &Staging,
+        ctx: &Context<'_>,
+        record: crate::table::CompactRecord<'_>,
+    ) -> Result<crate::table::Compacted> {
+        compact::compact(&self.out, request, staging, ctx, record)
     }
 
     fn keep_accounts(
