@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::metrics::Metrics;
 use crate::options::LoadOptions;
-use crate::report::{Progress, thousands};
+use crate::report::{Progress, human_bytes, thousands};
 use crate::table::{CompactRequest, Compacted, Context};
 
 /// The default `--target-file-size`: large enough that a day of most datasets is one file and a reader opens
@@ -210,7 +210,7 @@ pub fn summary(r: &CompactReport) -> String {
     }
     let _ = writeln!(
         s,
-        "group-loader: {verb} {}: {} of {} partition(s), {} file(s) -> {} ({} small file(s), {} rows, {} MiB \
+        "group-loader: {verb} {}: {} of {} partition(s), {} file(s) -> {} ({} small file(s), {} rows, {} \
          rewritten into {})",
         r.output,
         d.partitions.len(),
@@ -219,19 +219,19 @@ pub fn summary(r: &CompactReport) -> String {
         d.files_after,
         d.files_rewritten,
         thousands(d.rows_rewritten),
-        d.bytes_rewritten >> 20,
+        human_bytes(d.bytes_rewritten),
         d.files_written
     );
     if d.dry_run {
         for p in &d.partitions {
             let _ = writeln!(
                 s,
-                "  {}: {} file(s) -> {} ({} rows, {} KiB rewritten)",
+                "  {}: {} file(s) -> {} ({} rows, {} rewritten)",
                 p.partition,
                 p.files_before,
                 p.files_after,
                 thousands(p.rows),
-                p.bytes >> 10
+                human_bytes(p.bytes)
             );
         }
         let _ = writeln!(s, "  dry run: nothing changed");

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Format, PartitionMode};
 use crate::metrics::Metrics;
 use crate::options::LoadOptions;
-use crate::report::thousands;
+use crate::report::{human_bytes, thousands};
 use crate::table::inventory::{FileInfo, Inventory};
 
 /// How `status` prints.
@@ -332,21 +332,21 @@ fn text(s: &Status) -> String {
     ] {
         let _ = writeln!(
             t,
-            "  {name:<9} {:>14} rows  {:>7} files  {:>10} MiB  {} small",
+            "  {name:<9} {:>14} rows  {:>7} files  {:>10}  {} small",
             thousands(table.rows),
             table.files,
-            table.bytes >> 20,
+            human_bytes(table.bytes),
             table.small_files
         );
     }
     let _ = writeln!(
         t,
-        "  partitions: {} ({} to {}), at most {} files in one; small files are under {} MiB",
+        "  partitions: {} ({} to {}), at most {} files in one; small files are under {}",
         s.partitions.len(),
         s.oldest_partition.as_deref().unwrap_or("-"),
         s.newest_partition.as_deref().unwrap_or("-"),
         s.max_files_per_partition,
-        s.small_file_bytes >> 20
+        human_bytes(s.small_file_bytes)
     );
     let crowded: Vec<&PartitionStatus> =
         s.partitions.iter().filter(|p| p.small_files >= 2).collect();
@@ -374,11 +374,11 @@ fn text(s: &Status) -> String {
     );
     let _ = writeln!(
         t,
-        "  dedupe window {}: the next run reads {} ids of {} partition(s), about {} MiB",
+        "  dedupe window {}: the next run reads {} ids of {} partition(s), about {}",
         s.dedupe.window,
         thousands(s.dedupe.ids),
         s.dedupe.partitions,
-        s.dedupe.memory_bytes.div_ceil(1 << 20)
+        human_bytes(s.dedupe.memory_bytes)
     );
     if s.suppressed_ids > 0 {
         let _ = writeln!(t, "  suppressed ids: {}", s.suppressed_ids);
