@@ -15,7 +15,8 @@ the same into a dataset already holding the 7 previous nights (N events each), s
 wall time and peak RSS of the second against the first. And the shards case (--skip-shards): the N events cut
 into 8 files of uneven size, loaded by --shard K/N for N = 1, 2, 4 (all N processes started at once) into a local
 Delta dataset: wall time until the last shard ends, commit retries, peak RSS per shard, against one unsharded
-Delta run and DuckDB on the same files. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
+Delta run and DuckDB on the same files. And the compaction case (--skip-compact): one day of N events loaded as
+40 small runs, queried by DuckDB before and after `compact` at three --target-file-size values. Each command runs in its own process; wall time from a monotonic clock, peak RSS from wait4's
 ru_maxrss; each is run --repeat times (default 3, 1 for the 5N case) and the fastest run is kept, for both
 tools alike (this machine is shared and noisy). Inputs are read once before timing so both tools start from
 the page cache. Prints a Markdown table with ratios against DuckDB measured in this run.
@@ -92,13 +93,15 @@ def main():
     ap.add_argument("--skip-accounts", action="store_true")
     ap.add_argument("--skip-nights", action="store_true")
     ap.add_argument("--skip-shards", action="store_true")
-    ap.add_argument("--only", choices=["groups", "accounts", "nights", "shards"],
+    ap.add_argument("--skip-compact", action="store_true")
+    ap.add_argument("--only", choices=["groups", "accounts", "nights", "shards", "compact"],
                     help="run one case (groups: the plain, gzip and 5N rows)")
     args = ap.parse_args()
     if args.only:
         args.skip_accounts = args.only != "accounts"
         args.skip_nights = args.only != "nights"
         args.skip_shards = args.only != "shards"
+        args.skip_compact = args.only != "compact"
         if args.only != "groups":
             args.skip_big = True
     os.makedirs(args.data, exist_ok=True)
@@ -163,6 +166,8 @@ def main():
         nights_case(args, n, out)
     if not args.skip_shards:
         shards_case(args, n, plain, out)
+    if not args.skip_compact:
+        compact_case(args, n, out)
     print(json.dumps(results), file=open(os.path.join(args.data, "results.json"), "w"))
 
 
@@ -367,6 +372,72 @@ def shards_case(args, n, plain, out):
         files = ", ".join(str(len(r["inputs"])) for r in runs)
         print(f"| {label} | {wall:.2f} | {size / wall / 1e6:.0f} | {duck[0] / wall:.2f}x | {retries} | {files} "
               f"| {', '.join(f'{x / 1e6:.0f}' for x in rss)} |")
+
+
+def duckdb_queries(partition, repeat):
+    """DuckDB over one partition, in a child process (fresh caches of its own): an aggregate over every row
+    and a lookup of one id; the best of `repeat` for each."""
+    script = (
+        "import duckdb, sys, time, json\n"
+        "glob = sys.argv[1] + '/*.parquet'\n"
+        "con = duckdb.connect()\n"
+        "best = {}\n"
+        "for _ in range(int(sys.argv[2])):\n"
+        "    for name, sql in [('aggregate', f\"SELECT plan, count(*), count(DISTINCT group_id) FROM read_parquet('{glob}') GROUP BY plan\"),\n"
+        "                      ('lookup', f\"SELECT * FROM read_parquet('{glob}') WHERE id = 'missing-id'\")]:\n"
+        "        t = time.perf_counter(); con.sql(sql).fetchall(); t = time.perf_counter() - t\n"
+        "        best[name] = min(best.get(name, t), t)\n"
+        "print(json.dumps(best))\n")
+    out = subprocess.run([sys.executable, "-c", script, partition, str(repeat)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)
+
+
+def compact_case(args, n, out):
+    """A day partition of N events delivered as 40 small runs (shards and late files), queried by DuckDB before
+    and after `compact`, at three target sizes."""
+    night = os.path.join(args.data, f"night-{n}-2026-10-01.ndjson")
+    ensure_input(night, n, extra=["--start", "2026-10-01", "--days", "1", "--seed", "100"])
+    pieces = os.path.join(args.data, f"night-{n}-in-40")
+    split_input(night, pieces, parts=40)
+    small = os.path.join(args.data, "forty-runs")
+    if not os.path.isdir(small):
+        shutil.rmtree(small + ".tmp", ignore_errors=True)
+        for f in sorted(os.listdir(pieces)):
+            run([LOADER, "load", os.path.join(pieces, f), "-o", small + ".tmp", "-q", "--no-accounts"])
+        os.rename(small + ".tmp", small)
+    part = os.path.join("groups", "dt=2026-10-01")
+    files = [f for f in os.listdir(os.path.join(small, part)) if f.endswith(".parquet")]
+    size = sum(os.path.getsize(os.path.join(small, part, f)) for f in files)
+    before = duckdb_queries(os.path.join(small, part), 5)
+    rows = [("before: 40 runs", len(files), None, before)]
+    for target in ["16MiB", "64MiB", "256MiB"]:
+        best = None
+        for _ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            subprocess.run(["cp", "-a", small, out], check=True)
+            r = run([LOADER, "compact", "-o", out, "-q", "--target-file-size", target])
+            best = r if best is None or r[0] < best[0] else best
+        after = [f for f in os.listdir(os.path.join(out, part)) if f.endswith(".parquet")]
+        held = count_rows(out, part + "/*.parquet")
+        assert held == n, f"compacted partition holds {held} rows, expected {n}"
+        rows.append((f"compact --target-file-size {target}", len(after), best, duckdb_queries(os.path.join(out, part), 5)))
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\nCompaction: one day of {n:,} events ({size / 1e6:.0f} MB of Parquet) loaded as 40 runs, hive; DuckDB "
+          f"{duckdb_version()} queries the partition (best of 5 each): an aggregate over every row, and a lookup of "
+          f"an id that is not there (every file's footer and id column). Compaction best of {args.repeat}.\n")
+    print("| layout | files | compaction wall (s) | CPU (s) | peak RSS (MB) | aggregate (ms) | lookup (ms) | "
+          "aggregate vs before | lookup vs before |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, count, c, q in rows:
+        cw = f"{c[0]:.2f} | {c[2]:.2f} | {c[1] / 1e6:.0f}" if c else "- | - | -"
+        print(f"| {label} | {count} | {cw} | {q['aggregate'] * 1e3:.1f} | {q['lookup'] * 1e3:.1f} | "
+              f"{before['aggregate'] / q['aggregate']:.2f}x | {before['lookup'] / q['lookup']:.2f}x |")
+
+
+def duckdb_version():
+    import duckdb
+    return duckdb.__version__
 
 
 if __name__ == "__main__":

@@ -940,4 +940,119 @@ fn status_metrics_match_a_direct_count() {
         value(&m, "group_loader_dataset_accounts_up_to_date", None),
         1.0
     );
+
+    // forget --metrics: what the request removed, as its record says.
+    let forget_metrics = dir.path().join("forget.prom");
+    let record = dir.path().join("forget.json");
+    ok(&[
+        "forget",
+        "-o",
+        out.to_str().unwrap(),
+        "--user-id",
+        "u1",
+        "-q",
+        "--metrics",
+        forget_metrics.to_str().unwrap(),
+        "--report",
+        record.to_str().unwrap(),
+    ]);
+    let rec: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    let removed = by
+        .values()
+        .flatten()
+        .filter(|r| r["user_id"] == s("u1"))
+        .count();
+    assert!(removed > 0);
+    assert_eq!(rec["rows_removed"], removed as u64);
+    let m = prom(&forget_metrics);
+    assert_eq!(
+        value(&m, "group_loader_forget_rows_removed", None),
+        removed as f64
+    );
+    assert_eq!(value(&m, "group_loader_exit_code", None), 0.0);
+}
+
+/// Delta tables on S3 (moto_server): compaction through object storage (sources downloaded, the rewrite
+/// uploaded, the commit conditional), `status` from the log and `_last_checkpoint`, rows unchanged as deltalake
+/// and polars read them.
+#[test]
+fn compaction_and_status_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let env = moto.env();
+    let url = "s3://lake/ds";
+    let ok_env = |args: &[&str]| {
+        let (code, err) = run_env(args, &env);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        err
+    };
+    for d in 0..3 {
+        let night = write_night(&dir.path().join("in"), d);
+        for k in 0..SHARDS {
+            let shard = format!("{k}/{SHARDS}");
+            ok_env(&[
+                "load",
+                night.to_str().unwrap(),
+                "-o",
+                url,
+                "--shard",
+                &shard,
+                "--progress",
+                "never",
+                "-q",
+            ]);
+        }
+    }
+    let status_env = || -> serde_json::Value {
+        let o = bin()
+            .args(["status", "-o", url, "--format", "json"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let rows = |v: serde_json::Value| {
+        let mut v = v;
+        v.as_object_mut().unwrap().remove("groups_version");
+        v
+    };
+    let before = rows(last_json_line(&python_check(
+        "delta_check.py",
+        &["rows", url],
+        &env,
+    )));
+    let st = status_env();
+    assert_eq!(st["tables"]["groups"]["rows"], (3 * SHARDS * 6) as u64);
+    assert!(
+        st["max_files_per_partition"].as_u64().unwrap() >= 8,
+        "{st:#}"
+    );
+    let files: u64 = st["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["files"].as_u64().unwrap())
+        .sum();
+    assert_eq!(files, st["tables"]["groups"]["files"].as_u64().unwrap());
+    let said = ok_env(&["compact", "-o", url]);
+    assert!(said.contains("compacted"), "{said}");
+    let st = status_env();
+    assert_eq!(st["max_files_per_partition"], 1, "{st:#}");
+    assert_eq!(st["tables"]["groups"]["rows"], (3 * SHARDS * 6) as u64);
+    assert_eq!(st["checkpoint"], st["version"]);
+    assert_eq!(st["accounts"]["up_to_date"], true);
+    assert_eq!(
+        st["last_runs"].as_array().unwrap().last().unwrap()["command"],
+        "compact"
+    );
+    let after = rows(last_json_line(&python_check(
+        "delta_check.py",
+        &["rows", url],
+        &env,
+    )));
+    assert_eq!(after, before, "rows changed");
+    let said = ok_env(&["compact", "-o", url]);
+    assert!(said.contains("nothing to do"), "{said}");
 }

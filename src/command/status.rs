@@ -390,6 +390,14 @@ fn text(s: &Status) -> String {
             s.checkpoint.map_or("none".into(), |c| c.to_string())
         );
     }
+    t.push_str(&runs_text(s));
+    t
+}
+
+/// The last runs, a line each.
+fn runs_text(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
     let _ = writeln!(t, "  last runs ({} records in _runs/):", s.run_records);
     for r in &s.last_runs {
         let mut figures = Vec::new();

@@ -89,24 +89,7 @@ impl Delta {
                     .collect::<Result<Vec<_>>>()
             })?;
             uploaded.extend(new);
-            let mut actions = Vec::new();
-            let by_path: HashMap<&str, &LiveFile> =
-                live.iter().map(|f| (f.path.as_str(), f)).collect();
-            for p in &plans {
-                for o in &p.outputs {
-                    let add = &uploaded[&sources_of(p, o)];
-                    done.bytes_written += add.size as u64;
-                    for &i in &o.sources {
-                        let f = by_path[p.files[i].path.as_str()];
-                        actions.push(reorganised(remove_action(
-                            f.path.clone(),
-                            Some(f.size),
-                            Some(f.values.clone()),
-                        )));
-                    }
-                    actions.push(Action::Add(add.clone()));
-                }
-            }
+            let actions = commit_actions(&plans, &live, &uploaded, &mut done);
             match self.try_compact_commit(actions, request) {
                 Ok(version) => {
                     done.version = Some(version);
@@ -245,6 +228,33 @@ impl Delta {
         })
         .map(|c| c.version())
     }
+}
+
+/// The commit's actions: for each output, the Removes of its sources and its Add (counted in `done`).
+fn commit_actions(
+    plans: &[PartitionPlan],
+    live: &[LiveFile],
+    uploaded: &HashMap<Vec<String>, Add>,
+    done: &mut Compacted,
+) -> Vec<Action> {
+    let by_path: HashMap<&str, &LiveFile> = live.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut actions = Vec::new();
+    for p in plans {
+        for o in &p.outputs {
+            let add = &uploaded[&sources_of(p, o)];
+            done.bytes_written += add.size as u64;
+            for &i in &o.sources {
+                let f = by_path[p.files[i].path.as_str()];
+                actions.push(reorganised(remove_action(
+                    f.path.clone(),
+                    Some(f.size),
+                    Some(f.values.clone()),
+                )));
+            }
+            actions.push(Action::Add(add.clone()));
+        }
+    }
+    actions
 }
 
 /// A Remove that says no data changed.
