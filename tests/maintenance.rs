@@ -850,6 +850,25 @@ fn what_the_tool_did_not_write_is_refused() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--from"), "{err}");
+    // A Delta table another writer moved to deletion vectors (reader protocol 3): refused, nothing changed.
+    let delta = dir.path().join("delta");
+    load_nights(&dir.path().join("in"), &delta, 0..2, "delta");
+    python_check(
+        "maintenance_check.py",
+        &["add-deletion-vectors", delta.to_str().unwrap()],
+        &[],
+    );
+    let untouched = snapshot(&delta);
+    let (code, err) = run(&["compact", "-o", delta.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("protocol version 3") && err.contains("deletionVectors"),
+        "{err}"
+    );
+    assert!(
+        snapshot(&delta) == untouched,
+        "a refused compaction changed the table"
+    );
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
     for cmd in ["compact", "status"] {

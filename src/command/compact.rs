@@ -98,9 +98,10 @@ fn run(opts: &CompactOptions, started: Instant) -> Result<CompactReport> {
     let staging = table.staging()?;
     let token = xxhash_rust::xxh3::xxh3_64(crate::staging::staging_name().as_bytes());
     let tag = format!("{token:016x}");
-    // Each thread holds a row group being written and the batch being read.
-    let row_group_bytes = (opts.memory_limit / (4 * pool.current_num_threads() as u64))
-        .clamp(1 << 20, 128 << 20) as usize;
+    // Each thread holds a row group being written (its encoded pages, less than its Arrow size) and the batch
+    // being read; 64 MiB of Arrow data a row group at most, as a load cuts them at the default limit.
+    let row_group_bytes = (opts.memory_limit / (8 * pool.current_num_threads() as u64))
+        .clamp(1 << 20, 64 << 20) as usize;
     let request = CompactRequest {
         target_bytes: opts.target_bytes,
         range: opts.range.clone(),

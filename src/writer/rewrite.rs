@@ -136,7 +136,7 @@ fn write_kept_origins(to: &Path, origins: &[Origin], renumber: &[Option<u64>]) -
 }
 
 /// Writes the rows of `sources` (groups files, in this order) into one new file `into`, with the writer's
-/// properties, row groups cut near `row_group_bytes` and the sources' cleared-traits records joined (their
+/// properties, row groups cut after about `row_group_bytes` of Arrow data and the sources' cleared-traits records joined (their
 /// rows renumbered after the rows before them). Refuses (exit 2) a source whose columns are not the `groups`
 /// schema: a file the tool did not write. Returns the rows and bytes written.
 pub(crate) fn concatenate(
@@ -158,6 +158,9 @@ pub(crate) fn concatenate(
     };
     let mut cleared = Vec::new();
     let mut rows = 0u64;
+    // The rows buffered for the row group, as Arrow holds them (what a load's row groups are cut by): readers
+    // split work by row group, so a large file keeps row groups of a load's size.
+    let mut buffered = 0usize;
     for from in sources {
         let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::DatasetRead {
             path: from.clone(),
@@ -178,9 +181,11 @@ pub(crate) fn concatenate(
             rows += batch.num_rows() as u64;
             let batch =
                 arrow::array::RecordBatch::try_new(wanted.clone(), batch.columns().to_vec())?;
+            buffered += batch.get_array_memory_size();
             out.write(&batch).map_err(parquet_err)?;
-            if out.in_progress_size() >= row_group_bytes {
+            if buffered >= row_group_bytes {
                 out.flush().map_err(parquet_err)?;
+                buffered = 0;
             }
         }
     }

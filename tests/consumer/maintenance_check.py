@@ -6,6 +6,7 @@ metrics file as Prometheus parses it.
     python tests/consumer/maintenance_check.py duckdb-delta OUT          # DuckDB's delta_scan: ids (its own venv)
     python tests/consumer/maintenance_check.py delta-order OUT           # groups ids by partition, in row order
     python tests/consumer/maintenance_check.py delta-files OUT           # groups files by partition
+    python tests/consumer/maintenance_check.py add-deletion-vectors OUT  # the protocol another writer moves to
     python tests/consumer/maintenance_check.py prom PATH                 # the samples of a metrics file
 
 Prints JSON; exits non-zero on the first failed check.
@@ -84,6 +85,15 @@ def delta_files(out):
     print(json.dumps(counts))
 
 
+def add_deletion_vectors(out):
+    """What another writer (Spark, Databricks) does before it deletes rows: the table's protocol goes to reader 3."""
+    from deltalake import DeltaTable
+    from deltalake.table import TableFeatures
+    DeltaTable(os.path.join(out, "groups")).alter.add_feature(
+        TableFeatures.DeletionVectors, allow_protocol_versions_increase=True)
+    print(json.dumps({"ok": True}))
+
+
 def prom(path):
     from prometheus_client.parser import text_string_to_metric_families
     with open(path) as f:
@@ -99,4 +109,4 @@ def prom(path):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"readers": readers, "duckdb-delta": duckdb_delta, "delta-order": delta_order,
-     "delta-files": delta_files, "prom": prom}[cmd](*args)
+     "delta-files": delta_files, "add-deletion-vectors": add_deletion_vectors, "prom": prom}[cmd](*args)

@@ -45,6 +45,7 @@ impl Delta {
                 ..Compacted::default()
             });
         }
+        self.check_protocol()?;
         // The files live when the compaction started: the only ones it rewrites.
         let mut eligible: Option<HashSet<String>> = None;
         // The upload of each output, by its sources.
@@ -100,6 +101,26 @@ impl Delta {
             }
         }
         Err(kept_moving(url))
+    }
+
+    /// Refuses (exit 2) a `groups` table another writer changed to need more than plain Parquet files to read
+    /// (deletion vectors, column mapping: reader protocol 2 or 3): rewriting its files as they are could bring
+    /// deleted rows back or mislabel columns.
+    fn check_protocol(&self) -> Result<()> {
+        let url = self.groups_url();
+        let state = self.groups.snapshot().map_err(delta_err(&url))?;
+        let protocol = serde_json::to_value(state.protocol()).unwrap_or_default();
+        let reader = protocol["minReaderVersion"].as_i64().unwrap_or(1);
+        if reader <= 1 {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "{url} needs Delta readers of protocol version {reader} (features {}): another writer changed the \
+             table, and compaction only rewrites the plain data files group-loader writes (rewriting files with \
+             deletion vectors or mapped columns could bring deleted rows back). Nothing was changed; compact it \
+             with the tool that changed it (OPTIMIZE)",
+            protocol["readerFeatures"]
+        )))
     }
 
     /// After the commit: a checkpoint at its version (the log is read from there on), the vacuum of what no
