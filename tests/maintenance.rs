@@ -1016,6 +1016,32 @@ fn status_metrics_match_a_direct_count() {
         value(&m, "group_loader_forget_rows_removed", None),
         removed as f64
     );
+
+    // A load with --no-accounts drops the snapshot: status says none is kept, and has no up-to-date figure.
+    let night = write_night(&dir.path().join("in"), 4);
+    ok(&[
+        "load",
+        night.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--no-accounts",
+    ]);
+    let st = status(&out);
+    assert_eq!(st["accounts"]["kept"], false, "{:#}", st["accounts"]);
+    assert!(
+        st["accounts"]["up_to_date"].is_null(),
+        "{:#}",
+        st["accounts"]
+    );
+    ok(&[
+        "status",
+        "-o",
+        out.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    assert!(!prom(&metrics).contains_key("group_loader_dataset_accounts_up_to_date"));
     assert_eq!(value(&m, "group_loader_exit_code", None), 0.0);
 }
 

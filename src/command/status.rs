@@ -68,8 +68,11 @@ pub struct Tables {
 /// What the accounts table reflects.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountsState {
-    /// It holds every row of the latest `groups` (else the next load or forget brings it up to date).
-    pub up_to_date: bool,
+    /// A snapshot is kept (not with `--no-accounts`).
+    pub kept: bool,
+    /// It holds every row of the latest `groups` (else the next load or forget brings it up to date); null
+    /// when no snapshot is kept.
+    pub up_to_date: Option<bool>,
     /// Delta: its version, and the `groups` version it reflects.
     pub version: Option<u64>,
     pub reflects_groups_version: Option<u64>,
@@ -225,7 +228,8 @@ fn figures(output: &str, inv: &Inventory, opts: &StatusOptions, suppressed: u64)
         max_files_per_partition: partitions.iter().map(|p| p.files).max().unwrap_or(0),
         small_file_bytes: small,
         accounts: AccountsState {
-            up_to_date: inv.accounts_current,
+            kept: inv.accounts_kept,
+            up_to_date: inv.accounts_kept.then_some(inv.accounts_current),
             version: inv.accounts_version,
             reflects_groups_version: inv.accounts_reflects,
         },
@@ -358,20 +362,17 @@ fn text(s: &Status) -> String {
             s.output
         );
     }
-    let _ = writeln!(
-        t,
-        "  accounts: {}",
-        if s.accounts.up_to_date {
-            "up to date with groups".to_string()
-        } else {
-            format!(
-                "behind groups (reflects version {}); the next load brings it up to date",
-                s.accounts
-                    .reflects_groups_version
-                    .map_or("none".into(), |v| v.to_string())
-            )
-        }
-    );
+    let accounts = match s.accounts.up_to_date {
+        None => "not kept (loads run with --no-accounts, or none has built it yet)".to_string(),
+        Some(true) => "up to date with groups".to_string(),
+        Some(false) => format!(
+            "behind groups (reflects version {}); the next load brings it up to date",
+            s.accounts
+                .reflects_groups_version
+                .map_or("none".into(), |v| v.to_string())
+        ),
+    };
+    let _ = writeln!(t, "  accounts: {accounts}");
     let _ = writeln!(
         t,
         "  dedupe window {}: the next run reads {} ids of {} partition(s), about {}",
@@ -467,11 +468,13 @@ fn fill(m: &mut Metrics, s: &Status) {
             micros as f64 / 1e6,
         );
     }
-    m.gauge(
-        "dataset_accounts_up_to_date",
-        "1 when accounts holds every row of the latest groups.",
-        f64::from(u8::from(s.accounts.up_to_date)),
-    );
+    if let Some(current) = s.accounts.up_to_date {
+        m.gauge(
+            "dataset_accounts_up_to_date",
+            "1 when accounts holds every row of the latest groups (absent when none is kept).",
+            f64::from(u8::from(current)),
+        );
+    }
     m.gauge(
         "dataset_dedupe_window_ids",
         "Ids the next run's dedupe window reads.",

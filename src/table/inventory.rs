@@ -31,6 +31,9 @@ pub struct Inventory {
     /// Delta: the `accounts` version, and the `groups` version it reflects.
     pub accounts_version: Option<u64>,
     pub accounts_reflects: Option<u64>,
+    /// An `accounts` snapshot is kept (it has files, or records the `groups` version it reflects): not with
+    /// `--no-accounts`.
+    pub accounts_kept: bool,
     /// `accounts` holds every row of the latest `groups` (commits since that only moved rows between files,
     /// compactions, do not make it stale).
     pub accounts_current: bool,

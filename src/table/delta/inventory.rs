@@ -53,6 +53,7 @@ pub fn inventory(opts: &LoadOptions, last_runs: usize) -> Result<Inventory> {
         accounts: Vec::new(),
         accounts_version: None,
         accounts_reflects: None,
+        accounts_kept: false,
         accounts_current: true,
         checkpoint: last_checkpoint(&root)?,
         runs: Vec::new(),
@@ -71,6 +72,7 @@ pub fn inventory(opts: &LoadOptions, last_runs: usize) -> Result<Inventory> {
         };
         let reflected = d.reflected()?;
         inv.accounts_reflects = reflected;
+        inv.accounts_kept = reflected.is_some() || !inv.accounts.is_empty();
         inv.accounts_current = match (reflected, version) {
             (_, None) => true,
             (None, Some(_)) => inv.accounts.is_empty() && inv.groups.is_empty(),
@@ -80,8 +82,6 @@ pub fn inventory(opts: &LoadOptions, last_runs: usize) -> Result<Inventory> {
                 .unseen_adds(r + 1, v)?
                 .is_some_and(|added| added.is_empty()),
         };
-    } else {
-        inv.accounts_current = inv.groups.is_empty();
     }
     let (runs, count) = newest_records(&root, last_runs)?;
     inv.runs = runs;

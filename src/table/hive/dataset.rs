@@ -262,12 +262,14 @@ pub fn inventory(out: &Path, last_runs: usize) -> Result<Inventory> {
         .filter_map(|n| Some((n.clone(), fs::read(runs_dir.join(n)).ok()?)))
         .collect();
     let shape = recorded_shape(out)?;
+    let accounts = files(crate::layout::ACCOUNTS_DIR)?;
     Ok(Inventory {
         format: Format::Hive,
         partition: shape.map_or(PartitionMode::Day, |s| s.partition),
         version: super::versions::current_version(out)?,
         groups: files(GROUPS_DIR)?,
-        accounts: files(crate::layout::ACCOUNTS_DIR)?,
+        accounts_kept: !accounts.is_empty(),
+        accounts,
         accounts_version: None,
         accounts_reflects: None,
         // Published in the same version switch as the rows it reflects.
