@@ -3,6 +3,7 @@
 # virtual environments (once; again when a requirements file changes):
 #   .venv              DuckDB, deltalake, polars, pyspark (Spark in local mode, needs Java 17), moto[server]
 #   .venv-duckdb-delta DuckDB 1.5 with its Delta extension from PyPI (delta_scan without a download)
+#   .azurite           Azurite, the Azure Storage emulator (npm), for the az:// tests
 # then runs every Rust test target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,18 @@ venv() {
 venv .venv tests/consumer/requirements.txt
 venv .venv-duckdb-delta tests/consumer/requirements-duckdb-delta.txt
 
+# Azurite, Microsoft's Azure Storage emulator (npm), for the az:// tests: into .azurite, once per version.
+AZURITE_VERSION=3.37.0
+if [ "$(cat .azurite/installed 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "scripts/test.sh: npm (Node 20) is needed to install Azurite for the Azure tests" >&2
+    exit 1
+  fi
+  rm -rf .azurite
+  npm install --silent --no-audit --no-fund --prefix .azurite "azurite@$AZURITE_VERSION"
+  echo "$AZURITE_VERSION" > .azurite/installed
+fi
+
 if ! command -v java >/dev/null; then
   echo "scripts/test.sh: Java 17 is needed by the Spark tests (pyspark runs in local mode)" >&2
   exit 1
@@ -29,5 +42,6 @@ fi
 export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GCE_METADATA_IP=127.0.0.1:9
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
 export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
+export GROUP_LOADER_AZURITE="$PWD/.azurite/node_modules/.bin/azurite-blob"
 
 cargo test --locked --all-targets --features external "$@"

@@ -1,5 +1,5 @@
-//! Delta Lake output and object-storage inputs, against a real S3-compatible server started by
-//! the test (`moto_server`, on 127.0.0.1 and a free port) and read back by independent readers: `deltalake` and
+//! Delta Lake output and object-storage inputs, against real servers started by the tests (`moto_server` for S3,
+//! Azurite for Azure Blob Storage, on 127.0.0.1 and a free port) and read back by independent readers: `deltalake` and
 //! polars (Python, `tests/consumer/delta_check.py`). Nothing is mocked: the binary talks to the server over HTTP.
 #![cfg(feature = "external")]
 // Needs the Python readers and servers scripts/test.sh installs (cargo test --features external).
@@ -65,6 +65,56 @@ fn s3_export_into_delta_on_s3_equals_a_hive_run() {
         after["groups_versions"].as_array().unwrap().len(),
         2,
         "create + one commit"
+    );
+}
+
+/// The same on Azure Blob Storage, against Azurite: a Segment-layout export under a prefix read as input, Delta
+/// tables written there equal (as deltalake and polars read them) a hive run over the same files; a re-run
+/// commits nothing.
+#[test]
+fn azure_export_into_delta_on_azure_equals_a_hive_run() {
+    let azurite = Azurite::start();
+    azurite.create_container("exports");
+    azurite.create_container("warehouse");
+    let logs = fixtures().join("segment-logs");
+    azurite.upload_dir("exports", "segment-logs", &logs);
+    let env = azurite.env();
+    let args = [
+        "load",
+        "az://exports/segment-logs/Xk2Fq9Lm3T/",
+        "--output",
+        "az://warehouse/segment",
+        "--progress",
+        "never",
+    ];
+    let (code, stderr) = run_env(&args, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("from 4 files under az://exports/segment-logs/Xk2Fq9Lm3T/"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hive = dir.path().join("hive");
+    let (code, stderr) = load(&hive, &[logs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let compared: serde_json::Value = serde_json::from_str(&python_check(
+        "delta_check.py",
+        &["compare", hive.to_str().unwrap(), "az://warehouse/segment"],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(compared["groups"], 344);
+    assert_eq!(compared["accounts"], 40);
+    assert_eq!(azurite.objects("warehouse", "segment/_runs").len(), 1);
+    assert_eq!(azurite.objects("warehouse", "segment/_rejects").len(), 1);
+    let before = state("az://warehouse/segment", &env);
+    let (code, stderr) = run_env(&args, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing to do"), "{stderr}");
+    assert_eq!(
+        before,
+        state("az://warehouse/segment", &env),
+        "no new version"
     );
 }
 
@@ -226,7 +276,14 @@ fn local_delta_follows_the_same_rules_as_hive() {
 fn two_runs_at_once_load_overlapping_ids_once() {
     let moto = Moto::start();
     moto.create_bucket("warehouse");
-    let env = moto.env();
+    two_runs_at_once(&moto.env(), "s3://warehouse/both");
+    // Azure: the commit is a conditional create there too (If-None-Match: *), which Azurite honours.
+    let azurite = Azurite::start();
+    azurite.create_container("warehouse");
+    two_runs_at_once(&azurite.env(), "az://warehouse/both");
+}
+
+fn two_runs_at_once(env: &[(String, String)], url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let day = |d: u32| {
         fixtures()
@@ -241,7 +298,7 @@ fn two_runs_at_once_load_overlapping_ids_once() {
         let mut cmd = Process::new(assert_cmd::cargo::cargo_bin("group-loader"));
         cmd.arg("load")
             .args(inputs)
-            .args(["-o", "s3://warehouse/both", "--progress", "never", "-q"])
+            .args(["-o", url, "--progress", "never", "-q"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stderr(Stdio::piped());
         cmd.spawn().unwrap()
@@ -252,7 +309,7 @@ fn two_runs_at_once_load_overlapping_ids_once() {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let s = state("s3://warehouse/both", &env);
+    let s = state(url, env);
     let got = ids(&s);
     let distinct: BTreeSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), got.len(), "an id loaded twice");
@@ -285,7 +342,7 @@ fn kill_inputs(dir: &Path, files: usize, per_file: usize) -> std::path::PathBuf 
     input
 }
 
-/// SIGKILL at random moments of Delta runs, on local disk and on the S3 server, each trial into a fresh
+/// SIGKILL at random moments of Delta runs, on local disk, on the S3 server and on Azurite, each trial into a fresh
 /// output: after the kill every version of both tables reads whole, `groups` shows none or all of the run's
 /// rows, `accounts` never reflects a version `groups` does not have and is either behind or exactly the clean
 /// run's; the next run completes and equals a clean run.
@@ -293,7 +350,10 @@ fn kill_inputs(dir: &Path, files: usize, per_file: usize) -> std::path::PathBuf 
 fn killed_delta_runs_leave_every_version_readable() {
     let moto = Moto::start();
     moto.create_bucket("warehouse");
-    let env = moto.env();
+    let azurite = Azurite::start();
+    azurite.create_container("warehouse");
+    let mut env = moto.env();
+    env.extend(azurite.env());
     let dir = tempfile::tempdir().unwrap();
     let input = kill_inputs(dir.path(), 3, 1500);
     let bin = assert_cmd::cargo::cargo_bin("group-loader");
@@ -314,12 +374,12 @@ fn killed_delta_runs_leave_every_version_readable() {
     };
     let mut seed = clock_seed();
     eprintln!("seed {seed}");
-    for (name, trials) in [("local", 8), ("s3", 6)] {
+    for (name, trials) in [("local", 8), ("s3", 6), ("azure", 4)] {
         let out_of = |k: &str| -> String {
-            if name == "local" {
-                dir.path().join(k).display().to_string()
-            } else {
-                format!("s3://warehouse/{k}")
+            match name {
+                "local" => dir.path().join(k).display().to_string(),
+                "s3" => format!("s3://warehouse/{k}"),
+                _ => format!("az://warehouse/{k}"),
             }
         };
         let clean = out_of("clean");

@@ -530,3 +530,97 @@ pub fn objects(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A local Azure Blob server (Azurite, from npm: `scripts/test.sh` installs it into `.azurite`) on 127.0.0.1 and
+/// a free port, with its data in a temporary folder; started for a test and stopped when dropped. Containers,
+/// uploads and listings go through Microsoft's Python client (`tests/consumer/azure_blob.py`).
+pub struct Azurite {
+    child: std::process::Child,
+    pub url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let bin = match std::env::var_os("GROUP_LOADER_AZURITE") {
+            Some(p) => PathBuf::from(p),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".azurite/node_modules/.bin/azurite-blob"),
+        };
+        let data = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(&bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+            ])
+            .arg("--location")
+            .arg(data.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run scripts/test.sh, which installs Azurite",
+                    bin.display()
+                )
+            });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Azurite did not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Azurite {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _data: data,
+        }
+    }
+
+    /// The environment a process needs to use this server (object_store's and delta-rs's emulator settings:
+    /// Azurite's development account).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", self.url.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn blob(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&python_check("azure_blob.py", args, &self.env())).unwrap()
+    }
+
+    pub fn create_container(&self, name: &str) {
+        self.blob(&["create", name]);
+    }
+
+    /// Uploads every file under `dir` to `container` under `prefix` (keeping relative paths).
+    pub fn upload_dir(&self, container: &str, prefix: &str, dir: &Path) {
+        self.blob(&["upload", container, prefix, dir.to_str().unwrap()]);
+    }
+
+    /// The blob names under `prefix`, sorted.
+    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
+        serde_json::from_value(self.blob(&["list", container, prefix])).unwrap()
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,7 +6,7 @@
     python tests/consumer/delta_check.py rows DELTA_URL                # both tables' rows, as a multiset
 
 Object-store URLs use AWS_ENDPOINT_URL (a local S3-compatible server) and the AWS_* credentials of the
-environment. Exits non-zero with a message on the first failed check.
+environment, or for az:// the Azurite server at AZURITE_BLOB_STORAGE_URL. Exits non-zero with a message on the first failed check.
 """
 import json
 import os
@@ -18,6 +18,9 @@ from deltalake.exceptions import TableNotFoundError
 
 
 def storage_options(url):
+    if url.startswith("az://"):
+        # Azurite (AZURITE_BLOB_STORAGE_URL), its development account.
+        return {"azure_storage_use_emulator": "true", "azure_storage_account_name": "devstoreaccount1"}
     if not url.startswith("s3://"):
         return None
     return {
