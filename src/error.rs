@@ -63,6 +63,20 @@ pub enum Error {
         source: Box<object_store::Error>,
     },
 
+    /// The bucket (S3) or container (Azure) of a URL does not exist, as the store answered.
+    #[error(
+        "{action} {url}: the {kind} {name} does not exist (or these credentials cannot see it): create it, or \
+         check the URL and the account. The store answered: {source}"
+    )]
+    NoBucket {
+        action: &'static str,
+        url: String,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
     /// No credentials for an object store: none in the environment, and the instance metadata service (the
     /// last link of the chain) did not answer.
     #[error(
@@ -215,6 +229,7 @@ impl Error {
             Error::Locked { .. } => exit::LOCKED,
             Error::Io { .. }
             | Error::ObjectStore { .. }
+            | Error::NoBucket { .. }
             | Error::NoCredentials { .. }
             | Error::Delta { .. }
             | Error::DeltaState { .. }

@@ -292,7 +292,15 @@ impl Location {
                     .with_container_name(bucket)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(err)?,
+                    .map_err(|e| match e.to_string().contains("Account must be specified") {
+                        true => Error::Usage(format!(
+                            "{url}: no Azure storage account: set AZURE_STORAGE_ACCOUNT_NAME, with \
+                             AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a service principal \
+                             (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID) or a managed or workload \
+                             identity; for Azurite, AZURE_STORAGE_USE_EMULATOR=true"
+                        )),
+                        false => err(e),
+                    })?,
             ),
             other => {
                 return Err(Error::Usage(format!(
@@ -462,8 +470,30 @@ impl Location {
     }
 
     pub fn error(&self, action: &'static str, source: object_store::Error) -> Error {
-        if let Some(e) = no_credentials(&self.url, &source.to_string()) {
+        let text = source.to_string();
+        if let Some(e) = no_credentials(&self.url, &text) {
             return e;
+        }
+        let missing = [
+            ("NoSuchBucket", "bucket"),
+            ("ContainerNotFound", "container"),
+        ]
+        .into_iter()
+        .find(|(code, _)| text.contains(code));
+        if let Some((_, kind)) = missing {
+            let name = self
+                .base
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            return Error::NoBucket {
+                action,
+                url: self.url.clone(),
+                kind,
+                name,
+                source: Box::new(source),
+            };
         }
         Error::ObjectStore {
             action,

@@ -118,6 +118,54 @@ fn azure_export_into_delta_on_azure_equals_a_hive_run() {
     );
 }
 
+/// Azure errors name the URL and what is missing: a container that does not exist (as output or input: exit 1),
+/// no storage account in the environment (exit 2, naming the variables to set).
+#[test]
+fn azure_errors_name_the_url_and_what_is_missing() {
+    let azurite = Azurite::start();
+    let env = azurite.env();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = fixtures().join("segment-docs.json");
+    let docs = docs.to_str().unwrap();
+    let local = dir.path().join("o");
+    for (input, output) in [
+        (docs, "az://nocontainer/ds"),
+        ("az://nocontainer/in/", local.to_str().unwrap()),
+    ] {
+        let (code, stderr) = run_env(
+            &[
+                "load",
+                input,
+                "-o",
+                output,
+                "--progress",
+                "never",
+                "--retry-timeout",
+                "5s",
+            ],
+            &env,
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("az://nocontainer/")
+                && stderr.contains("the container nocontainer does not exist"),
+            "{stderr}"
+        );
+    }
+    let o = bin()
+        .args(["load", docs, "-o", "az://lake/ds", "--progress", "never"])
+        .env_remove("AZURE_STORAGE_USE_EMULATOR")
+        .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("az://lake/ds") && stderr.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+        "{stderr}"
+    );
+}
+
 /// Errors name the URL and exit 1 (no such bucket, a server that does not answer after retries); hive on
 /// object storage is refused (exit 2).
 #[test]
@@ -140,7 +188,9 @@ fn object_store_errors_name_the_url() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("s3://no-such-bucket/logs") && stderr.contains("NoSuchBucket"),
+        stderr.contains("s3://no-such-bucket/logs")
+            && stderr.contains("the bucket no-such-bucket does not exist")
+            && stderr.contains("NoSuchBucket"),
         "{stderr}"
     );
     let (code, stderr) = run_env(
