@@ -21,76 +21,35 @@ fn s3_export_into_delta_on_s3_equals_a_hive_run() {
     let moto = Moto::start();
     moto.create_bucket("exports");
     moto.create_bucket("warehouse");
-    let logs = fixtures().join("segment-logs");
-    moto.upload_dir("exports", "segment-logs", &logs);
-    let env = moto.env();
-    let args = [
-        "load",
-        "s3://exports/segment-logs/Xk2Fq9Lm3T/",
-        "--output",
-        "s3://warehouse/segment",
-        "--progress",
-        "never",
-    ];
-    let (code, stderr) = run_env(&args, &env);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("from 4 files under s3://exports/segment-logs/Xk2Fq9Lm3T/"),
-        "{stderr}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let hive = dir.path().join("hive");
-    let (code, stderr) = load(&hive, &[logs.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stderr}");
-    let compared: serde_json::Value = serde_json::from_str(&python_check(
-        "delta_check.py",
-        &["compare", hive.to_str().unwrap(), "s3://warehouse/segment"],
-        &env,
-    ))
-    .unwrap();
-    assert_eq!(compared["groups"], 344);
-    assert_eq!(compared["accounts"], 40);
-    // The report and the rejects (the one duplicate) are objects beside the tables.
-    let runs = objects(&moto, "warehouse", "segment/_runs");
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(objects(&moto, "warehouse", "segment/_rejects").len(), 1);
-    let before = state("s3://warehouse/segment", &env);
-    // The same command again: already committed (the run id is in the table), nothing new.
-    let (code, stderr) = run_env(&args, &env);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("nothing to do"), "{stderr}");
-    let after = state("s3://warehouse/segment", &env);
-    assert_eq!(before, after, "no new version of either table");
-    assert_eq!(
-        after["groups_versions"].as_array().unwrap().len(),
-        2,
-        "create + one commit"
-    );
+    moto.upload_dir("exports", "segment-logs", &fixtures().join("segment-logs"));
+    export_into_delta_equals_a_hive_run("s3", &moto.env(), &|c, p| objects(&moto, c, p));
 }
 
-/// The same on Azure Blob Storage, against Azurite: a Segment-layout export under a prefix read as input, Delta
-/// tables written there equal (as deltalake and polars read them) a hive run over the same files; a re-run
-/// commits nothing.
+/// The same on Azure Blob Storage, against Azurite.
 #[test]
 fn azure_export_into_delta_on_azure_equals_a_hive_run() {
     let azurite = Azurite::start();
     azurite.create_container("exports");
     azurite.create_container("warehouse");
+    azurite.upload_dir("exports", "segment-logs", &fixtures().join("segment-logs"));
+    export_into_delta_equals_a_hive_run("az", &azurite.env(), &|c, p| azurite.objects(c, p));
+}
+
+/// The fixtures' Segment-layout export, uploaded to `<scheme>://exports/segment-logs/`, loaded into Delta tables
+/// at `<scheme>://warehouse/segment` (`objects` lists a bucket's or container's names under a prefix).
+fn export_into_delta_equals_a_hive_run(
+    scheme: &str,
+    env: &[(String, String)],
+    objects: &dyn Fn(&str, &str) -> Vec<String>,
+) {
     let logs = fixtures().join("segment-logs");
-    azurite.upload_dir("exports", "segment-logs", &logs);
-    let env = azurite.env();
-    let args = [
-        "load",
-        "az://exports/segment-logs/Xk2Fq9Lm3T/",
-        "--output",
-        "az://warehouse/segment",
-        "--progress",
-        "never",
-    ];
-    let (code, stderr) = run_env(&args, &env);
+    let input = format!("{scheme}://exports/segment-logs/Xk2Fq9Lm3T/");
+    let output = format!("{scheme}://warehouse/segment");
+    let args = ["load", &input, "--output", &output, "--progress", "never"];
+    let (code, stderr) = run_env(&args, env);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("from 4 files under az://exports/segment-logs/Xk2Fq9Lm3T/"),
+        stderr.contains(&format!("from 4 files under {input}")),
         "{stderr}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -99,22 +58,27 @@ fn azure_export_into_delta_on_azure_equals_a_hive_run() {
     assert_eq!(code, 0, "{stderr}");
     let compared: serde_json::Value = serde_json::from_str(&python_check(
         "delta_check.py",
-        &["compare", hive.to_str().unwrap(), "az://warehouse/segment"],
-        &env,
+        &["compare", hive.to_str().unwrap(), &output],
+        env,
     ))
     .unwrap();
     assert_eq!(compared["groups"], 344);
     assert_eq!(compared["accounts"], 40);
-    assert_eq!(azurite.objects("warehouse", "segment/_runs").len(), 1);
-    assert_eq!(azurite.objects("warehouse", "segment/_rejects").len(), 1);
-    let before = state("az://warehouse/segment", &env);
-    let (code, stderr) = run_env(&args, &env);
+    // The report and the rejects (the one duplicate) are objects beside the tables.
+    let runs = objects("warehouse", "segment/_runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(objects("warehouse", "segment/_rejects").len(), 1);
+    let before = state(&output, env);
+    // The same command again: already committed (the run id is in the table), nothing new.
+    let (code, stderr) = run_env(&args, env);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("nothing to do"), "{stderr}");
+    let after = state(&output, env);
+    assert_eq!(before, after, "no new version of either table");
     assert_eq!(
-        before,
-        state("az://warehouse/segment", &env),
-        "no new version"
+        after["groups_versions"].as_array().unwrap().len(),
+        2,
+        "create + one commit"
     );
 }
 

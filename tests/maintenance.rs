@@ -113,6 +113,15 @@ fn load_nights(inputs: &Path, out: &Path, nights: std::ops::Range<usize>, format
     }
 }
 
+/// One run over the given nights' exports (a fresh dataset at `out`): what a dataset built night by night must
+/// equal.
+fn one_run(inputs: &Path, nights: impl Iterator<Item = usize>, out: &Path) {
+    let mut args = vec!["load".to_string()];
+    args.extend(nights.map(|d| inputs.join(format!("night-{d:02}")).display().to_string()));
+    args.extend(["-o", out.to_str().unwrap(), "--progress", "never", "-q"].map(String::from));
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 /// `status --format json`.
 fn status(out: &Path) -> serde_json::Value {
     let o = bin()
@@ -430,10 +439,7 @@ fn thirty_sharded_nights_of_hive_compact_to_one_file_a_partition() {
         ok(&args);
     }
     let fresh = dir.path().join("fresh-30");
-    let mut args = vec!["load".to_string()];
-    args.extend((0..NIGHTS).map(|d| inputs.join(format!("night-{d:02}")).display().to_string()));
-    args.extend(["-o", fresh.to_str().unwrap(), "--progress", "never", "-q"].map(String::from));
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    one_run(&inputs, 0..NIGHTS, &fresh);
     assert_eq!(
         accounts_rows(&out),
         accounts_rows(&fresh),
@@ -519,10 +525,7 @@ fn thirty_sharded_nights_of_hive_compact_to_one_file_a_partition() {
 
     // accounts after compaction and a night more equals one run's over every night loaded.
     let fresh = dir.path().join("fresh");
-    let mut args = vec!["load".to_string()];
-    args.extend((0..=NIGHTS).map(|d| inputs.join(format!("night-{d:02}")).display().to_string()));
-    args.extend(["-o", fresh.to_str().unwrap(), "--progress", "never", "-q"].map(String::from));
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    one_run(&inputs, 0..=NIGHTS, &fresh);
     assert_eq!(accounts_rows(&out), accounts_rows(&fresh));
 }
 
@@ -701,12 +704,9 @@ fn thirty_sharded_nights_of_delta_compact_with_data_change_false() {
         "no load committed while the compaction ran: {rec:#}"
     );
     let fresh = dir.path().join("fresh");
-    let mut args = vec!["load".to_string()];
     // The copy holds nights 0..30 and those loaded during its compaction (not night 30, loaded above).
     let nights = (0..NIGHTS).chain(NIGHTS + 1..=last);
-    args.extend(nights.map(|d| inputs.join(format!("night-{d:02}")).display().to_string()));
-    args.extend(["-o", fresh.to_str().unwrap(), "--progress", "never", "-q"].map(String::from));
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    one_run(&inputs, nights, &fresh);
     // Every row of every night once, and accounts equal to one run's over them all.
     python_check(
         "delta_check.py",

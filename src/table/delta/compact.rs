@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use rayon::prelude::*;
@@ -230,24 +229,17 @@ impl Delta {
         actions: Vec<Action>,
         request: &CompactRequest,
     ) -> std::result::Result<u64, deltalake::DeltaTableError> {
-        let state = self.groups.snapshot()?;
-        let props = CommitProperties::default()
-            .with_max_retries(0)
-            .with_metadata([(
-                "group_loader_compact".to_string(),
-                serde_json::json!(request.stem),
-            )]);
         let op = DeltaOperation::Optimize {
             predicate: None,
             target_size: request.target_bytes as i64,
         };
-        block_on(async {
-            CommitBuilder::from(props)
-                .with_actions(actions)
-                .build(Some(state), self.groups.log_store(), op)
-                .await
-        })
-        .map(|c| c.version())
+        self.commit_groups_once(
+            self.groups.snapshot()?,
+            actions,
+            op,
+            None,
+            ("group_loader_compact", &request.stem),
+        )
     }
 }
 

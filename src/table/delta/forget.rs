@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use rayon::prelude::*;
 
@@ -241,25 +240,16 @@ impl Delta {
         actions: Vec<Action>,
         stem: &str,
     ) -> std::result::Result<u64, deltalake::DeltaTableError> {
-        let state = self.groups.snapshot()?;
-        let props = CommitProperties::default()
-            .with_max_retries(0)
-            .with_application_transaction(Transaction::new_with_last_update(
-                format!("{FORGET_APP}{stem}"),
-                0,
-                Some(chrono::Utc::now().timestamp_millis()),
-            ))
-            .with_metadata([("group_loader_forget".to_string(), serde_json::json!(stem))]);
         let op = DeltaOperation::Delete {
             predicate: Some("rows named by a deletion request".into()),
         };
-        block_on(async {
-            CommitBuilder::from(props)
-                .with_actions(actions)
-                .build(Some(state), self.groups.log_store(), op)
-                .await
-        })
-        .map(|c| c.version())
+        self.commit_groups_once(
+            self.groups.snapshot()?,
+            actions,
+            op,
+            Some(format!("{FORGET_APP}{stem}")),
+            ("group_loader_forget", stem),
+        )
     }
 
     /// Rewrites (or deletes) the rejects files whose lines hold the request's ids.

@@ -312,14 +312,36 @@ impl Delta {
             partition_by: Some(partition_columns(self.partition)).filter(|p| !p.is_empty()),
             predicate: None,
         };
-        let props = CommitProperties::default()
+        self.commit_groups_once(
+            state,
+            actions,
+            op,
+            Some(format!("{RUN_APP}{run_id}")),
+            ("group_loader_run", run_id),
+        )
+    }
+
+    /// One attempt at a commit to `groups` on top of `state`, with no retry of its own (each caller's loop
+    /// makes it again on top of the latest version): with the `txn` of `app` when given (version 0, the
+    /// commit's time), and `(key, value)` in its commitInfo.
+    fn commit_groups_once(
+        &self,
+        state: &deltalake::table::state::DeltaTableState,
+        actions: Vec<Action>,
+        op: DeltaOperation,
+        app: Option<String>,
+        (key, value): (&str, &str),
+    ) -> std::result::Result<u64, deltalake::DeltaTableError> {
+        let mut props = CommitProperties::default()
             .with_max_retries(0)
-            .with_application_transaction(Transaction::new_with_last_update(
-                format!("{RUN_APP}{run_id}"),
+            .with_metadata([(key.to_string(), serde_json::json!(value))]);
+        if let Some(app) = app {
+            props = props.with_application_transaction(Transaction::new_with_last_update(
+                app,
                 0,
                 Some(chrono::Utc::now().timestamp_millis()),
-            ))
-            .with_metadata([("group_loader_run".to_string(), serde_json::json!(run_id))]);
+            ));
+        }
         block_on(async {
             CommitBuilder::from(props)
                 .with_actions(actions)
