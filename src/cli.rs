@@ -386,6 +386,12 @@ pub struct LoadArgs {
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     pub hash_columns: Option<Vec<String>>,
 
+    /// After the run, register the Delta tables (groups, accounts) in this AWS Glue database, creating it and
+    /// them if missing, so that Athena sees the data with no DDL step. Delta tables on s3:// only; uses the
+    /// S3 output's credentials and region (AWS_ENDPOINT_URL_GLUE for another endpoint).
+    #[arg(long, value_name = "NAME")]
+    pub glue_database: Option<String>,
+
     /// Progress bar on stderr: auto draws it only when stderr is a terminal.
     #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
     pub progress: ProgressWhen,
@@ -542,6 +548,7 @@ impl LoadArgs {
         opts.retry_timeout = self.retry_timeout;
         opts.truncate_ip = self.truncate_ip;
         opts.hash_columns = self.hash_columns.clone();
+        opts.glue_database = self.glue_database.clone();
         Ok(opts)
     }
 }

@@ -89,6 +89,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// A catalog (AWS Glue) refused or failed to register a table.
+    #[error("registering {name} in {catalog}: {detail}")]
+    Catalog {
+        catalog: &'static str,
+        name: String,
+        detail: String,
+    },
+
     /// Reading or committing to a Delta table failed in delta-rs.
     #[error("Delta table {url}: {source}")]
     Delta {
@@ -231,6 +239,7 @@ impl Error {
             | Error::ObjectStore { .. }
             | Error::NoBucket { .. }
             | Error::NoCredentials { .. }
+            | Error::Catalog { .. }
             | Error::Delta { .. }
             | Error::DeltaState { .. }
             | Error::Read { .. }

@@ -123,6 +123,8 @@ pub struct LoadOptions {
     pub truncate_ip: bool,
     /// `--hash-columns`: columns replaced by a keyed hash (recorded in the dataset); `None` when not given.
     pub hash_columns: Option<Vec<String>>,
+    /// `--glue-database`: the Glue database the Delta tables are registered in after the run.
+    pub glue_database: Option<String>,
 }
 
 /// The most memory one line may take while it is parsed and written, in multiples of its length (measured: a
@@ -233,6 +235,7 @@ impl LoadOptions {
             retry_timeout: defaults::RETRY_TIMEOUT,
             truncate_ip: false,
             hash_columns: None,
+            glue_database: None,
         }
     }
 

@@ -43,6 +43,14 @@ impl Kind {
         }
     }
 
+    /// The Hive type of the column (Athena, Glue, Spark's external tables).
+    pub fn hive_type(self) -> &'static str {
+        match self {
+            Kind::Text | Kind::Json => "string",
+            Kind::Time => "timestamp",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Text => "text",

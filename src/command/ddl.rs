@@ -196,13 +196,6 @@ fn spark(t: &Target<'_>) -> String {
     }
 }
 
-fn athena_type(k: Kind) -> &'static str {
-    match k {
-        Kind::Text | Kind::Json => "string",
-        Kind::Time => "timestamp",
-    }
-}
-
 fn athena(t: &Target<'_>) -> String {
     let name = t.table.name();
     let folder = t.folder();
@@ -214,7 +207,7 @@ fn athena(t: &Target<'_>) -> String {
             let parts = t.partitions();
             let cols = columns(t)
                 .iter()
-                .map(|c| (format!("`{}`", c.name), athena_type(c.kind).to_string()));
+                .map(|c| (format!("`{}`", c.name), c.kind.hive_type().to_string()));
             let mut out = format!("CREATE EXTERNAL TABLE {name} (\n{}\n)\n", column_list(cols));
             if !parts.is_empty() {
                 let defs: Vec<String> = parts

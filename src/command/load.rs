@@ -34,6 +34,7 @@ use crate::run::{PartitionsSeen, Run};
 use crate::schema;
 use crate::shard;
 use crate::staging::Staging;
+use crate::table::delta::glue;
 use crate::table::{Context, EarlierRun, Outcome, Staged, Table, Visibility};
 use crate::writer::{GroupsWriter, StagedFile, WriterConfig};
 
@@ -193,6 +194,9 @@ fn run(opts: &LoadOptions, started: Instant, seen: &mut Option<Report>) -> Resul
             (opts.max_line_bytes as u64 * LINE_COPIES + FIXED_BYTES).div_ceil(1 << 20)
         )));
     }
+    if let Some(db) = &opts.glue_database {
+        glue::check(db, opts.output.url(), opts.format() == Format::Delta)?;
+    }
     let pool = thread_pool(opts)?;
     let (sources, shard) = inputs(opts)?;
     let (mut table, partition) = crate::table::open(opts)?;
@@ -240,9 +244,34 @@ fn run(opts: &LoadOptions, started: Instant, seen: &mut Option<Report>) -> Resul
     let published = read.and_then(|read| publish(&mut *table, read, &staging, &ctx));
     drop(staging);
     progress.finish();
-    let report = published?;
+    let mut report = published?;
+    register(opts, partition, &mut report)?;
     *seen = Some(report.clone());
     finish(opts, report)
+}
+
+/// `--glue-database`: once the tables hold this run's rows (or an earlier run's of the same inputs), they are
+/// created or updated in Glue. A failure here comes after the rows were published (exit 6): a re-run of the
+/// same inputs commits nothing and registers them.
+fn register(
+    opts: &LoadOptions,
+    partition: crate::layout::PartitionMode,
+    report: &mut Report,
+) -> Result<()> {
+    let (Some(db), Some(url)) = (&opts.glue_database, opts.output.url()) else {
+        return Ok(());
+    };
+    let loaded = report.published || report.not_published == Some(NotPublished::AlreadyLoaded);
+    if !loaded {
+        return Ok(());
+    }
+    let tables: &[schema::Table] = match opts.accounts {
+        true => &[schema::Table::Groups, schema::Table::Accounts],
+        false => &[schema::Table::Groups],
+    };
+    report.glue = glue::register(db, url, partition, tables)
+        .map_err(Error::after_publish("registering the tables in AWS Glue"))?;
+    Ok(())
 }
 
 /// A run's figures as metrics.
@@ -577,6 +606,7 @@ fn new_report(ctx: &Context<'_>, run_id: &str) -> Report {
         accounts: None,
         commit: None,
         shard: ctx.shard.clone(),
+        glue: Vec::new(),
         one_file: opts.format() == Format::Parquet,
     }
 }

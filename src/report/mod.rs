@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::options::ProgressWhen;
 use crate::reject::Reason;
+
+mod progress;
+pub use progress::{Phase, Progress};
 
 /// At most this many distinct skipped event types are counted by name; the rest count as `(other)`.
 pub const MAX_SKIPPED_TYPES: usize = 1000;
@@ -245,10 +246,31 @@ pub struct Report {
     /// `--shard K/N`: this shard's share of the listing (absent without `--shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::report::ShardReport>,
+    /// `--glue-database`: the tables registered in AWS Glue after the run (absent without the option).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub glue: Vec<CatalogTable>,
     /// The output is one Parquet file, not a dataset (paths in the report are then as given, not relative to
     /// a folder).
     #[serde(skip)]
     pub one_file: bool,
+}
+
+/// What registering did to a table in a catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registered {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A table registered in a catalog (AWS Glue), as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogTable {
+    /// `database.table`.
+    pub name: String,
+    pub location: String,
+    pub action: Registered,
 }
 
 /// What the report says about a shard's share.
@@ -401,7 +423,6 @@ impl Report {
 
     /// The short human summary printed to stderr: what was loaded where, from what, and what was not.
     pub fn summary(&self) -> String {
-        let c = &self.counts;
         let mut s = String::new();
         if self.not_published == Some(NotPublished::AlreadyLoaded) {
             let when = self.already_loaded.as_deref().unwrap_or("earlier");
@@ -462,9 +483,16 @@ impl Report {
             };
             let _ = writeln!(s, "  rejects: {}", path.display());
         }
+        self.detail_lines(&mut s);
+        let _ = writeln!(s, "  run {} in {:.2}s", self.run, self.elapsed_s);
+        s
+    }
+
+    /// The summary's lines about accounts, the Glue catalog, and traits or times that did not fit.
+    fn detail_lines(&self, s: &mut String) {
         if let Some(a) = &self.accounts {
             let _ = writeln!(
-                s,
+                *s,
                 "  accounts: {} groups ({} of {} files {})",
                 thousands(a.groups),
                 a.files_written,
@@ -482,16 +510,29 @@ impl Report {
                 );
             }
         }
-        if c.shadowed_traits > 0 || c.invalid_times > 0 {
+        if !self.glue.is_empty() {
+            let tables: Vec<String> = self
+                .glue
+                .iter()
+                .map(|t| {
+                    let action = match t.action {
+                        Registered::Created => "created",
+                        Registered::Updated => "updated",
+                        Registered::Unchanged => "unchanged",
+                    };
+                    format!("{} {action}", t.name)
+                })
+                .collect();
+            let _ = writeln!(*s, "  glue: {}", tables.join(", "));
+        }
+        if self.counts.shadowed_traits > 0 || self.counts.invalid_times > 0 {
             let _ = writeln!(
-                s,
+                *s,
                 "  shadowed traits {}, invalid times {}",
-                thousands(c.shadowed_traits),
-                thousands(c.invalid_times)
+                thousands(self.counts.shadowed_traits),
+                thousands(self.counts.invalid_times)
             );
         }
-        let _ = writeln!(s, "  run {} in {:.2}s", self.run, self.elapsed_s);
-        s
     }
 
     /// The summary's first line: what the run did to the output.
@@ -605,186 +646,6 @@ impl Report {
                 thousands(removed),
                 listing(each)
             );
-        }
-    }
-}
-
-/// What a run is doing, for the progress display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// `--mode overwrite`'s first pass: which partitions the run's rows fall in.
-    FirstPass,
-    Reading,
-    /// Encoding the last row groups and closing files.
-    Writing,
-    /// Merging the run into the `accounts` table.
-    Accounts,
-    Publishing,
-}
-
-impl Phase {
-    pub fn label(self) -> &'static str {
-        match self {
-            Phase::FirstPass => "first pass (partitions to replace)",
-            Phase::Reading => "reading",
-            Phase::Writing => "writing files",
-            Phase::Accounts => "accounts",
-            Phase::Publishing => "publishing",
-        }
-    }
-}
-
-/// Progress on stderr. On a terminal, a bar of input bytes read of the bytes known (a spinner with the bytes
-/// read where the total is unknown, as on stdin), the rows and rejects so far, then a spinner naming the phase
-/// after reading, so the screen is never silent. With `--progress always` and no terminal (a log file), a plain
-/// line every 10 seconds and at each phase instead.
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    lines: Option<LineProgress>,
-    total: Option<u64>,
-    /// Once reading is over: what was read and how long it took, said by every later phase as it was then.
-    read: std::sync::Mutex<Option<String>>,
-}
-
-const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-const TICK: std::time::Duration = std::time::Duration::from_millis(120);
-
-struct LineProgress {
-    last: std::cell::Cell<std::time::Instant>,
-}
-
-/// The rows and rejects so far, as the bar shows them.
-fn tally(rows: u64, rejected: u64) -> String {
-    format!("{} rows, {} rejected", thousands(rows), thousands(rejected))
-}
-
-impl Progress {
-    pub fn new(when: ProgressWhen, quiet: bool, total_bytes: Option<u64>) -> Self {
-        let terminal = std::io::stderr().is_terminal();
-        match when {
-            ProgressWhen::Never => Self::none(),
-            ProgressWhen::Auto if quiet || !terminal => Self::none(),
-            ProgressWhen::Always if !terminal => Progress {
-                bar: None,
-                lines: Some(LineProgress {
-                    // Due at once: the first report comes with the first chunk.
-                    last: std::cell::Cell::new(
-                        std::time::Instant::now()
-                            .checked_sub(LINE_EVERY)
-                            .unwrap_or_else(std::time::Instant::now),
-                    ),
-                }),
-                total: total_bytes,
-                read: Default::default(),
-            },
-            ProgressWhen::Auto | ProgressWhen::Always => {
-                Self::on(indicatif::ProgressDrawTarget::stderr(), total_bytes)
-            }
-        }
-    }
-
-    /// No display at all.
-    pub fn none() -> Self {
-        Progress {
-            bar: None,
-            lines: None,
-            total: None,
-            read: Default::default(),
-        }
-    }
-
-    /// A bar drawn on `target` (stderr, or an in-memory terminal in tests).
-    pub fn on(target: indicatif::ProgressDrawTarget, total_bytes: Option<u64>) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(total_bytes, target);
-        // Decimal units (MB), as the summary says them.
-        let template = match total_bytes {
-            Some(_) => {
-                "{spinner} {prefix}: {decimal_bytes}/{decimal_total_bytes} [{wide_bar}] {decimal_bytes_per_sec}, eta {eta}, {msg}"
-            }
-            None => "{spinner} {prefix}: {decimal_bytes} ({decimal_bytes_per_sec}), {msg}",
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(Phase::Reading.label());
-        bar.set_message(tally(0, 0));
-        bar.enable_steady_tick(TICK);
-        Progress {
-            bar: Some(bar),
-            lines: None,
-            total: total_bytes,
-            read: Default::default(),
-        }
-    }
-
-    /// Reports `bytes` of input read so far, and the rows and rejected events so far.
-    pub fn read(&self, bytes: u64, rows: u64, rejected: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(bytes);
-            b.set_message(tally(rows, rejected));
-        }
-        if let Some(l) = &self.lines
-            && l.last.get().elapsed() >= LINE_EVERY
-        {
-            l.last.set(std::time::Instant::now());
-            let read = match self.total {
-                Some(t) if t > 0 => format!(
-                    "{} of {} bytes ({:.0}%)",
-                    thousands(bytes),
-                    thousands(t),
-                    bytes as f64 * 100.0 / t as f64
-                ),
-                _ => format!("{} bytes", thousands(bytes)),
-            };
-            eprintln!("group-loader: reading: {read}, {}", tally(rows, rejected));
-        }
-    }
-
-    /// A reading phase: the bar of bytes read, named `phase`, from zero.
-    pub fn reading(&self, phase: Phase) {
-        if let Some(b) = &self.bar {
-            b.set_prefix(phase.label());
-            b.reset();
-        }
-        if self.lines.is_some() {
-            eprintln!("group-loader: {}", phase.label());
-        }
-    }
-
-    /// Reading is over: from now on the display names `phase` (with a spinner, as its length is unknown).
-    pub fn phase(&self, phase: Phase, rows: u64, rejected: u64) {
-        if let Some(b) = &self.bar {
-            let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
-            let read = read.get_or_insert_with(|| {
-                // The time reading took, fixed now: the phases after it do not add to it.
-                format!(
-                    "input {} read in {:.1}s",
-                    human_bytes(b.position()),
-                    b.elapsed().as_secs_f64()
-                )
-            });
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg}")
-            {
-                b.set_style(style);
-            }
-            b.set_prefix(phase.label());
-            b.set_message(format!("{} ({read})", tally(rows, rejected)));
-        }
-        if self.lines.is_some() {
-            eprintln!("group-loader: {}: {}", phase.label(), tally(rows, rejected));
-        }
-    }
-
-    /// Forces a draw now (the bar otherwise redraws on its own tick).
-    pub fn draw(&self) {
-        if let Some(b) = &self.bar {
-            b.force_draw();
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
         }
     }
 }

@@ -20,6 +20,7 @@ mod accounts;
 mod compact;
 mod concurrent;
 mod forget;
+pub mod glue;
 pub(crate) mod inventory;
 mod log;
 mod runs;

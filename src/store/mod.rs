@@ -3,7 +3,7 @@
 //!
 //! Why this module exists: exports live in S3, GCS and Azure, and warehouses read tables there. The `object_store`
 //! crate speaks to all three (with each cloud's credential chain: environment, web/workload identity, container
-//! and instance credentials, and `AWS_ENDPOINT_URL` for S3-compatible stores); it is async, while the loader's
+//! and instance credentials, and `AWS_ENDPOINT_URL` for S3-compatible stores; AWS profiles through [`aws`]); it is async, while the loader's
 //! pipeline is threads and rayon. This module owns the one tokio runtime of a run and hides it behind small
 //! blocking calls: list a prefix, read an object as a stream (bounded read-ahead, never downloaded whole), read
 //! byte ranges of an object (so Parquet readers fetch only the columns they need), upload a file, put bytes.
@@ -22,6 +22,8 @@ use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
 use crate::error::{Error, Result};
+
+pub mod aws;
 
 /// URL schemes read and written through object storage.
 pub const SCHEMES: [&str; 3] = ["s3", "gs", "az"];
@@ -179,42 +181,13 @@ fn check_endpoints() -> Result<()> {
     Ok(())
 }
 
-/// Where the AWS credential chain looks, as object_store follows it, in order.
-const AWS_CREDENTIAL_SOURCES: &str = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE \
-     with AWS_ROLE_ARN (EKS), AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI (ECS, AWS Batch), then the \
-     EC2 instance metadata service";
-
-/// True when `AWS_EC2_METADATA_DISABLED` (AWS's own variable) says not to call the instance metadata service.
-fn metadata_disabled() -> bool {
-    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
-/// Refuses an S3 location that has no way to get credentials: none in the environment, and the instance
-/// metadata service disabled (`AWS_EC2_METADATA_DISABLED=true`), which is then never called.
-fn check_aws_credentials(url: &str) -> Result<()> {
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-    let any = (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
-        || (set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN"))
-        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    if !any && metadata_disabled() {
-        return Err(Error::Usage(format!(
-            "{url}: no AWS credentials found. Looked at {AWS_CREDENTIAL_SOURCES}; the instance metadata \
-             service is disabled by AWS_EC2_METADATA_DISABLED=true. Set credentials (e.g. \
-             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-        )));
-    }
-    Ok(())
-}
-
 /// The error of a request that failed because the AWS credential chain fell through to the instance metadata
 /// service and it did not answer: said as what it is, no credentials, with where they were looked for.
 pub fn no_credentials(url: &str, message: &str) -> Option<Error> {
     (url.starts_with("s3://") && message.contains("/latest/api/token")).then(|| {
         Error::NoCredentials {
             url: url.to_string(),
-            looked_at: AWS_CREDENTIAL_SOURCES,
+            looked_at: aws::CREDENTIAL_SOURCES,
             detail: crate::error::redact(message),
         }
     })
@@ -262,22 +235,7 @@ impl Location {
         check_endpoints()?;
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
-                check_aws_credentials(url)?;
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry_config());
-                // An S3-compatible endpoint given over plain HTTP (a local server) is the user's choice.
-                let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                    .unwrap_or_default();
-                if endpoint.starts_with("http://") {
-                    b = b.with_allow_http(true);
-                }
-                if std::env::var("AWS_REGION").is_err()
-                    && std::env::var("AWS_DEFAULT_REGION").is_err()
-                {
-                    b = b.with_region("us-east-1");
-                }
+                let b = aws::s3_builder(url, bucket)?.with_retry(retry_config());
                 Arc::new(b.build().map_err(err)?)
             }
             "gs" => Arc::new(
