@@ -39,7 +39,8 @@ if ! command -v java >/dev/null; then
 fi
 
 # No credential chain may reach past this machine: the clouds' metadata endpoints point at a closed loopback port.
-export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GCE_METADATA_IP=127.0.0.1:9
+export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GCE_METADATA_IP=127.0.0.1:9 \
+  AZURE_MSI_ENDPOINT=http://127.0.0.1:9/metadata/identity/oauth2/token
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
 export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
 export GROUP_LOADER_AZURITE="$PWD/.azurite/node_modules/.bin/azurite-blob"

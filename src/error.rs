@@ -77,15 +77,16 @@ pub enum Error {
         source: Box<object_store::Error>,
     },
 
-    /// No credentials for an object store: none in the environment, and the instance metadata service (the
-    /// last link of the chain) did not answer.
+    /// No credentials for an object store: none in the environment or the profile, and the cloud's metadata
+    /// service (the last link of the chain) did not answer.
     #[error(
-        "{url}: no AWS credentials found. Looked at {looked_at}; the last did not answer ({detail}). Outside EC2, \
-         set credentials in the environment, and AWS_EC2_METADATA_DISABLED=true to skip the metadata service"
+        "{url}: no {cloud} credentials found. Looked at {looked_at}; the last did not answer ({detail}). {advice}"
     )]
     NoCredentials {
         url: String,
+        cloud: &'static str,
         looked_at: &'static str,
+        advice: &'static str,
         detail: String,
     },
 

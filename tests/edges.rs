@@ -405,6 +405,7 @@ fn bad_object_store_configuration_never_panics() {
         ),
         (vec![], "az://container/p", 2, "az://container/p"),
         (vec![], "gs:///p", 2, "no bucket"),
+        (vec![], "gs://b/p", 2, "GOOGLE_APPLICATION_CREDENTIALS"),
     ];
     for (env, out, code, said) in cases {
         let mut env: Vec<(String, String)> = env
@@ -434,6 +435,48 @@ fn bad_object_store_configuration_never_panics() {
         assert!(!stderr.contains("panicked"), "{env:?} {out}: {stderr}");
         assert_eq!(got, code, "{env:?} {out}: {stderr}");
         assert!(stderr.contains(said), "{env:?} {out}: {stderr}");
+    }
+}
+
+/// GCS and Azure with nothing to sign with: each chain ends at its cloud's metadata (managed identity) service,
+/// here a closed port on 127.0.0.1, and the run says no credentials were found (exit 1), where it looked and
+/// what to set, not a bare connection error.
+#[test]
+fn gcs_and_azure_chains_that_find_nothing_say_no_credentials() {
+    let input = fixture("segment-docs.json");
+    let cases = [
+        (
+            vec![],
+            "gs://b/p",
+            "no Google Cloud credentials found",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ),
+        (
+            vec![("AZURE_STORAGE_ACCOUNT_NAME".to_string(), "acct".to_string())],
+            "az://c/p",
+            "no Azure credentials found",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+        ),
+    ];
+    for (env, out, said, names) in cases {
+        let (code, stderr) = run_env(
+            &[
+                "load",
+                &input,
+                "-o",
+                out,
+                "--progress",
+                "never",
+                "--retry-timeout",
+                "2s",
+            ],
+            &env,
+        );
+        assert_eq!(code, 1, "{out}: {stderr}");
+        assert!(
+            stderr.contains(said) && stderr.contains(names) && stderr.contains(out),
+            "{out}: {stderr}"
+        );
     }
 }
 

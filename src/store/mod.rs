@@ -181,16 +181,53 @@ fn check_endpoints() -> Result<()> {
     Ok(())
 }
 
-/// The error of a request that failed because the AWS credential chain fell through to the instance metadata
-/// service and it did not answer: said as what it is, no credentials, with where they were looked for.
+/// The last link of each cloud's credential chain, a metadata (or managed identity) service: a request that
+/// failed because the chain fell through to it and it did not answer is said as what it is, no credentials,
+/// with where they were looked for. (scheme, what the failed token request's message holds, cloud, where the
+/// chain looked, what to do.)
+const CHAIN_ENDS: [(&str, &str, &str, &str, &str); 3] = [
+    (
+        "s3://",
+        "/latest/api/token",
+        "AWS",
+        aws::CREDENTIAL_SOURCES,
+        "Outside EC2, set credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), and \
+         AWS_EC2_METADATA_DISABLED=true to skip the metadata service",
+    ),
+    (
+        "gs://",
+        "computeMetadata/v1/instance/service-accounts",
+        "Google Cloud",
+        "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT (a service account key file), \
+         GOOGLE_SERVICE_ACCOUNT_KEY, application default credentials \
+         (~/.config/gcloud/application_default_credentials.json), then the GCE/GKE metadata server",
+        "Outside Google Cloud, set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run gcloud \
+         auth application-default login",
+    ),
+    (
+        "az://",
+        "metadata/identity/oauth2/token",
+        "Azure",
+        "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a service principal (AZURE_CLIENT_ID, \
+         AZURE_CLIENT_SECRET, AZURE_TENANT_ID), a workload identity (AZURE_FEDERATED_TOKEN_FILE), then the \
+         managed identity endpoint",
+        "Outside Azure, set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or a service principal",
+    ),
+];
+
+/// The error of a request that failed because the credential chain of `url`'s cloud fell through to its
+/// metadata service and it did not answer ([`CHAIN_ENDS`]).
 pub fn no_credentials(url: &str, message: &str) -> Option<Error> {
-    (url.starts_with("s3://") && message.contains("/latest/api/token")).then(|| {
-        Error::NoCredentials {
+    CHAIN_ENDS
+        .iter()
+        .find(|(scheme, marker, ..)| url.starts_with(scheme) && message.contains(marker))
+        .map(|(_, _, cloud, looked_at, advice)| Error::NoCredentials {
             url: url.to_string(),
-            looked_at: aws::CREDENTIAL_SOURCES,
+            cloud,
+            looked_at,
+            advice,
             detail: crate::error::redact(message),
-        }
-    })
+        })
 }
 
 /// `s` with `%XX` sequences decoded (bytes that do not decode as UTF-8 are replaced).
@@ -243,7 +280,14 @@ impl Location {
                     .with_bucket_name(bucket)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(err)?,
+                    .map_err(|e| match e.to_string().contains("Unable to open service account file") {
+                        true => Error::Usage(format!(
+                            "{url}: the Google service account key file named by GOOGLE_APPLICATION_CREDENTIALS \
+                             (or GOOGLE_SERVICE_ACCOUNT) cannot be read: {e}. Point it at a key file, or unset it \
+                             to use application default credentials"
+                        )),
+                        false => err(e),
+                    })?,
             ),
             "az" => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()

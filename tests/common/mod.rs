@@ -29,10 +29,14 @@ pub fn bin() -> Command {
 
 /// Metadata endpoints of the clouds' credential chains, on a loopback port where nothing listens (port 9,
 /// discard, is closed on these machines).
-pub const LOOPBACK_ONLY: [(&str, &str); 3] = [
+pub const LOOPBACK_ONLY: [(&str, &str); 4] = [
     ("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9"),
     ("GCE_METADATA_HOST", "127.0.0.1:9"),
     ("GCE_METADATA_IP", "127.0.0.1:9"),
+    (
+        "AZURE_MSI_ENDPOINT",
+        "http://127.0.0.1:9/metadata/identity/oauth2/token",
+    ),
 ];
 
 /// Runs `group-loader load ARGS -o OUT --progress never`, returning (exit code, stderr).
