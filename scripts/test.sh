@@ -3,6 +3,7 @@
 # virtual environments (once; again when a requirements file changes):
 #   .venv              DuckDB, deltalake, polars, pyspark (Spark in local mode, needs Java 17), moto[server]
 #   .venv-duckdb-delta DuckDB 1.5 with its Delta extension from PyPI (delta_scan without a download)
+#   .venv-moto-5014    moto 5.0.14, an S3 server that ignores If-None-Match (the Delta output refuses it)
 #   .azurite           Azurite, the Azure Storage emulator (npm), for the az:// tests
 # then runs every Rust test target.
 set -euo pipefail
@@ -20,6 +21,7 @@ venv() {
 }
 venv .venv tests/consumer/requirements.txt
 venv .venv-duckdb-delta tests/consumer/requirements-duckdb-delta.txt
+venv .venv-moto-5014 tests/consumer/requirements-moto-5014.txt
 
 # Azurite, Microsoft's Azure Storage emulator (npm), for the az:// tests: into .azurite, once per version.
 AZURITE_VERSION=3.37.0
@@ -44,5 +46,6 @@ export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 GCE_METADATA_HOST=127.0.0.1:9 GC
 export GROUP_LOADER_PYTHON="$PWD/.venv/bin/python"
 export GROUP_LOADER_DUCKDB_DELTA_PYTHON="$PWD/.venv-duckdb-delta/bin/python"
 export GROUP_LOADER_AZURITE="$PWD/.azurite/node_modules/.bin/azurite-blob"
+export GROUP_LOADER_MOTO_5014="$PWD/.venv-moto-5014/bin/moto_server"
 
 cargo test --locked --all-targets --features external "$@"

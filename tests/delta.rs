@@ -130,6 +130,55 @@ fn azure_errors_name_the_url_and_what_is_missing() {
     );
 }
 
+/// A store that ignores create-if-absent writes (moto 5.0.14, as S3-compatible servers without conditional
+/// writes do) is refused for Delta output before anything is read (exit 2, saying why: two runs committing at
+/// once would overwrite each other's commit), and leaves nothing behind; the same server still serves inputs,
+/// which need no conditional write. The servers the other tests use pass the same check (their loads succeed).
+#[test]
+fn a_store_without_conditional_writes_is_refused_for_delta_output() {
+    let moto = Moto::start_without_conditional_writes();
+    moto.create_bucket("warehouse");
+    moto.create_bucket("exports");
+    moto.upload_dir("exports", "segment-logs", &fixtures().join("segment-logs"));
+    let env = moto.env();
+    let docs = fixtures().join("segment-docs.json");
+    let (code, stderr) = run_env(
+        &[
+            "load",
+            docs.to_str().unwrap(),
+            "-o",
+            "s3://warehouse/segment",
+            "--progress",
+            "never",
+        ],
+        &env,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("s3://warehouse/segment")
+            && stderr.contains("does not honour create-if-absent writes")
+            && stderr.contains("overwrite each other's commit"),
+        "{stderr}"
+    );
+    assert_eq!(objects(&moto, "warehouse", ""), Vec::<String>::new());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let (code, stderr) = run_env(
+        &[
+            "load",
+            "s3://exports/segment-logs/",
+            "-o",
+            out.to_str().unwrap(),
+            "--progress",
+            "never",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!read_dataset(&out).is_empty());
+}
+
 /// Errors name the URL and exit 1 (no such bucket, a server that does not answer after retries); hive on
 /// object storage is refused (exit 2).
 #[test]

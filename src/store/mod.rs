@@ -153,9 +153,11 @@ fn check_url(url: &str) -> Result<()> {
 
 /// Environment variables that name an endpoint: each must be an `http(s)://host[:port]` URL (object_store's
 /// signing code panics on one it cannot parse, so they are checked before any request is made).
-const ENDPOINT_VARIABLES: [&str; 5] = [
+const ENDPOINT_VARIABLES: [&str; 7] = [
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_GLUE",
     "AWS_ENDPOINT",
     "AWS_METADATA_ENDPOINT",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -424,6 +426,17 @@ impl Location {
         block_on(self.store.put(&self.path, bytes.into()))
             .map(|_| ())
             .map_err(|e| self.error("writing", e))
+    }
+
+    /// Writes `bytes` as the object only if there is none (create-if-absent): `true` when it was created,
+    /// `false` when the store says the object exists.
+    pub fn create_bytes(&self, bytes: Vec<u8>) -> Result<bool> {
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        match block_on(self.store.put_opts(&self.path, bytes.into(), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error("writing", e)),
+        }
     }
 
     /// Uploads a local file as the object, in parts, without holding it whole in memory.

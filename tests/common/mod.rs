@@ -356,12 +356,25 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_server(&python().with_file_name("moto_server"))
+    }
+
+    /// moto 5.0.14 (`GROUP_LOADER_MOTO_5014`, installed by scripts/test.sh into `.venv-moto-5014`), from before
+    /// moto honoured `If-None-Match: *` on PUT: it behaves as S3-compatible servers without conditional writes
+    /// do (a second create-if-absent of an object replaces it).
+    pub fn start_without_conditional_writes() -> Moto {
+        let server = std::env::var_os("GROUP_LOADER_MOTO_5014")
+            .map(PathBuf::from)
+            .expect("GROUP_LOADER_MOTO_5014: run scripts/test.sh, which installs moto 5.0.14");
+        Moto::start_server(&server)
+    }
+
+    fn start_server(server: &Path) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let server = python().with_file_name("moto_server");
-        let child = std::process::Command::new(&server)
+        let child = std::process::Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

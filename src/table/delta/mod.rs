@@ -666,15 +666,30 @@ impl Delta {
 
 /// Writes and deletes a small object under the output before anything is read, so that a missing bucket, a
 /// store that does not answer or a role that may not write is found at once (exit 1, naming the URL), not
-/// after the whole input was read.
+/// after the whole input was read. The object is created twice with create-if-absent, the write every Delta
+/// commit is: a store that takes the second one too (an S3-compatible server that ignores `If-None-Match`)
+/// would let two runs committing at once overwrite each other's commit, and is refused (exit 2).
 fn probe(root: &Location) -> Result<()> {
     let probe = root.join(&format!(
         "{}/.probe-{}",
         crate::layout::RUNS_DIR,
         uuid_token()
     ));
-    probe.put_bytes(b"group-loader checks it may write here\n".to_vec())?;
-    probe.delete()
+    let body = b"group-loader checks it may write here\n";
+    probe.create_bytes(body.to_vec())?;
+    let again = probe.create_bytes(body.to_vec());
+    probe.delete()?;
+    match again? {
+        false => Ok(()),
+        true => Err(Error::Usage(format!(
+            "{}: the store does not honour create-if-absent writes: a second create of {} succeeded where it \
+             must fail (If-None-Match: * on S3, x-goog-if-generation-match: 0 on GCS). Every Delta commit is \
+             such a write; on this store two runs committing at once would overwrite each other's commit and \
+             lose its rows. Use a store that honours conditional writes (Amazon S3, GCS, Azure, and recent \
+             MinIO, Ceph and R2 do), or a local --output",
+            root.url, probe.url
+        ))),
+    }
 }
 
 /// The refusal of a Delta dataset path that readers spell two ways: deltalake's file list and polars' reader
