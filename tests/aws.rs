@@ -276,6 +276,10 @@ fn glue_database_registers_the_delta_tables_where_athena_reads_them() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["glue"][0]["action"], "unchanged", "{report}");
     assert_eq!(report["glue"][1]["action"], "unchanged", "{report}");
+    assert!(
+        stderr.contains("nothing to do") && stderr.contains("glue: analytics.groups unchanged"),
+        "{stderr}"
+    );
 
     // A column type changed by hand in Glue: the next run puts it back.
     python_check(

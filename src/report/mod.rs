@@ -451,6 +451,7 @@ impl Report {
                 }
             }
             let _ = writeln!(s, "  from {}", describe_inputs(&self.inputs));
+            self.glue_line(&mut s);
             return s;
         }
         let headline = self.headline();
@@ -488,6 +489,26 @@ impl Report {
         s
     }
 
+    /// `glue: db.groups created, db.accounts unchanged` when the run registered tables in Glue.
+    fn glue_line(&self, s: &mut String) {
+        if self.glue.is_empty() {
+            return;
+        }
+        let tables: Vec<String> = self
+            .glue
+            .iter()
+            .map(|t| {
+                let action = match t.action {
+                    Registered::Created => "created",
+                    Registered::Updated => "updated",
+                    Registered::Unchanged => "unchanged",
+                };
+                format!("{} {action}", t.name)
+            })
+            .collect();
+        let _ = writeln!(*s, "  glue: {}", tables.join(", "));
+    }
+
     /// The summary's lines about accounts, the Glue catalog, and traits or times that did not fit.
     fn detail_lines(&self, s: &mut String) {
         if let Some(a) = &self.accounts {
@@ -510,21 +531,7 @@ impl Report {
                 );
             }
         }
-        if !self.glue.is_empty() {
-            let tables: Vec<String> = self
-                .glue
-                .iter()
-                .map(|t| {
-                    let action = match t.action {
-                        Registered::Created => "created",
-                        Registered::Updated => "updated",
-                        Registered::Unchanged => "unchanged",
-                    };
-                    format!("{} {action}", t.name)
-                })
-                .collect();
-            let _ = writeln!(*s, "  glue: {}", tables.join(", "));
-        }
+        self.glue_line(s);
         if self.counts.shadowed_traits > 0 || self.counts.invalid_times > 0 {
             let _ = writeln!(
                 *s,
