@@ -783,12 +783,17 @@ fn a_killed_compaction_leaves_before_or_after_and_a_rerun_finishes_it() {
         assert_eq!(order(&reference), before);
         let mut seed = clock_seed();
         eprintln!("{format}: compaction takes {length:?}; seed {seed}");
+        // Kills that landed while the compaction was still running: with none, the trials test nothing.
+        let mut mid_run = 0;
         for trial in 0..4 {
             let out = copy(&format!("{format}-killed-{trial}"));
             let at =
                 length.mul_f64((trial as f64 + (xorshift(&mut seed) % 100) as f64 / 100.0) / 4.0);
             let mut child = spawn(&["compact", "-o", out.to_str().unwrap(), "-q"]);
             std::thread::sleep(at);
+            if child.try_wait().unwrap().is_none() {
+                mid_run += 1;
+            }
             let _ = child.kill();
             let _ = child.wait();
             // Before or after: the same rows in the same order either way (both at once would double them).
@@ -822,6 +827,10 @@ fn a_killed_compaction_leaves_before_or_after_and_a_rerun_finishes_it() {
                 python_check("delta_check.py", &["state", out.to_str().unwrap()], &[]);
             }
         }
+        assert!(
+            mid_run >= 1,
+            "{format}: every kill came after the compaction had ended"
+        );
     }
 }
 
