@@ -294,6 +294,7 @@ pub(super) fn read_snapshot(path: &DataFile, b: u32, n: u32, into: &mut Bucket) 
                 });
             }
             acc.regs.sort_unstable_by_key(|r| r.key);
+            acc.text_bytes = acc.counted_text_bytes();
             match into.accounts.get_mut(group) {
                 Some(existing) => existing.absorb(acc, &mut into.keys),
                 None => {

@@ -125,6 +125,14 @@ pub struct Account {
     over_key_limit: bool,
     /// Once it holds [`MAX_EXTRA_KEYS`] keys: their names in order, to find the last kept one quickly.
     kept_names: Option<std::collections::BTreeSet<(CompactString, Key)>>,
+    /// The heap bytes of the registers' values and the versions' ids ([`heap_bytes`]), kept as they change so
+    /// that [`Account::footprint`], asked twice per event by the fold, does not walk the registers.
+    text_bytes: usize,
+}
+
+/// The heap bytes a text takes in a `CompactString` (none up to 24 bytes, held inline).
+fn heap_bytes(s: &str) -> usize {
+    if s.len() > 24 { s.len() } else { 0 }
 }
 
 /// What one event (a `groups` row) says about its group, borrowed from the batch it was read from (values
@@ -165,7 +173,15 @@ impl Account {
             regs: Vec::new(),
             over_key_limit: false,
             kept_names: None,
+            text_bytes: 0,
         }
+    }
+
+    /// [`Account::text_bytes`] counted from the registers and versions.
+    fn counted_text_bytes(&self) -> usize {
+        let values = self.regs.iter().filter_map(|r| r.value.as_deref());
+        let ids = self.versions.iter().filter_map(|v| v.id.as_deref());
+        values.chain(ids).map(heap_bytes).sum()
     }
 
     /// The index of version `v` in `versions`, adding it if needed.
@@ -173,6 +189,7 @@ impl Account {
         if let Some(i) = self.versions.iter().rposition(|x| x.key() == v) {
             return i as u32;
         }
+        self.text_bytes += v.2.map_or(0, heap_bytes);
         self.versions.push(Version {
             timestamp: v.0,
             received_at: v.1,
@@ -196,12 +213,15 @@ impl Account {
                 let held = self.versions[r.version as usize].key();
                 if (version, value) > (held, r.value.as_deref()) {
                     let v = self.version_index(version);
+                    let old = self.regs[i].value.as_deref().map_or(0, heap_bytes);
+                    self.text_bytes = self.text_bytes - old + value.map_or(0, heap_bytes);
                     self.regs[i].version = v;
                     self.regs[i].value = value.map(Into::into);
                 }
             }
             Err(i) => {
                 let v = self.version_index(version);
+                self.text_bytes += value.map_or(0, heap_bytes);
                 self.regs.insert(
                     i,
                     Register {
@@ -273,7 +293,8 @@ impl Account {
             if let Some((_, evicted)) = names.pop_last()
                 && let Ok(i) = self.regs.binary_search_by_key(&evicted, |r| r.key)
             {
-                self.regs.remove(i);
+                let removed = self.regs.remove(i);
+                self.text_bytes -= removed.value.as_deref().map_or(0, heap_bytes);
             }
             let k = keys.id(name);
             names.insert((name.into(), k));
@@ -319,23 +340,12 @@ impl Account {
 
     /// An estimate of the memory the account takes in a bucket's map, its key's entry included.
     fn footprint(&self) -> usize {
-        let heap = |s: &str| if s.len() > 24 { s.len() } else { 0 };
+        debug_assert_eq!(self.text_bytes, self.counted_text_bytes());
         std::mem::size_of::<(CompactString, Account)>()
             + 16
             + self.regs.capacity() * std::mem::size_of::<Register>()
             + self.versions.capacity() * std::mem::size_of::<Version>()
-            + self
-                .regs
-                .iter()
-                .filter_map(|r| r.value.as_deref())
-                .map(heap)
-                .sum::<usize>()
-            + self
-                .versions
-                .iter()
-                .filter_map(|v| v.id.as_deref())
-                .map(heap)
-                .sum::<usize>()
+            + self.text_bytes
             + self.kept_names.as_ref().map_or(0, |n| n.len() * 64)
     }
 
@@ -360,6 +370,7 @@ impl Account {
                 .unwrap_or_default() as u32;
         }
         self.versions = versions;
+        self.text_bytes = self.counted_text_bytes();
     }
 
     /// `extra_traits` as written: the keys holding a value, in key order; null when there are none.
@@ -470,7 +481,7 @@ impl Bucket {
             None => {
                 let mut acc = Account::new(event.timestamp);
                 acc.apply(keys, event);
-                let heap = if group.len() > 24 { group.len() } else { 0 };
+                let heap = heap_bytes(group);
                 let grown = acc.footprint() + heap;
                 self.accounts.insert(group.into(), acc);
                 grown
