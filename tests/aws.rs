@@ -61,15 +61,7 @@ fn docs_ids() -> Vec<String> {
     let docs = fixtures().join("segment-docs.json");
     let (code, stderr) = load(dir.path(), &[docs.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    let mut ids: Vec<String> = read_dataset(dir.path())
-        .iter()
-        .map(|r| match &r["id"] {
-            V::S(s) => s.clone(),
-            other => panic!("id {other:?}"),
-        })
-        .collect();
-    ids.sort();
-    ids
+    sorted_ids(&read_dataset(dir.path()))
 }
 
 /// A static profile in the shared credentials file, named by AWS_PROFILE, with no keys in the environment:

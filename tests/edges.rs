@@ -355,6 +355,23 @@ fn the_exit_codes_are_listed_and_the_deployments_retry_by_them() {
     );
 }
 
+/// `load INPUT -o OUT` with `env`, retrying a store for 2 s at most: (exit code, stderr).
+fn load_briefly(input: &str, out: &str, env: &[(String, String)]) -> (i32, String) {
+    run_env(
+        &[
+            "load",
+            input,
+            "-o",
+            out,
+            "--progress",
+            "never",
+            "--retry-timeout",
+            "2s",
+        ],
+        env,
+    )
+}
+
 /// No object-store configuration makes the tool panic: each bad one exits 1 or 2 with a message naming what
 /// is wrong (the variable, the missing credentials); none of them sends a request off this machine (the
 /// metadata endpoint is a closed port on 127.0.0.1).
@@ -419,19 +436,7 @@ fn bad_object_store_configuration_never_panics() {
             "GOOGLE_SERVICE_ACCOUNT".into(),
             dir.path().join("none.json").display().to_string(),
         ));
-        let (got, stderr) = run_env(
-            &[
-                "load",
-                &input,
-                "-o",
-                out,
-                "--progress",
-                "never",
-                "--retry-timeout",
-                "2s",
-            ],
-            &env,
-        );
+        let (got, stderr) = load_briefly(&input, out, &env);
         assert!(!stderr.contains("panicked"), "{env:?} {out}: {stderr}");
         assert_eq!(got, code, "{env:?} {out}: {stderr}");
         assert!(stderr.contains(said), "{env:?} {out}: {stderr}");
@@ -459,19 +464,7 @@ fn gcs_and_azure_chains_that_find_nothing_say_no_credentials() {
         ),
     ];
     for (env, out, said, names) in cases {
-        let (code, stderr) = run_env(
-            &[
-                "load",
-                &input,
-                "-o",
-                out,
-                "--progress",
-                "never",
-                "--retry-timeout",
-                "2s",
-            ],
-            &env,
-        );
+        let (code, stderr) = load_briefly(&input, out, &env);
         assert_eq!(code, 1, "{out}: {stderr}");
         assert!(
             stderr.contains(said) && stderr.contains(names) && stderr.contains(out),

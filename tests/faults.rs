@@ -48,15 +48,7 @@ fn make_inputs(dir: &Path, files: usize, per_file: usize) -> PathBuf {
 
 /// Every visible message id, sorted (reading each visible file whole, so a file without a valid footer fails).
 fn visible_ids(out: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = read_dataset(out)
-        .into_iter()
-        .map(|r| match &r["id"] {
-            V::S(s) => s.clone(),
-            other => panic!("id {other:?}"),
-        })
-        .collect();
-    ids.sort();
-    ids
+    sorted_ids(&read_dataset(out))
 }
 
 /// Every file under `dir`, links followed.

@@ -304,16 +304,7 @@ fn groups_of(by: &BTreeMap<String, Vec<Row>>) -> usize {
 }
 
 fn all_ids(by: &BTreeMap<String, Vec<Row>>) -> Vec<String> {
-    let mut ids: Vec<String> = by
-        .values()
-        .flatten()
-        .map(|r| match &r["id"] {
-            V::S(s) => s.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    ids.sort();
-    ids
+    sorted_ids(by.values().flatten())
 }
 
 /// 30 nights of 4 shards with late data in a hive dataset: many files a partition; `compact` leaves one a

@@ -109,7 +109,7 @@ fn to_object_store(c: &aws_credential_types::Credentials) -> object_store::aws::
 #[cfg(feature = "aws-profiles")]
 mod profile {
     //! The profile link of the chain, through `aws-config`.
-    use std::sync::Arc;
+    use std::sync::{Arc, OnceLock};
     use std::time::{Duration, SystemTime};
 
     use aws_config::meta::region::ProvideRegion;
@@ -135,17 +135,29 @@ mod profile {
             .unwrap_or_else(|| "default".to_string())
     }
 
-    /// The region of the profile, if it names one.
+    /// The region of the profile, if it names one (read once a process: the profile files do not change
+    /// during a run).
     pub fn region() -> Option<String> {
-        let provider = ProfileFileRegionProvider::builder()
-            .profile_name(name())
-            .build();
-        block_on(provider.region()).map(|r| r.to_string())
+        static REGION: OnceLock<Option<String>> = OnceLock::new();
+        REGION
+            .get_or_init(|| {
+                let provider = ProfileFileRegionProvider::builder()
+                    .profile_name(name())
+                    .build();
+                block_on(provider.region()).map(|r| r.to_string())
+            })
+            .clone()
     }
 
-    /// The profile's credentials as an object_store provider, resolved once now (so that a profile that fails
-    /// is reported before any work), or `None` when no profile file defines credentials for the profile.
+    /// The profile's credentials as an object_store provider, or `None` when no profile file defines
+    /// credentials for the profile. Resolved once a process, before any work (so that a profile that fails
+    /// is reported at once, and a `credential_process` runs once however many stores and catalogs sign with
+    /// it); the provider fetches them again before they expire.
     pub fn credentials(url: &str) -> Result<Option<AwsCredentialProvider>> {
+        static RESOLVED: OnceLock<Option<AwsCredentialProvider>> = OnceLock::new();
+        if let Some(resolved) = RESOLVED.get() {
+            return Ok(resolved.clone());
+        }
         let profile = name();
         let mut config = ProviderConfig::default();
         if let Some(r) = region() {
@@ -155,36 +167,33 @@ mod profile {
             .configure(&config)
             .profile_name(&profile)
             .build();
-        let explicit = std::env::var("AWS_PROFILE").is_ok_and(|p| !p.is_empty());
-        match block_on(provider.provide_credentials()) {
-            Ok(c) => {
-                let cached = Cached {
+        let resolved: Option<AwsCredentialProvider> = match block_on(provider.provide_credentials())
+        {
+            Ok(c) => Some(Arc::new(Profile {
+                provider,
+                cache: tokio::sync::Mutex::new(Cached {
                     credential: Arc::new(to_object_store(&c)),
                     expiry: c.expiry(),
-                };
-                Ok(Some(Arc::new(Profile {
-                    provider,
-                    url: url.to_string(),
-                    profile,
-                    cache: tokio::sync::Mutex::new(cached),
-                })))
-            }
-            Err(CredentialsError::CredentialsNotLoaded(_)) if !explicit => Ok(None),
-            Err(e) => Err(failed(url, &profile, &e)),
-        }
+                }),
+                profile,
+            })),
+            Err(CredentialsError::CredentialsNotLoaded(_)) if !super::set("AWS_PROFILE") => None,
+            Err(e) => return Err(Error::Usage(format!("{url}: {}", failed(&profile, &e)))),
+        };
+        Ok(RESOLVED.get_or_init(|| resolved).clone())
     }
 
-    /// The error of a profile that does not give credentials, with AWS's own reason.
-    fn failed(url: &str, profile: &str, e: &CredentialsError) -> Error {
-        Error::Usage(format!(
-            "{url}: the AWS profile {profile} (AWS_PROFILE, in AWS_CONFIG_FILE or ~/.aws/config and \
+    /// Why a profile gives no credentials, with AWS's own reason.
+    fn failed(profile: &str, e: &CredentialsError) -> String {
+        format!(
+            "the AWS profile {profile} (AWS_PROFILE, in AWS_CONFIG_FILE or ~/.aws/config and \
              AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials) gives no credentials: {}. Fix the profile (for \
              SSO, run aws sso login --profile {profile}), or set AWS_PROFILE to one that works",
             crate::error::redact(&format!(
                 "{}",
                 aws_smithy_types::error::display::DisplayErrorContext(e)
             ))
-        ))
+        )
     }
 
     struct Cached {
@@ -195,7 +204,6 @@ mod profile {
     /// The profile's credentials, fetched again when they are about to expire.
     struct Profile {
         provider: ProfileFileCredentialsProvider,
-        url: String,
         profile: String,
         cache: tokio::sync::Mutex<Cached>,
     }
@@ -216,10 +224,11 @@ mod profile {
                 .expiry
                 .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
             if !fresh {
+                // (The store's error names the URL of the request.)
                 let c = self.provider.provide_credentials().await.map_err(|e| {
                     object_store::Error::Generic {
                         store: "S3",
-                        source: Box::new(failed(&self.url, &self.profile, &e)),
+                        source: failed(&self.profile, &e).into(),
                     }
                 })?;
                 *cache = Cached {

@@ -3,8 +3,8 @@
 //!
 //! Why this module exists: exports live in S3, GCS and Azure, and warehouses read tables there. The `object_store`
 //! crate speaks to all three (with each cloud's credential chain: environment, web/workload identity, container
-//! and instance credentials, and `AWS_ENDPOINT_URL` for S3-compatible stores; AWS profiles through [`aws`]); it is async, while the loader's
-//! pipeline is threads and rayon. This module owns the one tokio runtime of a run and hides it behind small
+//! and instance credentials, and `AWS_ENDPOINT_URL` for S3-compatible stores; AWS profiles through [`aws`]); it
+//! is async, while the loader's pipeline is threads and rayon. This module owns the one tokio runtime of a run and hides it behind small
 //! blocking calls: list a prefix, read an object as a stream (bounded read-ahead, never downloaded whole), read
 //! byte ranges of an object (so Parquet readers fetch only the columns they need), upload a file, put bytes.
 
@@ -183,38 +183,46 @@ fn check_endpoints() -> Result<()> {
     Ok(())
 }
 
-/// The last link of each cloud's credential chain, a metadata (or managed identity) service: a request that
-/// failed because the chain fell through to it and it did not answer is said as what it is, no credentials,
-/// with where they were looked for. (scheme, what the failed token request's message holds, cloud, where the
-/// chain looked, what to do.)
-const CHAIN_ENDS: [(&str, &str, &str, &str, &str); 3] = [
-    (
-        "s3://",
-        "/latest/api/token",
-        "AWS",
-        aws::CREDENTIAL_SOURCES,
-        "Outside EC2, set credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), and \
-         AWS_EC2_METADATA_DISABLED=true to skip the metadata service",
-    ),
-    (
-        "gs://",
-        "computeMetadata/v1/instance/service-accounts",
-        "Google Cloud",
-        "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT (a service account key file), \
-         GOOGLE_SERVICE_ACCOUNT_KEY, application default credentials \
-         (~/.config/gcloud/application_default_credentials.json), then the GCE/GKE metadata server",
-        "Outside Google Cloud, set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run gcloud \
-         auth application-default login",
-    ),
-    (
-        "az://",
-        "metadata/identity/oauth2/token",
-        "Azure",
-        "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a service principal (AZURE_CLIENT_ID, \
-         AZURE_CLIENT_SECRET, AZURE_TENANT_ID), a workload identity (AZURE_FEDERATED_TOKEN_FILE), then the \
-         managed identity endpoint",
-        "Outside Azure, set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or a service principal",
-    ),
+/// The last link of a cloud's credential chain, a metadata (or managed identity) service: a request that failed
+/// because the chain fell through to it and it did not answer is said as what it is, no credentials, with where
+/// they were looked for.
+struct ChainEnd {
+    scheme: &'static str,
+    /// What the message of the failed token request holds.
+    marker: &'static str,
+    cloud: &'static str,
+    looked_at: &'static str,
+    advice: &'static str,
+}
+
+const CHAIN_ENDS: [ChainEnd; 3] = [
+    ChainEnd {
+        scheme: "s3://",
+        marker: "/latest/api/token",
+        cloud: "AWS",
+        looked_at: aws::CREDENTIAL_SOURCES,
+        advice: "Outside EC2, set credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), \
+                 and AWS_EC2_METADATA_DISABLED=true to skip the metadata service",
+    },
+    ChainEnd {
+        scheme: "gs://",
+        marker: "computeMetadata/v1/instance/service-accounts",
+        cloud: "Google Cloud",
+        looked_at: "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT (a service account key file), \
+                    GOOGLE_SERVICE_ACCOUNT_KEY, application default credentials \
+                    (~/.config/gcloud/application_default_credentials.json), then the GCE/GKE metadata server",
+        advice: "Outside Google Cloud, set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run \
+                 gcloud auth application-default login",
+    },
+    ChainEnd {
+        scheme: "az://",
+        marker: "metadata/identity/oauth2/token",
+        cloud: "Azure",
+        looked_at: "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a service principal (AZURE_CLIENT_ID, \
+                    AZURE_CLIENT_SECRET, AZURE_TENANT_ID), a workload identity (AZURE_FEDERATED_TOKEN_FILE), \
+                    then the managed identity endpoint",
+        advice: "Outside Azure, set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or a service principal",
+    },
 ];
 
 /// The error of a request that failed because the credential chain of `url`'s cloud fell through to its
@@ -222,14 +230,43 @@ const CHAIN_ENDS: [(&str, &str, &str, &str, &str); 3] = [
 pub fn no_credentials(url: &str, message: &str) -> Option<Error> {
     CHAIN_ENDS
         .iter()
-        .find(|(scheme, marker, ..)| url.starts_with(scheme) && message.contains(marker))
-        .map(|(_, _, cloud, looked_at, advice)| Error::NoCredentials {
+        .find(|c| url.starts_with(c.scheme) && message.contains(c.marker))
+        .map(|c| Error::NoCredentials {
             url: url.to_string(),
-            cloud,
-            looked_at,
-            advice,
+            cloud: c.cloud,
+            looked_at: c.looked_at,
+            advice: c.advice,
             detail: crate::error::redact(message),
         })
+}
+
+/// What a store builder's refusal means, where object_store's words do not say what to set: (what its message
+/// holds, what to tell the user).
+const BUILDER_HINTS: [(&str, &str); 2] = [
+    (
+        "Unable to open service account file",
+        "the Google service account key file named by GOOGLE_APPLICATION_CREDENTIALS (or \
+         GOOGLE_SERVICE_ACCOUNT) cannot be read. Point it at a key file, or unset it to use application default \
+         credentials",
+    ),
+    (
+        "Account must be specified",
+        "no Azure storage account: set AZURE_STORAGE_ACCOUNT_NAME, with AZURE_STORAGE_ACCOUNT_KEY, \
+         AZURE_STORAGE_SAS_KEY, a service principal (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID) or a \
+         managed or workload identity; for Azurite, AZURE_STORAGE_USE_EMULATOR=true",
+    ),
+];
+
+/// A store builder's refusal of `url` (exit 2), explained by [`BUILDER_HINTS`] where it applies.
+fn builder_error(url: &str, e: object_store::Error) -> Error {
+    let text = e.to_string();
+    match BUILDER_HINTS
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+    {
+        Some((_, hint)) => Error::Usage(format!("{url}: {hint} (the store said: {text})")),
+        None => Error::Usage(format!("{url}: {text}")),
+    }
 }
 
 /// `s` with `%XX` sequences decoded (bytes that do not decode as UTF-8 are replaced).
@@ -270,7 +307,7 @@ impl Location {
         if bucket.is_empty() {
             return Err(Error::Usage(format!("{url}: no bucket in the URL")));
         }
-        let err = |e: object_store::Error| Error::Usage(format!("{url}: {e}"));
+        let err = |e: object_store::Error| builder_error(url, e);
         check_endpoints()?;
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
@@ -282,29 +319,14 @@ impl Location {
                     .with_bucket_name(bucket)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(|e| match e.to_string().contains("Unable to open service account file") {
-                        true => Error::Usage(format!(
-                            "{url}: the Google service account key file named by GOOGLE_APPLICATION_CREDENTIALS \
-                             (or GOOGLE_SERVICE_ACCOUNT) cannot be read: {e}. Point it at a key file, or unset it \
-                             to use application default credentials"
-                        )),
-                        false => err(e),
-                    })?,
+                    .map_err(err)?,
             ),
             "az" => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(bucket)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(|e| match e.to_string().contains("Account must be specified") {
-                        true => Error::Usage(format!(
-                            "{url}: no Azure storage account: set AZURE_STORAGE_ACCOUNT_NAME, with \
-                             AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a service principal \
-                             (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID) or a managed or workload \
-                             identity; for Azurite, AZURE_STORAGE_USE_EMULATOR=true"
-                        )),
-                        false => err(e),
-                    })?,
+                    .map_err(err)?,
             ),
             other => {
                 return Err(Error::Usage(format!(

@@ -238,6 +238,19 @@ pub fn rejects(out: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Rows by their `id` (every row must have one).
+/// The `id` of every row, sorted.
+pub fn sorted_ids<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<String> {
+    let mut ids: Vec<String> = rows
+        .into_iter()
+        .map(|r| match &r["id"] {
+            V::S(s) => s.clone(),
+            other => panic!("id {other:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
 pub fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
     rows.iter()
         .map(|r| match &r["id"] {
