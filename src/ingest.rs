@@ -1,5 +1,6 @@
-//! Reading the inputs through the pipeline: reader threads decompress and cut chunks of lines ahead,
-//! each chunk is parsed on the pool while the previous one is applied in input order.
+//! Reading the inputs through the pipeline: reader threads decompress and cut chunks of lines ahead, a parsing
+//! thread has each chunk parsed on the pool, and the calling thread applies parsed chunks in input order while
+//! the next ones are parsed.
 //!
 //! Why this module exists: keeping every core busy while the order of rows, rejects and counts stays the input
 //! order is the one piece of concurrency of a run. It does not know what is done with parsed chunks: the run
@@ -136,48 +137,140 @@ pub struct InputsRead {
 
 /// Reads every input, in order, into `sink`. With `earlier`, rows already loaded by earlier runs become
 /// duplicates while chunks are parsed.
+///
+/// With more than one thread, two stages on two threads: this one applies parsed chunks to `sink` in input
+/// order; a parsing thread takes the readers' chunks in the same order, parses each on the pool and hands it
+/// over, up to [`PARSED_AHEAD`] chunks ahead. So the pool parses the next chunks while a chunk is applied, and
+/// neither waits for the other chunk by chunk. With one thread, parsing and applying take turns on this one.
 pub fn read_inputs(
     r: &Reading<'_>,
     sources: &[Source],
     sink: &mut impl Sink,
-    mut earlier: Option<&mut EarlierIds>,
+    earlier: Option<&mut EarlierIds>,
+    progress: &Progress,
+) -> Result<InputsRead> {
+    let mut parser = Parser {
+        r,
+        readers: Readers::new(r, sources),
+        sources: sources.iter(),
+        current: None,
+        earlier,
+    };
+    if r.pool.current_num_threads() <= 1 {
+        return apply_inputs(sources, || parser.next(), sink, progress);
+    }
+    let (parsed_tx, parsed_rx) = sync_channel(PARSED_AHEAD);
+    std::thread::scope(|s| {
+        let parsing = s.spawn(move || {
+            while let Some(message) = parser.next() {
+                let failed = message.is_err();
+                // A closed channel: the run stopped (an error on the applying side).
+                if parsed_tx.send(message).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let applied = apply_inputs(sources, || parsed_rx.recv().ok(), sink, progress);
+        // Dropped before joining the parser: one blocked handing over a chunk then stops.
+        drop(parsed_rx);
+        if parsing.join().is_err() {
+            return Err(Error::Internal("the parsing thread panicked".to_string()));
+        }
+        applied
+    })
+}
+
+/// Chunks parsed and waiting to be applied, at most (besides the one being parsed and the one being applied).
+pub const PARSED_AHEAD: usize = 1;
+
+/// What the parsing side hands over, in input order: parsed chunks of an input, then its end.
+enum Handed {
+    Chunk {
+        parsed: Parsed,
+        /// Raw bytes of its input read so far (for the progress display).
+        raw_read: u64,
+        /// Where the chunk's buffer goes back to its reader.
+        recycle: Sender<Vec<u8>>,
+    },
+    End(InputEnd),
+}
+
+/// The parsing side: every input's chunks, in order, parsed on the pool. An error is handed over in the place
+/// of the chunk it stopped at (the applying side reports it).
+struct Parser<'r, 's, 'e> {
+    r: &'r Reading<'r>,
+    readers: Readers<'s>,
+    sources: std::slice::Iter<'s, Source>,
+    /// The input being parsed: its name, feed, and where its buffers go back.
+    current: Option<(String, Receiver<Feed>, Sender<Vec<u8>>)>,
+    earlier: Option<&'e mut EarlierIds>,
+}
+
+impl Parser<'_, '_, '_> {
+    /// The next parsed chunk or input end; `None` after the last input.
+    fn next(&mut self) -> Option<Result<Handed>> {
+        if self.current.is_none() {
+            let name = self.sources.next()?.name();
+            let (feed, recycle) = self.readers.next()?;
+            self.current = Some((name, feed, recycle));
+        }
+        let (name, feed, recycle) = self.current.as_ref()?;
+        let message = match receive(feed, name) {
+            Ok(Feed::Chunk { chunk, raw_read }) => parse_chunk(
+                chunk,
+                self.r.max_line_bytes,
+                self.r.pool,
+                self.earlier.as_deref_mut(),
+                self.r.partition,
+                self.r.privacy,
+            )
+            .map(|parsed| Handed::Chunk {
+                parsed,
+                raw_read,
+                recycle: recycle.clone(),
+            }),
+            Ok(Feed::Done(end)) => Ok(Handed::End(end)),
+            Ok(Feed::Failed(e)) | Err(e) => Err(e),
+        };
+        if !matches!(message, Ok(Handed::Chunk { .. })) {
+            self.current = None;
+        }
+        Some(message)
+    }
+}
+
+/// The applying side: parsed chunks into `sink`, in input order, with each input's report at its end.
+fn apply_inputs(
+    sources: &[Source],
+    mut next: impl FnMut() -> Option<Result<Handed>>,
+    sink: &mut impl Sink,
     progress: &Progress,
 ) -> Result<InputsRead> {
     let mut inputs = Vec::with_capacity(sources.len());
     let mut identities = Vec::with_capacity(sources.len());
     let mut done = 0;
-    let mut readers = Readers::new(r, sources);
     for (input, source) in sources.iter().enumerate() {
-        let Some((feed, recycle)) = readers.next() else {
-            break;
-        };
         let (lines_before, events_before) = sink.seen();
         let name = source.name();
-        let mut pending: Option<Parsed> = None;
         let end = loop {
-            match receive(&feed, &name)? {
-                Feed::Chunk { chunk, raw_read } => {
-                    let previous = pending.take();
-                    let (parsed, applied) = step(
-                        r,
-                        sink,
-                        (input, &name),
-                        chunk,
-                        previous,
-                        earlier.as_deref_mut(),
-                    );
-                    if let Some(buf) = applied? {
+            let message = next().ok_or_else(|| {
+                Error::Internal(format!("parsing ended before the end of {name}"))
+            })??;
+            match message {
+                Handed::Chunk {
+                    parsed,
+                    raw_read,
+                    recycle,
+                } => {
+                    if let Some(buf) = sink.apply(input, &name, Some(parsed))? {
                         let _ = recycle.send(buf);
                     }
-                    pending = Some(parsed?);
                     let (rows, rejected) = sink.tally();
                     progress.read(done + raw_read, rows, rejected);
                 }
-                Feed::Done(end) => break end,
-                Feed::Failed(e) => return Err(e),
+                Handed::End(end) => break end,
             }
         };
-        sink.apply(input, &name, pending.take())?;
         done += end.raw_bytes;
         identities.push(match source.identity() {
             Some(id) => id.into_bytes(),
@@ -243,42 +336,5 @@ fn receive(feed: &Receiver<Feed>, name: &str) -> Result<Feed> {
         Error::Internal(format!(
             "the reader thread of {name} ended without answering"
         ))
-    })
-}
-
-/// One step of the pipeline: parses `chunk` and applies the `previous` chunk of input `at` (its index and
-/// name). With more than one thread the two overlap (the parse runs on the pool); with one they take turns.
-/// Gives the parsed chunk and, from the apply, the buffer of the previous chunk to recycle.
-fn step(
-    r: &Reading<'_>,
-    sink: &mut impl Sink,
-    (input, name): (usize, &str),
-    chunk: Chunk,
-    previous: Option<Parsed>,
-    earlier: Option<&mut EarlierIds>,
-) -> (Result<Parsed>, Result<Option<Vec<u8>>>) {
-    let parse = |chunk| {
-        parse_chunk(
-            chunk,
-            r.max_line_bytes,
-            r.pool,
-            earlier,
-            r.partition,
-            r.privacy,
-        )
-    };
-    if r.pool.current_num_threads() <= 1 {
-        let applied = sink.apply(input, name, previous);
-        return (parse(chunk), applied);
-    }
-    std::thread::scope(|s| {
-        let parser = s.spawn(|| parse(chunk));
-        let applied = sink.apply(input, name, previous);
-        let parsed = parser.join().unwrap_or_else(|_| {
-            Err(Error::Internal(format!(
-                "the parser thread panicked on a chunk of {name}"
-            )))
-        });
-        (parsed, applied)
     })
 }

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::accounts;
 use crate::dedupe::{EarlierIds, Reach, SeenIds};
 use crate::error::{Error, Result};
-use crate::ingest::{PREFETCH_CHUNKS, Reading, read_inputs};
+use crate::ingest::{PARSED_AHEAD, PREFETCH_CHUNKS, Reading, read_inputs};
 use crate::input::{self, Source};
 pub use crate::layout::{Format, GROUPS_DIR, REJECTS_DIR, RUNS_DIR};
 use crate::options::{FIXED_BYTES, LINE_COPIES, LoadOptions, Mode, Output, max_line_bytes_within};
@@ -57,12 +57,13 @@ impl LoadOptions {
     }
 
     /// How `--memory-limit` is spent. First what reading holds: per reader thread, the chunks read ahead and
-    /// one being filled; the chunk being parsed and the one being applied; each chunk with its parsed rows
+    /// one being filled; the chunk being parsed, those parsed ahead and the one being applied; each chunk with its parsed rows
     /// (about as large again). Then a baseline that no buffer counts. Of the rest, a fifth goes to the row
     /// buffers; batches being encoded (back-pressured to as much again) and allocator slack take the others.
     fn writer_config(&self) -> WriterConfig {
         let limit = usize::try_from(self.memory_limit).unwrap_or(usize::MAX);
-        let reading = (self.readers() * (PREFETCH_CHUNKS + 1) + 2) * 2 * self.chunk_bytes();
+        let reading =
+            (self.readers() * (PREFETCH_CHUNKS + 1) + 2 + PARSED_AHEAD) * 2 * self.chunk_bytes();
         // A baseline for what no buffer counts: open writers' state, thread stacks, the program itself.
         let baseline = 32 << 20;
         let dedupe = usize::try_from(self.dedupe_budget()).unwrap_or(usize::MAX);
