@@ -9,7 +9,9 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel, sync_channel};
+use std::time::Duration;
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -149,8 +151,10 @@ pub fn read_inputs(
     earlier: Option<&mut EarlierIds>,
     progress: &Progress,
 ) -> Result<InputsRead> {
+    let stop = AtomicBool::new(false);
     let mut parser = Parser {
         r,
+        stop: &stop,
         readers: Readers::new(r, sources),
         sources: sources.iter(),
         current: None,
@@ -171,8 +175,10 @@ pub fn read_inputs(
             }
         });
         let applied = apply_inputs(sources, || parsed_rx.recv().ok(), sink, progress);
-        // Dropped before joining the parser: one blocked handing over a chunk then stops.
+        // Dropped before joining the parser: one blocked handing over a chunk then stops, and one waiting for a
+        // slow input gives up.
         drop(parsed_rx);
+        stop.store(true, Ordering::Relaxed);
         if parsing.join().is_err() {
             return Err(Error::Internal("the parsing thread panicked".to_string()));
         }
@@ -204,6 +210,8 @@ struct Parser<'r, 's, 'e> {
     /// The input being parsed: its name, feed, and where its buffers go back.
     current: Option<(String, Receiver<Feed>, Sender<Vec<u8>>)>,
     earlier: Option<&'e mut EarlierIds>,
+    /// Set when the applying side stopped: a parser waiting for an input gives up.
+    stop: &'r AtomicBool,
 }
 
 impl Parser<'_, '_, '_> {
@@ -215,7 +223,7 @@ impl Parser<'_, '_, '_> {
             self.current = Some((name, feed, recycle));
         }
         let (name, feed, recycle) = self.current.as_ref()?;
-        let message = match receive(feed, name) {
+        let message = match receive(feed, name, self.stop) {
             Ok(Feed::Chunk { chunk, raw_read }) => parse_chunk(
                 chunk,
                 self.r.max_line_bytes,
@@ -331,10 +339,110 @@ impl<'s> Readers<'s> {
 }
 
 /// The next message of an input's reader thread.
-fn receive(feed: &Receiver<Feed>, name: &str) -> Result<Feed> {
-    feed.recv().map_err(|_| {
-        Error::Internal(format!(
-            "the reader thread of {name} ended without answering"
-        ))
-    })
+fn receive(feed: &Receiver<Feed>, name: &str, stop: &AtomicBool) -> Result<Feed> {
+    loop {
+        match feed.recv_timeout(STOP_CHECK) {
+            Ok(feed) => return Ok(feed),
+            Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
+                return Err(Error::Cancelled);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Internal(format!(
+                    "the reader thread of {name} ended without answering"
+                )));
+            }
+        }
+    }
+}
+
+/// How often a parser waiting for a slow input (a pipe on standard input) looks whether the run stopped.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::options::ProgressWhen;
+
+    /// A sink whose first chunk fails, as a full disk fails the rejects file.
+    struct Failing;
+
+    impl Sink for Failing {
+        fn apply(&mut self, _: usize, _: &str, parsed: Option<Parsed>) -> Result<Option<Vec<u8>>> {
+            match parsed {
+                Some(_) => Err(Error::Internal("the sink failed".into())),
+                None => Ok(None),
+            }
+        }
+        fn tally(&self) -> (u64, u64) {
+            (0, 0)
+        }
+        fn seen(&self) -> (u64, u64) {
+            (0, 0)
+        }
+    }
+
+    /// An input that is still open (a pipe whose writer has more to send, later) must not keep a run that
+    /// failed from ending: the parsing thread waiting for its next chunk gives up.
+    #[test]
+    fn a_failed_apply_ends_the_run_while_an_input_is_still_open() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let fifo = dir.path().join("events.ndjson");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("a path");
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (close, closed) = channel::<()>();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let mut pipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .expect("the pipe");
+            let line = b"{\"type\":\"group\",\"groupId\":\"g\",\"userId\":\"u\"}\n";
+            // One chunk's lines (a chunk of 4096 bytes holds 8 at most) and part of the next: the parser then
+            // waits for the rest.
+            for _ in 0..(crate::lines::chunk_lines(4096) + 4) {
+                pipe.write_all(line).expect("written");
+            }
+            // Held open until the test is over (or a minute at most).
+            let _ = closed.recv_timeout(Duration::from_secs(60));
+        });
+        let (done, result) = channel();
+        std::thread::spawn(move || {
+            let pool = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .expect("a pool"),
+            );
+            let reading = Reading {
+                max_line_bytes: 1 << 20,
+                chunk_bytes: 4096,
+                readers: 2,
+                pool: &pool,
+                partition: PartitionMode::Day,
+                privacy: None,
+            };
+            let progress = Progress::new(ProgressWhen::Never, true, None);
+            let read = read_inputs(
+                &reading,
+                &[Source::File(fifo)],
+                &mut Failing,
+                None,
+                &progress,
+            );
+            let _ = done.send(read.map(|_| ()));
+        });
+        let outcome = result.recv_timeout(Duration::from_secs(30));
+        let _ = close.send(());
+        let _ = writer.join();
+        match outcome {
+            Ok(Err(Error::Internal(message))) => assert_eq!(message, "the sink failed"),
+            Ok(other) => panic!("expected the sink's error, got {other:?}"),
+            Err(_) => panic!("the run did not end within 30 s of its sink failing"),
+        }
+    }
 }
