@@ -156,7 +156,6 @@ pub fn read_inputs(
         r,
         stop: &stop,
         readers: Readers::new(r, sources),
-        sources: sources.iter(),
         current: None,
         earlier,
     };
@@ -206,9 +205,8 @@ enum Handed {
 struct Parser<'r, 's, 'e> {
     r: &'r Reading<'r>,
     readers: Readers<'s>,
-    sources: std::slice::Iter<'s, Source>,
-    /// The input being parsed: its name, feed, and where its buffers go back.
-    current: Option<(String, Receiver<Feed>, Sender<Vec<u8>>)>,
+    /// The input being parsed.
+    current: Option<Feeding>,
     earlier: Option<&'e mut EarlierIds>,
     /// Set when the applying side stopped: a parser waiting for an input gives up.
     stop: &'r AtomicBool,
@@ -218,11 +216,13 @@ impl Parser<'_, '_, '_> {
     /// The next parsed chunk or input end; `None` after the last input.
     fn next(&mut self) -> Option<Result<Handed>> {
         if self.current.is_none() {
-            let name = self.sources.next()?.name();
-            let (feed, recycle) = self.readers.next()?;
-            self.current = Some((name, feed, recycle));
+            self.current = Some(self.readers.next()?);
         }
-        let (name, feed, recycle) = self.current.as_ref()?;
+        let Feeding {
+            name,
+            feed,
+            recycle,
+        } = self.current.as_ref()?;
         let message = match receive(feed, name, self.stop) {
             Ok(Feed::Chunk { chunk, raw_read }) => parse_chunk(
                 chunk,
@@ -309,7 +309,14 @@ struct Readers<'s> {
     chunk_bytes: usize,
     ahead: usize,
     spawned: usize,
-    running: VecDeque<(Receiver<Feed>, Sender<Vec<u8>>)>,
+    running: VecDeque<Feeding>,
+}
+
+/// An input whose reader thread runs: its name, its chunks, and where their buffers go back.
+struct Feeding {
+    name: String,
+    feed: Receiver<Feed>,
+    recycle: Sender<Vec<u8>>,
 }
 
 impl<'s> Readers<'s> {
@@ -324,14 +331,17 @@ impl<'s> Readers<'s> {
         }
     }
 
-    /// The next input's feed (and where its chunk buffers go back), after starting readers up to `ahead`.
-    fn next(&mut self) -> Option<(Receiver<Feed>, Sender<Vec<u8>>)> {
+    /// The next input, after starting readers up to `ahead`.
+    fn next(&mut self) -> Option<Feeding> {
         while self.spawned < self.sources.len() && self.running.len() < self.ahead {
-            self.running.push_back(spawn_reader(
-                self.sources[self.spawned].clone(),
-                self.max_line_bytes,
-                self.chunk_bytes,
-            ));
+            let source = &self.sources[self.spawned];
+            let (feed, recycle) =
+                spawn_reader(source.clone(), self.max_line_bytes, self.chunk_bytes);
+            self.running.push_back(Feeding {
+                name: source.name(),
+                feed,
+                recycle,
+            });
             self.spawned += 1;
         }
         self.running.pop_front()
